@@ -1,0 +1,174 @@
+//! The download pipeline: verify, decode and open stripes, yielding plaintext in order.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use super::{
+    Error, FileId, FileKey, Layout, RecoveryScratch, SegmentCipher, ShardId, StripeDecoder,
+};
+
+/// Stripes a [`Decoder`] accepts shards for at once unless told otherwise.
+pub const DEFAULT_WINDOW: usize = 4;
+
+/// Rebuilds a file from shards arriving in any order, yielding its segments in order.
+///
+/// Shards are accepted only for the stripes in the window `next..next + window`, so memory
+/// stays at `window` stripes whatever the file size. Each shard is verified against its id on
+/// arrival; each segment is authenticated before it is returned; [`Decoder::finish`] checks the
+/// whole file's hash.
+#[derive(Debug)]
+pub struct Decoder {
+    layout: Layout,
+    cipher: SegmentCipher,
+    ids: Vec<ShardId>,
+    plaintext_hash: [u8; 32],
+    hasher: blake3::Hasher,
+    window: usize,
+    next: u64,
+    pending: VecDeque<StripeDecoder>,
+    scratch: RecoveryScratch,
+}
+
+impl Decoder {
+    /// A decoder for the file with this layout, id and shard ids (k + m per stripe, stripe by
+    /// stripe), whose plaintext hashes to `plaintext_hash`. [`crate::Manifest::decoder`] is the
+    /// usual way to get one.
+    pub fn new(
+        layout: Layout,
+        file_id: FileId,
+        ids: Vec<ShardId>,
+        key: &FileKey,
+        plaintext_hash: [u8; 32],
+    ) -> Self {
+        Self {
+            layout,
+            cipher: SegmentCipher::new(key, file_id),
+            ids,
+            plaintext_hash,
+            hasher: blake3::Hasher::new(),
+            window: DEFAULT_WINDOW,
+            next: 0,
+            pending: VecDeque::new(),
+            scratch: RecoveryScratch::default(),
+        }
+    }
+
+    /// The same decoder with a window of `window` stripes (at least 1).
+    pub fn with_window(self, window: usize) -> Self {
+        Self { window: window.max(1), ..self }
+    }
+
+    /// The file's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The next stripe to be returned.
+    pub fn next_stripe(&self) -> u64 {
+        self.next
+    }
+
+    /// One past the last stripe that shards are accepted for now.
+    pub fn window_end(&self) -> u64 {
+        (self.next + self.window as u64).min(self.layout.stripes())
+    }
+
+    /// The ids of stripe `stripe`'s shards, data first.
+    pub fn stripe_ids(&self, stripe: u64) -> Result<&[ShardId], Error> {
+        let n = self.layout.params().shards();
+        usize::try_from(stripe)
+            .ok()
+            .and_then(|s| self.ids.get(s.checked_mul(n)?..s.checked_mul(n)?.checked_add(n)?))
+            .ok_or(Error::NoSuchShard {
+                stripe,
+                index: 0,
+                stripes: self.layout.stripes(),
+                shards: n,
+            })
+    }
+
+    /// Whether shard `index` of `stripe` is already held (so need not be fetched).
+    pub fn has_shard(&self, stripe: u64, index: usize) -> bool {
+        self.offset(stripe).and_then(|o| self.pending.get(o)).is_some_and(|s| s.has(index))
+    }
+
+    /// Verifies and keeps shard `index` of `stripe`; returns whether that stripe can now be
+    /// decoded. A shard that fails verification is refused with an error naming it, and the
+    /// decoder is unchanged.
+    pub fn add_shard(&mut self, stripe: u64, index: usize, shard: Bytes) -> Result<bool, Error> {
+        let offset = self.offset(stripe).ok_or(Error::OutsideWindow {
+            stripe,
+            next: self.next,
+            end: self.window_end(),
+        })?;
+        while self.pending.len() <= offset {
+            let s = self.next + self.pending.len() as u64;
+            let decoder = StripeDecoder::new(
+                s,
+                self.layout.params().k(),
+                self.layout.shard_len(s)?,
+                self.stripe_ids(s)?,
+            );
+            self.pending.push_back(decoder);
+        }
+        match self.pending.get_mut(offset) {
+            Some(decoder) => decoder.add(index, shard),
+            None => Err(Error::OutsideWindow { stripe, next: self.next, end: self.window_end() }),
+        }
+    }
+
+    /// Whether the next stripe holds k verified shards.
+    pub fn is_next_ready(&self) -> bool {
+        self.pending.front().is_some_and(StripeDecoder::is_ready)
+    }
+
+    /// Decodes and opens the next stripe and returns its plaintext. Fails with
+    /// [`Error::NotEnoughShards`] (naming the stripe and the count) if fewer than k good shards
+    /// arrived, and [`Error::Decrypt`] if the segment does not authenticate.
+    pub fn decode_next(&mut self) -> Result<Vec<u8>, Error> {
+        let stripe = self.next;
+        let stripes = self.layout.stripes();
+        if stripe >= stripes {
+            return Err(Error::NoSuchShard {
+                stripe,
+                index: 0,
+                stripes,
+                shards: self.layout.params().shards(),
+            });
+        }
+        let Some(decoder) = self.pending.front() else {
+            let needed = self.layout.params().k();
+            return Err(Error::NotEnoughShards { stripe, found: 0, needed });
+        };
+        let mut segment = decoder.decode(self.layout.sealed_len(stripe)?, &mut self.scratch)?;
+        self.cipher.open(stripe, self.layout.is_last(stripe), &mut segment)?;
+        self.hasher.update(&segment);
+        self.pending.pop_front();
+        self.next += 1;
+        Ok(segment)
+    }
+
+    /// Whether every stripe has been returned.
+    pub fn is_done(&self) -> bool {
+        self.next == self.layout.stripes()
+    }
+
+    /// Checks that every stripe was returned and that the file matches its recorded hash.
+    pub fn finish(self) -> Result<(), Error> {
+        if !self.is_done() {
+            return Err(Error::Incomplete { next: self.next, stripes: self.layout.stripes() });
+        }
+        if self.hasher.finalize().as_bytes() != &self.plaintext_hash {
+            return Err(Error::PlaintextHash);
+        }
+        Ok(())
+    }
+
+    fn offset(&self, stripe: u64) -> Option<usize> {
+        if stripe < self.next || stripe >= self.window_end() {
+            return None;
+        }
+        usize::try_from(stripe - self.next).ok()
+    }
+}

@@ -1,0 +1,113 @@
+//! Cutting a stream of unknown length into segments.
+
+use std::mem;
+
+/// One segment of plaintext, numbered from 0. `last` is set on exactly one segment, the
+/// final one; an empty file is a single empty segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Position in the file, from 0.
+    pub index: u64,
+    /// Whether this is the file's final segment.
+    pub last: bool,
+    /// The plaintext. Its allocation has room for the tag and erasure padding, so sealing and
+    /// coding it in place do not reallocate.
+    pub data: Vec<u8>,
+}
+
+/// Cuts pushed bytes into segments of a fixed size.
+///
+/// A full segment is held back until more bytes arrive, because only then is it known not to
+/// be the last one. Memory: one segment.
+#[derive(Debug)]
+pub struct Segmenter {
+    size: usize,
+    reserve: usize,
+    buf: Vec<u8>,
+    index: u64,
+}
+
+impl Segmenter {
+    /// Segments of `size` bytes whose buffers carry `reserve` spare bytes of capacity.
+    pub fn new(size: usize, reserve: usize) -> Self {
+        Self { size, reserve, buf: Vec::new(), index: 0 }
+    }
+
+    /// Takes bytes from the front of `input` and returns a segment as soon as one is complete.
+    /// Call again while `input` is not empty.
+    pub fn push(&mut self, input: &mut &[u8]) -> Option<Segment> {
+        while !input.is_empty() {
+            if self.buf.len() == self.size {
+                return Some(self.take(false));
+            }
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(self.size + self.reserve);
+            }
+            let n = (self.size - self.buf.len()).min(input.len());
+            let (head, tail) = input.split_at(n);
+            self.buf.extend_from_slice(head);
+            *input = tail;
+        }
+        None
+    }
+
+    /// The final segment: whatever is buffered, possibly empty.
+    pub fn finish(mut self) -> Segment {
+        self.take(true)
+    }
+
+    /// Bytes buffered and not yet returned.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn take(&mut self, last: bool) -> Segment {
+        let segment = Segment { index: self.index, last, data: mem::take(&mut self.buf) };
+        self.index += 1;
+        segment
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(size: usize, data: &[u8], chunk: usize) -> Vec<Segment> {
+        let mut s = Segmenter::new(size, 0);
+        let mut out = Vec::new();
+        for mut piece in data.chunks(chunk) {
+            while let Some(seg) = s.push(&mut piece) {
+                out.push(seg);
+            }
+        }
+        out.push(s.finish());
+        out
+    }
+
+    #[test]
+    fn boundaries() {
+        for (len, expect) in [(0, vec![0]), (1, vec![1]), (15, vec![15]), (16, vec![16]),
+            (17, vec![16, 1]), (32, vec![16, 16]), (33, vec![16, 16, 1])]
+        {
+            for chunk in [1, 5, 16, 100] {
+                let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+                let segs = cut(16, &data, chunk);
+                let lens: Vec<usize> = segs.iter().map(|s| s.data.len()).collect();
+                assert_eq!(lens, expect, "len {len} chunk {chunk}");
+                assert!(segs.iter().enumerate().all(|(i, s)| s.index == i as u64));
+                assert!(segs.iter().rev().skip(1).all(|s| !s.last));
+                assert!(segs.last().unwrap().last);
+                assert_eq!(segs.concat_data(), data);
+            }
+        }
+    }
+
+    trait Concat {
+        fn concat_data(&self) -> Vec<u8>;
+    }
+    impl Concat for Vec<Segment> {
+        fn concat_data(&self) -> Vec<u8> {
+            self.iter().flat_map(|s| s.data.iter().copied()).collect()
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Codec properties, run natively and in headless Chromium.
+
+#[path = "support/files.rs"]
+mod files;
+#[path = "support/rng.rs"]
+mod rng;
+
+#[cfg(wasm_browser)]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(wasm_browser)]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+use bytes::Bytes;
+use files::{download, upload};
+use rng::Rng;
+use shardweb_core::codec::{
+    DEFAULT_SEGMENT_SIZE, Decoder, Encoder, Error, FileId, FileKey, Layout, Params,
+};
+
+/// Cases per property: fewer in the browser, where debug wasm is slower.
+const CASES: u64 = if cfg!(wasm_browser) { 12 } else { 48 };
+
+fn params(k: usize, m: usize, segment: usize) -> Params {
+    Params::new(k, m).unwrap().with_segment_size(segment).unwrap()
+}
+
+#[test]
+fn round_trips_random_sizes_and_parameters() {
+    for seed in 0..CASES {
+        let mut rng = Rng::new(seed);
+        let k = rng.range(1, 12);
+        let m = rng.range(1, 6);
+        let seg = rng.range(16, 700);
+        let size = match seed % 8 {
+            0 => 0,
+            1 => 1,
+            2 => seg - 1,
+            3 => seg,
+            4 => seg + 1,
+            5 => 2 * seg,
+            6 => 3 * seg - 1,
+            _ => rng.range(0, 6 * seg),
+        };
+        let data = rng.bytes(size);
+        let up = upload(params(k, m, seg), &data, &mut rng);
+        assert_eq!(up.stripes.len() as u64, Layout::new(up.encoded.params, size as u64).stripes());
+        // Any k shards per stripe, chosen at random.
+        let lost: Vec<Vec<usize>> = up
+            .stripes
+            .iter()
+            .map(|_| {
+                let mut idx: Vec<usize> = (0..k + m).collect();
+                rng.shuffle(&mut idx);
+                idx.truncate(rng.range(0, m));
+                idx
+            })
+            .collect();
+        let got = download(&up, &mut rng, |s, i| !lost[s as usize].contains(&i))
+            .unwrap_or_else(|e| panic!("seed {seed} (k={k} m={m} seg={seg} size={size}): {e}"));
+        assert_eq!(got, data, "seed {seed}");
+    }
+}
+
+#[test]
+fn default_segment_boundaries() {
+    let mut rng = Rng::new(7);
+    for size in [DEFAULT_SEGMENT_SIZE - 1, DEFAULT_SEGMENT_SIZE + 1] {
+        let data = rng.bytes(size);
+        let up = upload(Params::new(4, 2).unwrap(), &data, &mut rng);
+        assert_eq!(download(&up, &mut rng, |_, i| i != 0 && i != 3).unwrap(), data);
+    }
+}
+
+#[test]
+fn whole_file_replication_with_k_1() {
+    let mut rng = Rng::new(11);
+    let data = rng.bytes(1000);
+    let up = upload(params(1, 2, 4096), &data, &mut rng);
+    let stripe = &up.stripes[0];
+    assert_eq!(stripe.shards.len(), 3);
+    assert_eq!(stripe.shards[1], stripe.shards[0], "k=1 parity is a copy");
+    for survivor in 0..3 {
+        assert_eq!(download(&up, &mut rng, |_, i| i == survivor).unwrap(), data);
+    }
+}
+
+/// Every subset of lost shards of size ≤ m decodes; every subset of size m + 1 is the typed
+/// error naming the stripe and the count.
+#[test]
+fn every_loss_pattern_for_small_stripes() {
+    for (k, m) in [(1, 1), (2, 1), (2, 2), (3, 2), (4, 2), (2, 3)] {
+        let n = k + m;
+        let mut rng = Rng::new((k * 10 + m) as u64);
+        let data = rng.bytes(300);
+        let up = upload(params(k, m, 128), &data, &mut rng);
+        for lost in 0u32..(1 << n) {
+            let count = lost.count_ones() as usize;
+            let result = download(&up, &mut rng, |s, i| s != 1 || lost & (1 << i) == 0);
+            if count <= m {
+                assert_eq!(result.unwrap(), data, "k={k} m={m} lost={lost:b}");
+            } else {
+                match result {
+                    Err(Error::NotEnoughShards { stripe: 1, found, needed }) => {
+                        assert_eq!((found, needed), (n - count, k), "k={k} m={m} lost={lost:b}")
+                    }
+                    other => panic!("k={k} m={m} lost={lost:b}: {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// A flipped byte anywhere in any shard is refused with an error naming that shard, and the
+/// file still decodes from the others.
+#[test]
+fn corrupt_shards_are_named_and_replaced() {
+    let (k, m) = (3, 2);
+    let mut rng = Rng::new(5);
+    let data = rng.bytes(500);
+    let up = upload(params(k, m, 200), &data, &mut rng);
+    for index in 0..k + m {
+        let good = up.stripes[0].shards[index].clone();
+        let mut bad = good.to_vec();
+        let at = rng.range(0, bad.len() - 1);
+        bad[at] ^= 1 << rng.range(0, 7);
+        let mut decoder = up.manifest.decoder(&up.key).unwrap();
+        match decoder.add_shard(0, index, Bytes::from(bad)) {
+            Err(Error::ShardMismatch { stripe: 0, index: i, expected, .. }) => {
+                assert_eq!(i, index);
+                assert_eq!(expected, up.stripes[0].ids[index]);
+            }
+            other => panic!("shard {index}: {other:?}"),
+        }
+        assert!(!decoder.has_shard(0, index));
+        let short = good.slice(1..);
+        assert!(matches!(decoder.add_shard(0, index, short), Err(Error::ShardLength { .. })));
+        let others = (0..k + m).filter(|&i| i != index).take(k);
+        for i in others {
+            decoder.add_shard(0, i, up.stripes[0].shards[i].clone()).unwrap();
+        }
+        assert_eq!(decoder.decode_next().unwrap(), data[..200]);
+    }
+}
+
+#[test]
+fn wrong_key_is_an_opaque_error() {
+    let mut rng = Rng::new(3);
+    let data = rng.bytes(100);
+    let up = upload(params(2, 1, 64), &data, &mut rng);
+    let wrong = FileKey::from_bytes([0x55; 32]);
+    assert!(matches!(up.manifest.decoder(&wrong), Err(shardweb_core::manifest::Error::WrongKey)));
+    // A decoder built past the manifest check still refuses to open the segments.
+    let mut decoder = Decoder::new(
+        *up.manifest.layout(),
+        up.manifest.file_id(),
+        up.manifest.shard_ids().to_vec(),
+        &wrong,
+        up.encoded.plaintext_hash,
+    );
+    for i in 0..3 {
+        decoder.add_shard(0, i, up.stripes[0].shards[i].clone()).unwrap();
+    }
+    let err = decoder.decode_next().unwrap_err();
+    assert!(matches!(err, Error::Decrypt { stripe: 0 }));
+    assert_eq!(err.to_string(), "segment 0 failed to decrypt: wrong key or tampered data");
+}
+
+/// Builds a decoder over `stripes` of `up` (by index into its stripes) as if the manifest
+/// listed them in that order, with `size` plaintext bytes and `file`'s id.
+fn decode_as(up: &files::Uploaded, file: FileId, stripes: &[usize], size: u64) -> Error {
+    let ids = stripes.iter().flat_map(|&s| up.stripes[s].ids.clone()).collect();
+    let layout = Layout::new(up.encoded.params, size);
+    let mut decoder = Decoder::new(layout, file, ids, &up.key, up.encoded.plaintext_hash)
+        .with_window(stripes.len());
+    for (pos, &s) in stripes.iter().enumerate() {
+        for (i, shard) in up.stripes[s].shards.iter().enumerate() {
+            decoder.add_shard(pos as u64, i, shard.clone()).unwrap();
+        }
+    }
+    loop {
+        match decoder.decode_next() {
+            Ok(_) if decoder.is_done() => return decoder.finish().unwrap_err(),
+            Ok(_) => continue,
+            Err(e) => return e,
+        }
+    }
+}
+
+#[test]
+fn reordered_swapped_and_truncated_segments_fail() {
+    let mut rng = Rng::new(9);
+    let data = rng.bytes(3 * 64);
+    let up = upload(params(2, 1, 64), &data, &mut rng);
+    let id = up.manifest.file_id();
+    assert!(matches!(decode_as(&up, id, &[1, 0, 2], 192), Error::Decrypt { stripe: 0 }));
+    assert!(matches!(decode_as(&up, id, &[0, 2, 1], 192), Error::Decrypt { stripe: 1 }));
+    // Cut after segment 1, which was not sealed as the last.
+    assert!(matches!(decode_as(&up, id, &[0, 1], 128), Error::Decrypt { stripe: 1 }));
+    // The same shards presented as another file's.
+    assert!(matches!(decode_as(&up, FileId([0; 16]), &[0, 1, 2], 192), Error::Decrypt { .. }));
+    // Every stripe where it belongs decodes and the whole-file hash matches.
+    assert_eq!(download(&up, &mut rng, |_, _| true).unwrap(), data);
+}
+
+#[test]
+fn memory_is_bounded_by_the_window() {
+    let mut rng = Rng::new(13);
+    let seg = 1024;
+    let data = rng.bytes(40 * seg);
+    let key = FileKey::from_bytes([1; 32]);
+    let mut encoder = Encoder::new(params(4, 2, seg), &key, FileId([2; 16]));
+    let mut emitted = 0;
+    for mut chunk in data.chunks(seg / 2) {
+        while let Some(stripe) = encoder.push(&mut chunk).unwrap() {
+            // Stripes leave the encoder as soon as each segment is known not to be last.
+            assert_eq!(stripe.index, emitted);
+            emitted += 1;
+        }
+        assert!(encoder.bytes_in() - emitted * seg as u64 <= seg as u64);
+    }
+    assert_eq!(emitted, 39);
+    let up = upload(params(4, 2, seg), &data, &mut rng);
+    let mut decoder = up.manifest.decoder(&up.key).unwrap().with_window(2);
+    let far = up.stripes[2].shards[0].clone();
+    assert!(matches!(
+        decoder.add_shard(2, 0, far),
+        Err(Error::OutsideWindow { stripe: 2, next: 0, end: 2 })
+    ));
+    assert!(matches!(decoder.decode_next(), Err(Error::NotEnoughShards { stripe: 0, found: 0, needed: 4 })));
+}
+
+#[test]
+fn invalid_parameters_are_typed_errors() {
+    assert!(matches!(Params::new(0, 1), Err(Error::InvalidParams { k: 0, m: 1 })));
+    assert!(matches!(Params::new(1, 0), Err(Error::InvalidParams { k: 1, m: 0 })));
+    let err = Params::new(250, 7).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid coding parameters k=250, m=7: need k ≥ 1, m ≥ 1 and k + m ≤ 256"
+    );
+    assert!(Params::new(128, 128).is_ok());
+    let err = Params::new(4, 2).unwrap().with_segment_size(0).unwrap_err();
+    assert!(matches!(err, Error::InvalidSegmentSize { segment_size: 0 }));
+}
+
+#[test]
+fn large_stripes_round_trip() {
+    let mut rng = Rng::new(21);
+    let data = rng.bytes(5000);
+    let up = upload(params(200, 56, 4096), &data, &mut rng);
+    assert_eq!(download(&up, &mut rng, |_, i| i % 5 != 0).unwrap(), data);
+}
