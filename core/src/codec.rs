@@ -15,7 +15,7 @@ mod seal;
 mod segment;
 mod shard;
 
-pub use decoder::{Decoder, DEFAULT_WINDOW};
+pub use decoder::{DEFAULT_WINDOW, Decoder};
 pub use encoder::{Encoded, Encoder};
 pub use erasure::{RecoveryScratch, Stripe, StripeDecoder, StripeEncoder};
 pub use layout::Layout;
@@ -43,13 +43,17 @@ pub enum Error {
     #[error("file too large: {stripes} stripes exceed the limit of {max} for these parameters")]
     TooManyStripes { stripes: u64, max: u64 },
     /// A shard index outside 0..k+m, or a stripe index outside the file.
-    #[error("no shard {index} in stripe {stripe} (the file has {stripes} stripes of {shards} shards)")]
+    #[error(
+        "no shard {index} in stripe {stripe} (the file has {stripes} stripes of {shards} shards)"
+    )]
     NoSuchShard { stripe: u64, index: usize, stripes: u64, shards: usize },
     /// A shard with the wrong length for its stripe.
     #[error("shard {index} of stripe {stripe} is {actual} bytes, expected {expected}")]
     ShardLength { stripe: u64, index: usize, expected: usize, actual: usize },
     /// A shard whose bytes do not hash to its id: it was corrupted or substituted.
-    #[error("shard {index} of stripe {stripe} does not match its id {expected} (hashes to {actual})")]
+    #[error(
+        "shard {index} of stripe {stripe} does not match its id {expected} (hashes to {actual})"
+    )]
     ShardMismatch { stripe: u64, index: usize, expected: ShardId, actual: ShardId },
     /// Fewer than k verified shards of a stripe.
     #[error("not enough shards for stripe {stripe}: found {found} good of the {needed} needed")]

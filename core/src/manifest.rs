@@ -57,7 +57,9 @@ pub enum Error {
     #[error("not a shardweb manifest (bad magic bytes)")]
     BadMagic,
     /// A format version this code does not read.
-    #[error("unsupported manifest format version {version} (this build reads version {FORMAT_VERSION})")]
+    #[error(
+        "unsupported manifest format version {version} (this build reads version {FORMAT_VERSION})"
+    )]
     UnsupportedVersion { version: u8 },
     /// Coding parameters out of range.
     #[error("manifest has invalid parameters: {0}")]
@@ -161,7 +163,8 @@ pub struct Manifest {
 
 /// The most stripes one manifest can describe with these parameters.
 pub fn max_stripes(params: Params) -> u64 {
-    let room = MAX_MANIFEST_BYTES - HEADER_LEN - SEALED_NONCE_LEN - 4 - MAX_SEALED_LEN - TRAILER_LEN;
+    let room =
+        MAX_MANIFEST_BYTES - HEADER_LEN - SEALED_NONCE_LEN - 4 - MAX_SEALED_LEN - TRAILER_LEN;
     (room / (32 * params.shards())) as u64
 }
 
@@ -278,17 +281,15 @@ impl Manifest {
             return Err(Error::SealedLength { len: sealed_len, min, max });
         }
         r.take(sealed_len, "sealed part")?;
-        let signer = VerifyingKey::from_bytes(&r.array("signer key")?)
-            .map_err(|_| Error::BadSignerKey)?;
+        let signer =
+            VerifyingKey::from_bytes(&r.array("signer key")?).map_err(|_| Error::BadSignerKey)?;
         let signed_len = r.pos;
         let signature = Signature::from_bytes(&r.array("signature")?);
         if r.pos != bytes.len() {
             return Err(Error::TrailingBytes { extra: bytes.len() - r.pos });
         }
         let body = bytes.get(..signed_len).ok_or(Error::Truncated { field: "signature" })?;
-        signer
-            .verify_strict(&signed_message(body), &signature)
-            .map_err(|_| Error::BadSignature)?;
+        signer.verify_strict(&signed_message(body), &signature).map_err(|_| Error::BadSignature)?;
         Ok(Self {
             bytes: Bytes::copy_from_slice(bytes),
             id: ManifestId::of(bytes),
@@ -410,7 +411,8 @@ fn parse_sealed(plain: &[u8]) -> Result<Opened, Error> {
     let text = |b: &[u8], reason| {
         String::from_utf8(b.to_vec()).map_err(|_| Error::MalformedSealed { reason })
     };
-    let meta = FileMeta { name: text(name, "name is not UTF-8")?, mime: text(mime, "type is not UTF-8")? };
+    let meta =
+        FileMeta { name: text(name, "name is not UTF-8")?, mime: text(mime, "type is not UTF-8")? };
     Ok(Opened { meta, plaintext_hash })
 }
 

@@ -226,7 +226,10 @@ fn memory_is_bounded_by_the_window() {
         decoder.add_shard(2, 0, far),
         Err(Error::OutsideWindow { stripe: 2, next: 0, end: 2 })
     ));
-    assert!(matches!(decoder.decode_next(), Err(Error::NotEnoughShards { stripe: 0, found: 0, needed: 4 })));
+    assert!(matches!(
+        decoder.decode_next(),
+        Err(Error::NotEnoughShards { stripe: 0, found: 0, needed: 4 })
+    ));
 }
 
 #[test]

@@ -56,9 +56,10 @@ fn update_golden(manifest: &Manifest) -> bool {
     if std::env::var_os("UPDATE_GOLDEN").is_none() {
         return false;
     }
-    let text = hex(manifest.bytes()).as_bytes().chunks(64).fold(String::new(), |acc, line| {
-        acc + std::str::from_utf8(line).unwrap() + "\n"
-    });
+    let text = hex(manifest.bytes())
+        .as_bytes()
+        .chunks(64)
+        .fold(String::new(), |acc, line| acc + std::str::from_utf8(line).unwrap() + "\n");
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/manifest-v1.hex");
     std::fs::write(path, text).unwrap();
     true
@@ -119,7 +120,10 @@ fn link_matches_golden_vector() {
     ] {
         assert_eq!(Link::parse(&form).unwrap(), link, "{form}");
     }
-    assert_eq!(fragment.parse::<Link>().unwrap().manifest.to_string().parse::<ManifestId>().unwrap(), manifest.id());
+    assert_eq!(
+        fragment.parse::<Link>().unwrap().manifest.to_string().parse::<ManifestId>().unwrap(),
+        manifest.id()
+    );
 }
 
 #[test]
@@ -180,7 +184,10 @@ fn hostile_manifests_get_the_right_error() {
     assert!(matches!(with(&|b| b[sig_at..].fill(0)), Error::BadSignature));
     assert!(matches!(with(&|b| b.truncate(40)), Error::Truncated { field: "shard ids" }));
     // A size that claims more stripes than the manifest holds ids for.
-    assert!(matches!(with(&|b| b[29..37].copy_from_slice(&2000u64.to_be_bytes())), Error::Truncated { .. }));
+    assert!(matches!(
+        with(&|b| b[29..37].copy_from_slice(&2000u64.to_be_bytes())),
+        Error::Truncated { .. }
+    ));
     // A size whose stripes no manifest could list.
     let huge = with(&|b| b[29..37].copy_from_slice(&u64::MAX.to_be_bytes()));
     assert!(matches!(huge, Error::Params(_)), "{huge}");

@@ -106,7 +106,10 @@ impl Encoder {
 
     fn code(&mut self, mut segment: super::Segment) -> Result<Stripe, Error> {
         if segment.index >= self.max_stripes {
-            return Err(Error::TooManyStripes { stripes: segment.index + 1, max: self.max_stripes });
+            return Err(Error::TooManyStripes {
+                stripes: segment.index + 1,
+                max: self.max_stripes,
+            });
         }
         self.hasher.update(&segment.data);
         self.cipher.seal(segment.index, segment.last, &mut segment.data);

@@ -130,8 +130,7 @@ impl SegmentCipher {
         let aad = segment_aad(&self.file_id, index, last);
         let nonce = segment_nonce(index);
         // Encryption only fails for inputs over 64 GiB; segments are at most 64 MiB.
-        if let Ok(tag) = self.aes.encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, buf)
-        {
+        if let Ok(tag) = self.aes.encrypt_in_place_detached(Nonce::from_slice(&nonce), &aad, buf) {
             buf.extend_from_slice(&tag);
         }
     }

@@ -86,9 +86,15 @@ mod tests {
 
     #[test]
     fn boundaries() {
-        for (len, expect) in [(0, vec![0]), (1, vec![1]), (15, vec![15]), (16, vec![16]),
-            (17, vec![16, 1]), (32, vec![16, 16]), (33, vec![16, 16, 1])]
-        {
+        for (len, expect) in [
+            (0, vec![0]),
+            (1, vec![1]),
+            (15, vec![15]),
+            (16, vec![16]),
+            (17, vec![16, 1]),
+            (32, vec![16, 16]),
+            (33, vec![16, 16, 1]),
+        ] {
             for chunk in [1, 5, 16, 100] {
                 let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
                 let segs = cut(16, &data, chunk);
