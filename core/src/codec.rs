@@ -42,11 +42,12 @@ pub enum Error {
     /// The file has more stripes than one manifest can describe.
     #[error("file too large: {stripes} stripes exceed the limit of {max} for these parameters")]
     TooManyStripes { stripes: u64, max: u64 },
-    /// A shard index outside 0..k+m, or a stripe index outside the file.
-    #[error(
-        "no shard {index} in stripe {stripe} (the file has {stripes} stripes of {shards} shards)"
-    )]
-    NoSuchShard { stripe: u64, index: usize, stripes: u64, shards: usize },
+    /// A shard index outside 0..k+m.
+    #[error("no shard {index} in stripe {stripe}: stripes have {shards} shards")]
+    NoSuchShard { stripe: u64, index: usize, shards: usize },
+    /// A stripe index outside the file.
+    #[error("no stripe {stripe}: the file has {stripes} stripes")]
+    NoSuchStripe { stripe: u64, stripes: u64 },
     /// A shard with the wrong length for its stripe.
     #[error("shard {index} of stripe {stripe} is {actual} bytes, expected {expected}")]
     ShardLength { stripe: u64, index: usize, expected: usize, actual: usize },

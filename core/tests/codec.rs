@@ -253,3 +253,16 @@ fn large_stripes_round_trip() {
     let up = upload(params(200, 56, 4096), &data, &mut rng);
     assert_eq!(download(&up, &mut rng, |_, i| i % 5 != 0).unwrap(), data);
 }
+
+#[test]
+fn out_of_range_shards_and_stripes_are_typed_errors() {
+    let mut rng = Rng::new(17);
+    let data = rng.bytes(100);
+    let up = upload(params(2, 1, 64), &data, &mut rng);
+    let mut decoder = up.manifest.decoder(&up.key).unwrap();
+    let shard = up.stripes[0].shards[0].clone();
+    let err = decoder.add_shard(0, 3, shard.clone()).unwrap_err();
+    assert!(matches!(err, Error::NoSuchShard { stripe: 0, index: 3, shards: 3 }), "{err}");
+    assert!(matches!(decoder.stripe_ids(2), Err(Error::NoSuchStripe { stripe: 2, stripes: 2 })));
+    assert!(matches!(decoder.add_shard(2, 0, shard), Err(Error::OutsideWindow { .. })));
+}

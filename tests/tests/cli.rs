@@ -29,5 +29,8 @@ fn a_bad_link_is_one_clear_line_and_a_failure() {
 #[test]
 fn version_matches_the_workspace() {
     let out = shardweb(&["--version"], LIMIT);
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("shardweb {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("shardweb {}", env!("CARGO_PKG_VERSION"))
+    );
 }

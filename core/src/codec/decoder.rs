@@ -80,12 +80,7 @@ impl Decoder {
         usize::try_from(stripe)
             .ok()
             .and_then(|s| self.ids.get(s.checked_mul(n)?..s.checked_mul(n)?.checked_add(n)?))
-            .ok_or(Error::NoSuchShard {
-                stripe,
-                index: 0,
-                stripes: self.layout.stripes(),
-                shards: n,
-            })
+            .ok_or(Error::NoSuchStripe { stripe, stripes: self.layout.stripes() })
     }
 
     /// Whether shard `index` of `stripe` is already held (so need not be fetched).
@@ -130,12 +125,7 @@ impl Decoder {
         let stripe = self.next;
         let stripes = self.layout.stripes();
         if stripe >= stripes {
-            return Err(Error::NoSuchShard {
-                stripe,
-                index: 0,
-                stripes,
-                shards: self.layout.params().shards(),
-            });
+            return Err(Error::NoSuchStripe { stripe, stripes });
         }
         let Some(decoder) = self.pending.front() else {
             let needed = self.layout.params().k();

@@ -96,12 +96,8 @@ impl StripeDecoder {
     /// unchanged: fetch that shard, or another, elsewhere. Returns whether k shards are held.
     pub fn add(&mut self, index: usize, shard: Bytes) -> Result<bool, Error> {
         let stripe = self.stripe;
-        let expected = *self.ids.get(index).ok_or(Error::NoSuchShard {
-            stripe,
-            index,
-            stripes: stripe + 1,
-            shards: self.ids.len(),
-        })?;
+        let shards = self.ids.len();
+        let expected = *self.ids.get(index).ok_or(Error::NoSuchShard { stripe, index, shards })?;
         if shard.len() != self.shard_len {
             return Err(Error::ShardLength {
                 stripe,

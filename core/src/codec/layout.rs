@@ -59,12 +59,7 @@ impl Layout {
         if stripe < self.stripes() {
             Ok(())
         } else {
-            Err(Error::NoSuchShard {
-                stripe,
-                index: 0,
-                stripes: self.stripes(),
-                shards: self.params.shards(),
-            })
+            Err(Error::NoSuchStripe { stripe, stripes: self.stripes() })
         }
     }
 }
