@@ -4,11 +4,14 @@
 //!   host can drive (segment, seal, code, hash; verify, decode, open).
 //! - [`manifest`]: the signed map of a file's shards, with its name and type sealed inside.
 //! - [`link`]: the share link that carries a manifest id and the file key.
+//! - [`protocol`]: the wire messages nodes exchange, with their hard limits.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 pub mod codec;
 pub mod link;
 pub mod manifest;
+pub mod protocol;
+mod wire;
 
 pub use codec::{Decoder, Encoder, FileId, FileKey, Params, ShardId, Stripe};
 pub use link::Link;

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::codec::{self, Decoder, Encoded, FILE_ID_LEN, FileId, FileKey, Layout, Params, ShardId};
+use crate::wire::{Reader, Truncated};
 
 /// The largest manifest accepted or produced, in bytes.
 pub const MAX_MANIFEST_BYTES: usize = 8 << 20;
@@ -97,6 +98,12 @@ pub enum Error {
     /// Randomness for the sealed part's nonce failed.
     #[error(transparent)]
     Codec(#[from] codec::Error),
+}
+
+impl From<Truncated> for Error {
+    fn from(t: Truncated) -> Self {
+        Error::Truncated { field: t.field }
+    }
 }
 
 /// The BLAKE3 hash of a manifest's encoding: the name a link carries.
@@ -245,7 +252,7 @@ impl Manifest {
         if bytes.len() > MAX_MANIFEST_BYTES {
             return Err(Error::TooLarge { len: bytes.len(), max: MAX_MANIFEST_BYTES });
         }
-        let mut r = Reader { bytes, pos: 0 };
+        let mut r = Reader::new(bytes);
         if r.take(4, "magic")? != MAGIC {
             return Err(Error::BadMagic);
         }
@@ -273,7 +280,7 @@ impl Manifest {
             .chunks_exact(32)
             .map(|c| ShardId(c.try_into().unwrap_or([0; 32])))
             .collect();
-        let sealed_start = r.pos;
+        let sealed_start = r.pos();
         r.take(SEALED_NONCE_LEN, "sealed part")?;
         let sealed_len = r.u32("sealed part")? as usize;
         if !(SEALED_OVERHEAD..=MAX_SEALED_LEN).contains(&sealed_len) {
@@ -283,10 +290,10 @@ impl Manifest {
         r.take(sealed_len, "sealed part")?;
         let signer =
             VerifyingKey::from_bytes(&r.array("signer key")?).map_err(|_| Error::BadSignerKey)?;
-        let signed_len = r.pos;
+        let signed_len = r.pos();
         let signature = Signature::from_bytes(&r.array("signature")?);
-        if r.pos != bytes.len() {
-            return Err(Error::TrailingBytes { extra: bytes.len() - r.pos });
+        if r.remaining() != 0 {
+            return Err(Error::TrailingBytes { extra: r.remaining() });
         }
         let body = bytes.get(..signed_len).ok_or(Error::Truncated { field: "signature" })?;
         signer.verify_strict(&signed_message(body), &signature).map_err(|_| Error::BadSignature)?;
@@ -398,14 +405,14 @@ fn array_at<const N: usize>(bytes: &[u8], at: usize) -> Result<[u8; N], Error> {
 }
 
 fn parse_sealed(plain: &[u8]) -> Result<Opened, Error> {
-    let mut r = Reader { bytes: plain, pos: 0 };
+    let mut r = Reader::new(plain);
     let malformed = |reason| move |_| Error::MalformedSealed { reason };
     let name_len = r.u16("name").map_err(malformed("truncated name"))?;
     let name = r.take(name_len.into(), "name").map_err(malformed("truncated name"))?;
     let type_len = r.u16("type").map_err(malformed("truncated type"))?;
     let mime = r.take(type_len.into(), "type").map_err(malformed("truncated type"))?;
     let plaintext_hash = r.array("hash").map_err(malformed("truncated hash"))?;
-    if r.pos != plain.len() {
+    if r.remaining() != 0 {
         return Err(Error::MalformedSealed { reason: "trailing bytes" });
     }
     let text = |b: &[u8], reason| {
@@ -414,39 +421,4 @@ fn parse_sealed(plain: &[u8]) -> Result<Opened, Error> {
     let meta =
         FileMeta { name: text(name, "name is not UTF-8")?, mime: text(mime, "type is not UTF-8")? };
     Ok(Opened { meta, plaintext_hash })
-}
-
-/// A bounds-checked cursor over untrusted bytes.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], Error> {
-        let end = self.pos.checked_add(n).ok_or(Error::Truncated { field })?;
-        let slice = self.bytes.get(self.pos..end).ok_or(Error::Truncated { field })?;
-        self.pos = end;
-        Ok(slice)
-    }
-
-    fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], Error> {
-        self.take(N, field)?.try_into().map_err(|_| Error::Truncated { field })
-    }
-
-    fn u8(&mut self, field: &'static str) -> Result<u8, Error> {
-        Ok(u8::from_be_bytes(self.array(field)?))
-    }
-
-    fn u16(&mut self, field: &'static str) -> Result<u16, Error> {
-        Ok(u16::from_be_bytes(self.array(field)?))
-    }
-
-    fn u32(&mut self, field: &'static str) -> Result<u32, Error> {
-        Ok(u32::from_be_bytes(self.array(field)?))
-    }
-
-    fn u64(&mut self, field: &'static str) -> Result<u64, Error> {
-        Ok(u64::from_be_bytes(self.array(field)?))
-    }
 }

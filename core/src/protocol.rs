@@ -1,0 +1,165 @@
+//! The wire messages of shardweb's request-response protocols, with their hard limits.
+//!
+//! Every message is one binary frame per stream direction: a kind byte, then fields in
+//! big-endian. Decoding never panics and never allocates more than the frame's own length;
+//! anything malformed, oversized or trailing is a typed [`Error`]. The formats are specified in
+//! `docs/formats.md` and pinned by golden vectors.
+
+mod manifest;
+mod shard;
+
+pub use manifest::{ManifestOutcome, ManifestRequest, ManifestResponse};
+pub use shard::{PutOutcome, ShardRequest, ShardResponse, ShardStatus};
+
+use crate::wire::Truncated;
+
+/// The shard protocol: put, get and has for a batch of shard ids.
+pub const SHARD_PROTOCOL: &str = "/shardweb/shard/1";
+/// The manifest protocol: put and get whole manifests.
+pub const MANIFEST_PROTOCOL: &str = "/shardweb/manifest/1";
+
+/// The largest shard accepted on the wire. A 4 MiB segment makes shards of at most 4 MiB + 16
+/// bytes (k = 1); larger segments need k large enough to keep shards under this.
+pub const MAX_SHARD_BYTES: usize = 16 << 20;
+/// The largest frame in either direction: one put or get batch.
+pub const MAX_FRAME_BYTES: usize = 32 << 20;
+/// The most ids in one get or has request, or shards in one put.
+pub const MAX_BATCH: usize = 1024;
+/// The longest error message a peer may send.
+pub const MAX_ERROR_MESSAGE: usize = 256;
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Longer than [`MAX_FRAME_BYTES`].
+    #[error("message is {len} bytes, over the limit of {max}")]
+    TooLarge { len: usize, max: usize },
+    /// Ended inside a field.
+    #[error("message is truncated: it ends inside the {field}")]
+    Truncated { field: &'static str },
+    /// An unknown kind byte.
+    #[error("unknown message kind {kind:#04x}")]
+    UnknownKind { kind: u8 },
+    /// A batch over [`MAX_BATCH`].
+    #[error("batch of {count} is over the limit of {max}")]
+    BatchTooLarge { count: usize, max: usize },
+    /// A shard over [`MAX_SHARD_BYTES`].
+    #[error("shard of {len} bytes is over the limit of {max}")]
+    ShardTooLarge { len: usize, max: usize },
+    /// An out-of-range value for the named field.
+    #[error("invalid {field}: {value}")]
+    InvalidValue { field: &'static str, value: u64 },
+    /// Bytes after the end of the message.
+    #[error("{extra} unexpected bytes after the message")]
+    TrailingBytes { extra: usize },
+}
+
+impl From<Truncated> for Error {
+    fn from(t: Truncated) -> Self {
+        Error::Truncated { field: t.field }
+    }
+}
+
+/// Why a peer refused a whole request, sent back in place of a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The request did not decode.
+    Malformed,
+    /// The request was over a size limit.
+    TooLarge,
+    /// The peer sent too many requests or bytes too fast.
+    RateLimited,
+    /// The relay requires a write token this peer did not present.
+    Unauthorized,
+    /// The node failed internally; the detail stays in its logs.
+    Internal,
+}
+
+impl ErrorCode {
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            ErrorCode::Malformed => 1,
+            ErrorCode::TooLarge => 2,
+            ErrorCode::RateLimited => 3,
+            ErrorCode::Unauthorized => 4,
+            ErrorCode::Internal => 5,
+        }
+    }
+
+    pub(crate) fn from_byte(b: u8) -> Result<Self, Error> {
+        Ok(match b {
+            1 => ErrorCode::Malformed,
+            2 => ErrorCode::TooLarge,
+            3 => ErrorCode::RateLimited,
+            4 => ErrorCode::Unauthorized,
+            5 => ErrorCode::Internal,
+            _ => return Err(Error::InvalidValue { field: "error code", value: b.into() }),
+        })
+    }
+}
+
+/// A request refused whole: a code and a short message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What kind of refusal.
+    pub code: ErrorCode,
+    /// A short explanation, at most [`MAX_ERROR_MESSAGE`] bytes.
+    pub message: String,
+}
+
+const KIND_ERROR: u8 = 0xff;
+
+fn check_frame(bytes: &[u8]) -> Result<(), Error> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(Error::TooLarge { len: bytes.len(), max: MAX_FRAME_BYTES });
+    }
+    Ok(())
+}
+
+fn check_count(count: usize) -> Result<usize, Error> {
+    if count > MAX_BATCH {
+        return Err(Error::BatchTooLarge { count, max: MAX_BATCH });
+    }
+    Ok(count)
+}
+
+fn finish(r: &crate::wire::Reader<'_>) -> Result<(), Error> {
+    match r.remaining() {
+        0 => Ok(()),
+        extra => Err(Error::TrailingBytes { extra }),
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    #[allow(clippy::cast_possible_truncation)] // every length is bounded far below 4 GiB
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+}
+
+fn put_count(out: &mut Vec<u8>, count: usize) {
+    #[allow(clippy::cast_possible_truncation)] // ≤ MAX_BATCH
+    out.extend_from_slice(&(count as u16).to_be_bytes());
+}
+
+fn encode_refusal(out: &mut Vec<u8>, refusal: &Refusal) {
+    out.push(KIND_ERROR);
+    out.push(refusal.code.to_byte());
+    let mut end = refusal.message.len().min(MAX_ERROR_MESSAGE);
+    while !refusal.message.is_char_boundary(end) {
+        end -= 1;
+    }
+    let message = refusal.message.get(..end).unwrap_or_default();
+    put_count(out, message.len());
+    out.extend_from_slice(message.as_bytes());
+}
+
+fn decode_refusal(r: &mut crate::wire::Reader<'_>) -> Result<Refusal, Error> {
+    let code = ErrorCode::from_byte(r.u8("error code")?)?;
+    let len = usize::from(r.u16("error message")?);
+    if len > MAX_ERROR_MESSAGE {
+        return Err(Error::InvalidValue { field: "error message length", value: len as u64 });
+    }
+    let message = String::from_utf8_lossy(r.take(len, "error message")?).into_owned();
+    Ok(Refusal { code, message })
+}

@@ -1,0 +1,5 @@
+//! shardweb's native node: the relay and the command-line client, as a library so that the
+//! binary stays thin and every part is testable in process.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod store;

@@ -1,0 +1,552 @@
+//! The relay's disk store: content-addressed shard files, with manifests, shard ownership and
+//! per-peer usage in an embedded database (redb).
+//!
+//! Durability: a shard is verified against its id, written to a temporary file, fsynced,
+//! renamed into `shards/`, the directory fsynced, and only then recorded in the database, whose
+//! commit is durable. A put is acknowledged after that commit. At open, temporary files and
+//! shard files the database does not know (a crash before the commit: never acknowledged) are
+//! removed, and records whose file is gone are dropped. So after `kill -9` at any moment there
+//! is no partial shard, and everything acknowledged is still there.
+//!
+//! Integrity: every read re-hashes the shard; one that fails is removed, logged and counted,
+//! and reported as corrupt so that the caller fetches it elsewhere.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use shardweb_core::{Manifest, ManifestId, ShardId};
+
+/// shard id → (owner, length in bytes)
+const SHARDS: TableDefinition<&[u8], (&[u8], u64)> = TableDefinition::new("shards");
+/// owner → bytes charged
+const USAGE: TableDefinition<&[u8], u64> = TableDefinition::new("usage");
+/// manifest id → (owner, manifest bytes)
+const MANIFESTS: TableDefinition<&[u8], (&[u8], &[u8])> = TableDefinition::new("manifests");
+
+/// Storage limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of shards and manifests in all.
+    pub max_bytes: u64,
+    /// Bytes any one peer may have stored.
+    pub max_bytes_per_peer: u64,
+}
+
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The bytes do not hash to the id they were offered under.
+    #[error("shard {id} does not match its bytes")]
+    Mismatch { id: ShardId },
+    /// The manifest did not verify.
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(#[from] shardweb_core::manifest::Error),
+    /// Storing this would pass the peer's quota.
+    #[error("peer quota exceeded: {used} + {len} bytes is over {max}")]
+    PeerQuota { used: u64, len: u64, max: u64 },
+    /// Storing this would pass the store's total limit.
+    #[error("storage full: {used} + {len} bytes is over {max}")]
+    StoreFull { used: u64, len: u64, max: u64 },
+    /// A held shard failed its hash on read; it has been removed.
+    #[error("shard {id} was corrupt on disk and has been removed")]
+    Corrupt { id: ShardId },
+    /// The file system failed.
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] io::Error),
+    /// The database failed.
+    #[error("storage database failed: {0}")]
+    Database(#[from] redb::Error),
+}
+
+macro_rules! db_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Database(e.into())
+            }
+        }
+    )*};
+}
+db_errors!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// Whether a put wrote anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Written and durable.
+    New,
+    /// Already held; nothing written, nothing charged.
+    AlreadyHeld,
+}
+
+/// Counts since the store opened, for metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Shards found corrupt on read and removed.
+    pub corrupt_removed: AtomicU64,
+    /// Puts refused for quota.
+    pub quota_refusals: AtomicU64,
+}
+
+/// The disk store. Cheap to share behind an `Arc`; writers are serialised.
+#[derive(Debug)]
+pub struct DiskStore {
+    root: PathBuf,
+    db: Database,
+    limits: Limits,
+    /// Serialises quota checks with the writes they admit.
+    write: Mutex<()>,
+    used: AtomicU64,
+    shards: AtomicU64,
+    /// Counts for metrics.
+    pub counters: Counters,
+}
+
+impl DiskStore {
+    /// Opens (or creates) the store in `root`, cleaning up whatever a crash left behind.
+    pub fn open(root: &Path, limits: Limits) -> Result<Self, Error> {
+        fs::create_dir_all(root.join("shards"))?;
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp)?;
+        }
+        fs::create_dir_all(&tmp)?;
+        let db = Database::create(root.join("index.redb"))?;
+        let store = Self {
+            root: root.to_owned(),
+            db,
+            limits,
+            write: Mutex::new(()),
+            used: AtomicU64::new(0),
+            shards: AtomicU64::new(0),
+            counters: Counters::default(),
+        };
+        store.reconcile()?;
+        Ok(store)
+    }
+
+    /// Bytes stored in all.
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Shards held.
+    pub fn shard_count(&self) -> u64 {
+        self.shards.load(Ordering::Relaxed)
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Bytes charged to `owner`.
+    pub fn usage(&self, owner: &[u8]) -> Result<u64, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(USAGE)?;
+        Ok(table.get(owner)?.map_or(0, |v| v.value()))
+    }
+
+    /// Verifies and durably stores a shard for `owner`, charging it to their quota.
+    /// Over quota, or on any failure, nothing is left behind.
+    pub fn put_shard(&self, owner: &[u8], id: &ShardId, bytes: &[u8]) -> Result<Stored, Error> {
+        if ShardId::of(bytes) != *id {
+            return Err(Error::Mismatch { id: *id });
+        }
+        let _guard = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.has_shard(id)? {
+            return Ok(Stored::AlreadyHeld);
+        }
+        let len = bytes.len() as u64;
+        self.admit(owner, len)?;
+        let path = self.shard_path(id);
+        self.write_atomically(&path, bytes)?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut shards = txn.open_table(SHARDS)?;
+            shards.insert(&id.0[..], (owner, len))?;
+            charge(&txn, owner, len as i64)?;
+        }
+        if let Err(e) = txn.commit() {
+            let _ = fs::remove_file(&path);
+            return Err(e.into());
+        }
+        self.used.fetch_add(len, Ordering::Relaxed);
+        self.shards.fetch_add(1, Ordering::Relaxed);
+        Ok(Stored::New)
+    }
+
+    /// Whether the shard is held (recorded; its bytes are checked on read).
+    pub fn has_shard(&self, id: &ShardId) -> Result<bool, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SHARDS)?;
+        Ok(table.get(&id.0[..])?.is_some())
+    }
+
+    /// Reads a shard and checks it against its id. `Ok(None)` if not held; a shard that fails
+    /// its hash is removed and reported as [`Error::Corrupt`].
+    pub fn get_shard(&self, id: &ShardId) -> Result<Option<Bytes>, Error> {
+        if !self.has_shard(id)? {
+            return Ok(None);
+        }
+        let bytes = match fs::read(self.shard_path(id)) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.remove_shard(id)?;
+                return Err(Error::Corrupt { id: *id });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if ShardId::of(&bytes) != *id {
+            tracing::warn!(shard = %id, "shard failed its hash on read; removing it");
+            self.counters.corrupt_removed.fetch_add(1, Ordering::Relaxed);
+            self.remove_shard(id)?;
+            return Err(Error::Corrupt { id: *id });
+        }
+        Ok(Some(Bytes::from(bytes)))
+    }
+
+    /// Removes a shard and refunds its owner. Removing a shard not held does nothing.
+    pub fn remove_shard(&self, id: &ShardId) -> Result<(), Error> {
+        let _guard = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let txn = self.db.begin_write()?;
+        let removed = {
+            let mut shards = txn.open_table(SHARDS)?;
+            let removed = shards.remove(&id.0[..])?.map(|v| {
+                let (owner, len) = v.value();
+                (owner.to_vec(), len)
+            });
+            if let Some((owner, len)) = &removed {
+                charge(&txn, owner, -(*len as i64))?;
+            }
+            removed
+        };
+        txn.commit()?;
+        match fs::remove_file(self.shard_path(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some((_, len)) = removed {
+            self.used.fetch_sub(len, Ordering::Relaxed);
+            self.shards.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Verifies and durably stores a manifest for `owner`, charging its size.
+    pub fn put_manifest(&self, owner: &[u8], bytes: &[u8]) -> Result<(ManifestId, Stored), Error> {
+        let manifest = Manifest::decode(bytes)?;
+        let id = manifest.id();
+        let _guard = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.get_manifest(&id)?.is_some() {
+            return Ok((id, Stored::AlreadyHeld));
+        }
+        let len = bytes.len() as u64;
+        self.admit(owner, len)?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut manifests = txn.open_table(MANIFESTS)?;
+            manifests.insert(&id.0[..], (owner, bytes))?;
+            charge(&txn, owner, len as i64)?;
+        }
+        txn.commit()?;
+        self.used.fetch_add(len, Ordering::Relaxed);
+        Ok((id, Stored::New))
+    }
+
+    /// A held manifest's bytes, checked against its id.
+    pub fn get_manifest(&self, id: &ManifestId) -> Result<Option<Bytes>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MANIFESTS)?;
+        let Some(entry) = table.get(&id.0[..])? else { return Ok(None) };
+        let bytes = Bytes::copy_from_slice(entry.value().1);
+        if ManifestId::of(&bytes) != *id {
+            tracing::warn!(manifest = %id, "manifest failed its hash on read");
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+
+    fn admit(&self, owner: &[u8], len: u64) -> Result<(), Error> {
+        let used = self.used_bytes();
+        if used + len > self.limits.max_bytes {
+            self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::StoreFull { used, len, max: self.limits.max_bytes });
+        }
+        let peer = self.usage(owner)?;
+        if peer + len > self.limits.max_bytes_per_peer {
+            self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
+            return Err(Error::PeerQuota { used: peer, len, max: self.limits.max_bytes_per_peer });
+        }
+        Ok(())
+    }
+
+    fn shard_path(&self, id: &ShardId) -> PathBuf {
+        let hex = id.to_string();
+        self.root.join("shards").join(hex.get(..2).unwrap_or("00")).join(hex)
+    }
+
+    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir)?;
+        let tmp = self.root.join("tmp").join(format!(
+            "{}.{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("shard"),
+            std::process::id()
+        ));
+        let result = (|| {
+            let mut file = File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            fs::rename(&tmp, path)?;
+            File::open(dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        Ok(result?)
+    }
+
+    /// Makes the files and the database agree after a crash, and loads the totals.
+    fn reconcile(&self) -> Result<(), Error> {
+        let txn = self.db.begin_write()?;
+        let (mut used, mut count) = (0u64, 0u64);
+        {
+            txn.open_table(USAGE)?;
+            let mut shards = txn.open_table(SHARDS)?;
+            let mut gone = Vec::new();
+            for entry in shards.iter()? {
+                let (id, value) = entry?;
+                let Ok(id) = <[u8; 32]>::try_from(id.value()) else { continue };
+                let (owner, len) = value.value();
+                if self.shard_path(&ShardId(id)).exists() {
+                    used += len;
+                    count += 1;
+                } else {
+                    gone.push((id, owner.to_vec(), len));
+                }
+            }
+            for (id, owner, len) in gone {
+                tracing::warn!(shard = %ShardId(id), "shard file missing at start; dropping its record");
+                shards.remove(&id[..])?;
+                charge(&txn, &owner, -(len as i64))?;
+            }
+            self.remove_unrecorded(&shards)?;
+            let manifests = txn.open_table(MANIFESTS)?;
+            for entry in manifests.iter()? {
+                used += entry?.1.value().1.len() as u64;
+            }
+        }
+        txn.commit()?;
+        self.used.store(used, Ordering::Relaxed);
+        self.shards.store(count, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Removes shard files with no record: written before a crash, never acknowledged.
+    fn remove_unrecorded(&self, shards: &redb::Table<&[u8], (&[u8], u64)>) -> Result<(), Error> {
+        for dir in fs::read_dir(self.root.join("shards"))? {
+            let dir = dir?.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(&dir)? {
+                let path = file?.path();
+                let known = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| data_encoding::HEXLOWER.decode(n.as_bytes()).ok())
+                    .map(|id| shards.get(&id[..]).map(|v| v.is_some()))
+                    .transpose()?
+                    .unwrap_or(false);
+                if !known {
+                    tracing::info!(path = %path.display(), "removing unacknowledged shard file");
+                    fs::remove_file(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds `delta` bytes to `owner`'s usage.
+fn charge(txn: &redb::WriteTransaction, owner: &[u8], delta: i64) -> Result<(), Error> {
+    let mut usage = txn.open_table(USAGE)?;
+    let now = usage.get(owner)?.map_or(0, |v| v.value());
+    let next = now.saturating_add_signed(delta);
+    if next == 0 {
+        usage.remove(owner)?;
+    } else {
+        usage.insert(owner, next)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use shardweb_core::codec::{Encoder, FileId, FileKey, Params};
+    use shardweb_core::{FileMeta, Manifest};
+
+    const ALICE: &[u8] = b"alice";
+    const BOB: &[u8] = b"bob";
+
+    fn limits(max: u64, per_peer: u64) -> Limits {
+        Limits { max_bytes: max, max_bytes_per_peer: per_peer }
+    }
+
+    fn shard(fill: u8, len: usize) -> (ShardId, Vec<u8>) {
+        let bytes = vec![fill; len];
+        (ShardId::of(&bytes), bytes)
+    }
+
+    fn files_under(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| if e.path().is_dir() { files_under(&e.path()) } else { 1 })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    fn manifest_bytes() -> Vec<u8> {
+        let key = FileKey::from_bytes([1; 32]);
+        let mut encoder = Encoder::new(Params::default(), &key, FileId([2; 16]));
+        encoder.push(&mut &b"hello"[..]).unwrap();
+        let (_, encoded) = encoder.finish().unwrap();
+        let meta = FileMeta { name: "hello.txt".into(), mime: "text/plain".into() };
+        let signer = SigningKey::from_bytes(&[3; 32]);
+        Manifest::create(&encoded, &meta, &key, &signer).unwrap().bytes().to_vec()
+    }
+
+    #[test]
+    fn shards_round_trip_and_are_charged_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), limits(1 << 20, 1 << 20)).unwrap();
+        let (id, bytes) = shard(7, 1000);
+        assert_eq!(store.put_shard(ALICE, &id, &bytes).unwrap(), Stored::New);
+        assert_eq!(store.put_shard(BOB, &id, &bytes).unwrap(), Stored::AlreadyHeld);
+        assert_eq!(store.get_shard(&id).unwrap().unwrap(), bytes);
+        assert_eq!((store.usage(ALICE).unwrap(), store.usage(BOB).unwrap()), (1000, 0));
+        assert_eq!((store.used_bytes(), store.shard_count()), (1000, 1));
+        assert_eq!(store.get_shard(&shard(8, 10).0).unwrap(), None);
+        store.remove_shard(&id).unwrap();
+        assert_eq!((store.usage(ALICE).unwrap(), store.used_bytes()), (0, 0));
+        assert_eq!(files_under(&dir.path().join("shards")), 0);
+    }
+
+    #[test]
+    fn mismatched_bytes_are_refused_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), limits(1 << 20, 1 << 20)).unwrap();
+        let (id, _) = shard(1, 100);
+        let err = store.put_shard(ALICE, &id, &[2; 100]).unwrap_err();
+        assert!(matches!(err, Error::Mismatch { id: i } if i == id));
+        assert_eq!(files_under(&dir.path().join("shards")), 0);
+        assert_eq!(store.usage(ALICE).unwrap(), 0);
+    }
+
+    #[test]
+    fn quotas_refuse_with_typed_errors_and_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), limits(2500, 1500)).unwrap();
+        let (a, a_bytes) = shard(1, 1000);
+        let (b, b_bytes) = shard(2, 1000);
+        let (c, c_bytes) = shard(3, 1000);
+        store.put_shard(ALICE, &a, &a_bytes).unwrap();
+        let err = store.put_shard(ALICE, &b, &b_bytes).unwrap_err();
+        assert!(matches!(err, Error::PeerQuota { used: 1000, len: 1000, max: 1500 }), "{err}");
+        assert!(!store.has_shard(&b).unwrap());
+        store.put_shard(BOB, &b, &b_bytes).unwrap();
+        let err = store.put_shard(b"carol", &c, &c_bytes).unwrap_err();
+        assert!(matches!(err, Error::StoreFull { used: 2000, len: 1000, max: 2500 }), "{err}");
+        assert_eq!(files_under(&dir.path().join("shards")), 2);
+        assert_eq!(files_under(&dir.path().join("tmp")), 0);
+        assert_eq!(store.counters.quota_refusals.load(Ordering::Relaxed), 2);
+        // Whatever was stored before is intact.
+        assert_eq!(store.get_shard(&a).unwrap().unwrap(), a_bytes);
+    }
+
+    #[test]
+    fn a_corrupt_shard_is_not_served_and_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), limits(1 << 20, 1 << 20)).unwrap();
+        let (id, bytes) = shard(9, 500);
+        store.put_shard(ALICE, &id, &bytes).unwrap();
+        let path = store.shard_path(&id);
+        let mut bad = fs::read(&path).unwrap();
+        bad[17] ^= 0x40;
+        fs::write(&path, bad).unwrap();
+        assert!(matches!(store.get_shard(&id), Err(Error::Corrupt { id: i }) if i == id));
+        assert!(!path.exists());
+        assert_eq!(store.get_shard(&id).unwrap(), None);
+        assert_eq!((store.usage(ALICE).unwrap(), store.used_bytes()), (0, 0));
+        assert_eq!(store.counters.corrupt_removed.load(Ordering::Relaxed), 1);
+        // It can be stored again, from a good copy.
+        assert_eq!(store.put_shard(ALICE, &id, &bytes).unwrap(), Stored::New);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_cleans_crash_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (kept, kept_bytes) = shard(1, 300);
+        let (lost, lost_bytes) = shard(2, 200);
+        let manifest = manifest_bytes();
+        let manifest_id = {
+            let store = DiskStore::open(dir.path(), limits(1 << 20, 1 << 20)).unwrap();
+            store.put_shard(ALICE, &kept, &kept_bytes).unwrap();
+            store.put_shard(ALICE, &lost, &lost_bytes).unwrap();
+            fs::remove_file(store.shard_path(&lost)).unwrap();
+            store.put_manifest(BOB, &manifest).unwrap().0
+        };
+        // A crash mid-write leaves a temporary file; one after the rename but before the
+        // commit leaves a shard file with no record.
+        fs::write(dir.path().join("tmp/partial.1"), b"half a shard").unwrap();
+        let (orphan, _) = shard(3, 10);
+        let orphan_path = dir.path().join("shards").join(&orphan.to_string()[..2]);
+        fs::create_dir_all(&orphan_path).unwrap();
+        fs::write(orphan_path.join(orphan.to_string()), [3; 10]).unwrap();
+
+        let store = DiskStore::open(dir.path(), limits(1 << 20, 1 << 20)).unwrap();
+        assert_eq!(store.get_shard(&kept).unwrap().unwrap(), kept_bytes);
+        assert!(!store.has_shard(&lost).unwrap());
+        assert!(!store.has_shard(&orphan).unwrap());
+        assert_eq!(files_under(&dir.path().join("shards")), 1);
+        assert_eq!(files_under(&dir.path().join("tmp")), 0);
+        assert_eq!(store.usage(ALICE).unwrap(), 300);
+        assert_eq!(store.used_bytes(), 300 + manifest.len() as u64);
+        assert_eq!(store.get_manifest(&manifest_id).unwrap().unwrap(), manifest);
+    }
+
+    #[test]
+    fn manifests_are_verified_and_charged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), limits(1 << 20, 1 << 20)).unwrap();
+        let manifest = manifest_bytes();
+        let mut forged = manifest.clone();
+        forged[40] ^= 1;
+        assert!(matches!(store.put_manifest(ALICE, &forged), Err(Error::InvalidManifest(_))));
+        let (id, stored) = store.put_manifest(ALICE, &manifest).unwrap();
+        assert_eq!(stored, Stored::New);
+        assert_eq!(store.put_manifest(ALICE, &manifest).unwrap().1, Stored::AlreadyHeld);
+        assert_eq!(store.usage(ALICE).unwrap(), manifest.len() as u64);
+        assert_eq!(store.get_manifest(&id).unwrap().unwrap(), manifest);
+        let tight = DiskStore::open(tempfile::tempdir().unwrap().path(), limits(100, 100)).unwrap();
+        assert!(matches!(tight.put_manifest(ALICE, &manifest), Err(Error::StoreFull { .. })));
+    }
+}
