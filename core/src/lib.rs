@@ -5,11 +5,13 @@
 //! - [`manifest`]: the signed map of a file's shards, with its name and type sealed inside.
 //! - [`link`]: the share link that carries a manifest id and the file key.
 //! - [`protocol`]: the wire messages nodes exchange, with their hard limits.
+//! - [`node`]: the upload and download engines, over any [`node::Network`].
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing))]
 
 pub mod codec;
 pub mod link;
 pub mod manifest;
+pub mod node;
 pub mod protocol;
 mod wire;
 

@@ -1,0 +1,269 @@
+//! The download engine: find which holder has which shard, fetch any k per stripe (data
+//! shards first, so most stripes need no decoding), verify, decode and open, with a bounded
+//! window of stripes in flight. A shard that is missing, corrupt or whose holder fails is
+//! fetched from another holder, or replaced by another shard of its stripe.
+
+use std::collections::{HashMap, HashSet};
+
+use bytes::Bytes;
+use futures::future::{LocalBoxFuture, join_all};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::{Network, NetworkError};
+use crate::codec::{self, Decoder, FileKey, ShardId};
+use crate::manifest::{self, Manifest, ManifestId, Opened};
+use crate::protocol::{MAX_BATCH, MAX_FRAME_BYTES, ShardStatus};
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DownloadError {
+    /// No holder had a valid manifest with this id.
+    #[error("file not found: none of the {tried} holders has manifest {id}")]
+    NotFound { id: ManifestId, tried: usize },
+    /// The manifest is bad, or the key is wrong for it.
+    #[error(transparent)]
+    Manifest(#[from] manifest::Error),
+    /// Decoding failed: not enough good shards for a stripe, or a segment did not open.
+    #[error(transparent)]
+    Codec(#[from] codec::Error),
+}
+
+/// Fetches the manifest `id` from the first holder that has a valid one.
+pub async fn fetch_manifest<N: Network>(
+    net: &N,
+    holders: &[N::Peer],
+    id: ManifestId,
+) -> Result<Manifest, DownloadError> {
+    for holder in holders {
+        match net.get_manifest(holder, id).await {
+            Ok(Some(bytes)) => match Manifest::decode_as(&id, &bytes) {
+                Ok(manifest) => return Ok(manifest),
+                Err(e) => tracing::warn!(%holder, error = %e, "holder sent a bad manifest"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::debug!(%holder, error = %e, "manifest request failed"),
+        }
+    }
+    Err(DownloadError::NotFound { id, tried: holders.len() })
+}
+
+type Batch = Vec<(u64, usize, ShardId)>;
+type Reply = (usize, Batch, Result<Vec<ShardStatus>, NetworkError>);
+
+/// Per-stripe bookkeeping: which (shard, holder) pairs were tried and which shards are asked.
+#[derive(Default)]
+struct StripeState {
+    tried: HashSet<(usize, usize)>,
+    asked: HashSet<usize>,
+}
+
+/// A download in progress: call [`Download::next_segment`] until it returns `None`.
+pub struct Download<'a, N: Network> {
+    net: &'a N,
+    holders: Vec<N::Peer>,
+    dead: HashSet<usize>,
+    located: HashMap<ShardId, Vec<usize>>,
+    decoder: Option<Decoder>,
+    opened: Opened,
+    stripes: HashMap<u64, StripeState>,
+    in_flight: FuturesUnordered<LocalBoxFuture<'a, Reply>>,
+    wire_bytes: u64,
+    corrupt: u64,
+}
+
+impl<'a, N: Network> Download<'a, N> {
+    /// Opens the manifest with `key` and asks every holder which shards it has.
+    pub async fn start(
+        net: &'a N,
+        holders: Vec<N::Peer>,
+        manifest: &Manifest,
+        key: &FileKey,
+        window: usize,
+    ) -> Result<Self, DownloadError> {
+        let opened = manifest.open(key)?;
+        let decoder = manifest.decoder(key)?.with_window(window);
+        let ids = manifest.shard_ids();
+        let asks = holders.iter().map(|h| async move {
+            let mut held = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(MAX_BATCH) {
+                held.extend(net.has_shards(h, chunk.to_vec()).await?);
+            }
+            Ok::<_, NetworkError>(held)
+        });
+        let mut located: HashMap<ShardId, Vec<usize>> = HashMap::new();
+        let mut dead = HashSet::new();
+        for (h, answer) in join_all(asks).await.into_iter().enumerate() {
+            match answer {
+                Ok(held) => {
+                    for (id, _) in ids.iter().zip(held).filter(|(_, held)| *held) {
+                        located.entry(*id).or_default().push(h);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(holder = h, error = %e, "holder did not answer");
+                    dead.insert(h);
+                }
+            }
+        }
+        Ok(Self {
+            net,
+            holders,
+            dead,
+            located,
+            decoder: Some(decoder),
+            opened,
+            stripes: HashMap::new(),
+            in_flight: FuturesUnordered::new(),
+            wire_bytes: 0,
+            corrupt: 0,
+        })
+    }
+
+    /// The file's name, type and hash, from the sealed part of its manifest.
+    pub fn opened(&self) -> &Opened {
+        &self.opened
+    }
+
+    /// Shard bytes received so far.
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_bytes
+    }
+
+    /// Shards that arrived corrupt (and were replaced).
+    pub fn corrupt_shards(&self) -> u64 {
+        self.corrupt
+    }
+
+    /// The next segment of plaintext, or `None` after the last one (whose file hash has then
+    /// been checked).
+    pub async fn next_segment(&mut self) -> Result<Option<Vec<u8>>, DownloadError> {
+        loop {
+            let Some(decoder) = self.decoder.as_mut() else { return Ok(None) };
+            if decoder.is_done() {
+                if let Some(decoder) = self.decoder.take() {
+                    decoder.finish()?;
+                }
+                return Ok(None);
+            }
+            if decoder.is_next_ready() {
+                let segment = decoder.decode_next()?;
+                self.stripes.remove(&(decoder.next_stripe() - 1));
+                return Ok(Some(segment));
+            }
+            self.schedule();
+            match self.in_flight.next().await {
+                Some(reply) => self.absorb(reply),
+                // Nothing in flight and nothing left to ask: the stripe cannot be completed.
+                None => return Err(decoder_error(self.decoder.as_mut())),
+            }
+        }
+    }
+
+    /// Asks for enough shards of every stripe in the window, data shards first, from holders
+    /// not yet tried for them, batched per holder.
+    fn schedule(&mut self) {
+        let Some(decoder) = self.decoder.as_ref() else { return };
+        let params = decoder.layout().params();
+        let (k, n) = (params.k(), params.shards());
+        let mut batches: HashMap<usize, (Batch, usize)> = HashMap::new();
+        for s in decoder.next_stripe()..decoder.window_end() {
+            let Ok(ids) = decoder.stripe_ids(s) else { continue };
+            let shard_len = decoder.layout().shard_len(s).unwrap_or(0);
+            let state = self.stripes.entry(s).or_default();
+            let held = (0..n).filter(|&i| decoder.has_shard(s, i)).count();
+            let mut wanted = k.saturating_sub(held + state.asked.len());
+            for (i, id) in ids.iter().enumerate() {
+                if wanted == 0 {
+                    break;
+                }
+                if decoder.has_shard(s, i) || state.asked.contains(&i) {
+                    continue;
+                }
+                let holder = self.located.get(id).and_then(|hs| {
+                    hs.iter()
+                        .copied()
+                        .find(|h| !self.dead.contains(h) && !state.tried.contains(&(i, *h)))
+                });
+                let Some(h) = holder else { continue };
+                let (batch, bytes) = batches.entry(h).or_default();
+                if batch.len() >= MAX_BATCH || *bytes + shard_len > MAX_FRAME_BYTES / 2 {
+                    continue;
+                }
+                batch.push((s, i, *id));
+                *bytes += shard_len;
+                state.tried.insert((i, h));
+                state.asked.insert(i);
+                wanted -= 1;
+            }
+        }
+        for (h, (batch, _)) in batches {
+            let Some(peer) = self.holders.get(h).cloned() else { continue };
+            let net = self.net;
+            let ids = batch.iter().map(|(_, _, id)| *id).collect();
+            self.in_flight.push(Box::pin(async move {
+                let reply = net.get_shards(&peer, ids).await;
+                (h, batch, reply)
+            }));
+        }
+    }
+
+    /// Takes a holder's reply: verified shards go to the decoder; the rest are retried
+    /// elsewhere by the next [`Download::schedule`].
+    fn absorb(&mut self, (h, batch, reply): Reply) {
+        let statuses = match reply {
+            Ok(statuses) if statuses.len() == batch.len() => statuses,
+            Ok(_) => {
+                tracing::warn!(holder = ?self.holders.get(h), "holder sent the wrong number of shards");
+                self.dead.insert(h);
+                vec![ShardStatus::Missing; batch.len()]
+            }
+            Err(e) => {
+                tracing::debug!(holder = ?self.holders.get(h), error = %e, "shard request failed");
+                self.dead.insert(h);
+                vec![ShardStatus::Missing; batch.len()]
+            }
+        };
+        for ((s, i, _), status) in batch.into_iter().zip(statuses) {
+            let Some(state) = self.stripes.get_mut(&s) else { continue };
+            state.asked.remove(&i);
+            match status {
+                ShardStatus::Found(bytes) => self.accept(h, s, i, bytes),
+                ShardStatus::Deferred => {
+                    state.tried.remove(&(i, h));
+                }
+                ShardStatus::Missing => {}
+            }
+        }
+    }
+
+    fn accept(&mut self, h: usize, s: u64, i: usize, bytes: Bytes) {
+        let Some(decoder) = self.decoder.as_mut() else { return };
+        let len = bytes.len() as u64;
+        match decoder.add_shard(s, i, bytes) {
+            Ok(_) => self.wire_bytes += len,
+            Err(e) => {
+                let holder = self.holders.get(h);
+                tracing::warn!(?holder, stripe = s, shard = i, error = %e, "refused a shard");
+                self.corrupt += 1;
+            }
+        }
+    }
+}
+
+impl<N: Network> std::fmt::Debug for Download<'_, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Download")
+            .field("holders", &self.holders)
+            .field("in_flight", &self.in_flight.len())
+            .field("wire_bytes", &self.wire_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn decoder_error(decoder: Option<&mut Decoder>) -> DownloadError {
+    match decoder.map(Decoder::decode_next) {
+        Some(Err(e)) => e.into(),
+        _ => codec::Error::Incomplete { next: 0, stripes: 0 }.into(),
+    }
+}

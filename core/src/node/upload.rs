@@ -1,0 +1,167 @@
+//! The upload engine: place each stripe's shards on holders and send them, a bounded number of
+//! batches in flight, retrying refused shards on the next holder.
+
+use bytes::Bytes;
+use futures::future::{LocalBoxFuture, join_all};
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use super::Network;
+use crate::Manifest;
+use crate::codec::{ShardId, Stripe};
+use crate::protocol::{ManifestOutcome, PutOutcome};
+
+/// Batches of shards in flight at once unless told otherwise.
+pub const DEFAULT_IN_FLIGHT: usize = 8;
+
+/// Why an upload failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// There is nobody to upload to.
+    #[error("no holders to upload to")]
+    NoHolders,
+    /// Every holder refused or failed to store a shard.
+    #[error("shard {id} could not be stored on any of the {tried} holders (last: {last})")]
+    NotStored { id: ShardId, tried: usize, last: String },
+    /// No holder stored the manifest, so the file could not be found.
+    #[error("the manifest could not be stored on any of the {tried} holders (last: {last})")]
+    ManifestNotStored { tried: usize, last: String },
+}
+
+/// Sends stripes to holders. Shard `i` of stripe `s` goes first to holder `(s + i) mod n`, so
+/// that with n ≥ k + m holders no holder keeps two shards of one stripe, and with fewer each
+/// keeps at most ⌈(k + m) / n⌉. A shard refused (full, failed, unreachable) moves on to the
+/// next holder in turn.
+pub struct Upload<'a, N: Network> {
+    net: &'a N,
+    holders: Vec<N::Peer>,
+    in_flight: FuturesUnordered<LocalBoxFuture<'a, Result<u64, UploadError>>>,
+    max_in_flight: usize,
+    wire_bytes: u64,
+}
+
+impl<'a, N: Network> Upload<'a, N> {
+    /// An upload to `holders`, in this order.
+    pub fn new(net: &'a N, holders: Vec<N::Peer>) -> Result<Self, UploadError> {
+        if holders.is_empty() {
+            return Err(UploadError::NoHolders);
+        }
+        Ok(Self {
+            net,
+            holders,
+            in_flight: FuturesUnordered::new(),
+            max_in_flight: DEFAULT_IN_FLIGHT,
+            wire_bytes: 0,
+        })
+    }
+
+    /// The same upload with at most `n` (≥ 1) batches in flight.
+    pub fn with_in_flight(self, n: usize) -> Self {
+        Self { max_in_flight: n.max(1), ..self }
+    }
+
+    /// Shard bytes acknowledged by holders so far.
+    pub fn wire_bytes(&self) -> u64 {
+        self.wire_bytes
+    }
+
+    /// Queues a stripe, waiting first while the in-flight limit is reached. Returns an error
+    /// as soon as any earlier batch has failed on every holder.
+    pub async fn send(&mut self, stripe: Stripe) -> Result<(), UploadError> {
+        let n = self.holders.len();
+        let offset = (stripe.index % n as u64) as usize;
+        let mut batches: Vec<Vec<(ShardId, Bytes)>> = vec![Vec::new(); n];
+        for (i, (id, shard)) in stripe.ids.into_iter().zip(stripe.shards).enumerate() {
+            if let Some(batch) = batches.get_mut((offset + i) % n) {
+                batch.push((id, shard));
+            }
+        }
+        for (first, batch) in batches.into_iter().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            while self.in_flight.len() >= self.max_in_flight {
+                self.wait_one().await?;
+            }
+            let holders = self.holders.clone();
+            self.in_flight.push(Box::pin(put_batch(self.net, holders, first, batch)));
+        }
+        Ok(())
+    }
+
+    /// Waits for every queued shard, then stores the manifest on every holder. Succeeds when
+    /// at least one holder stored the manifest; returns how many did.
+    pub async fn finish(mut self, manifest: &Manifest) -> Result<usize, UploadError> {
+        while !self.in_flight.is_empty() {
+            self.wait_one().await?;
+        }
+        let bytes = manifest.bytes().clone();
+        let puts = self.holders.iter().map(|h| self.net.put_manifest(h, bytes.clone()));
+        let mut stored = 0;
+        let mut last = String::from("no reply");
+        for (holder, result) in self.holders.iter().zip(join_all(puts).await) {
+            match result {
+                Ok(ManifestOutcome::Stored | ManifestOutcome::AlreadyHeld) => stored += 1,
+                Ok(other) => last = format!("{holder}: {other:?}"),
+                Err(e) => last = format!("{holder}: {e}"),
+            }
+        }
+        if stored == 0 {
+            return Err(UploadError::ManifestNotStored { tried: self.holders.len(), last });
+        }
+        Ok(stored)
+    }
+
+    async fn wait_one(&mut self) -> Result<(), UploadError> {
+        if let Some(result) = self.in_flight.next().await {
+            self.wire_bytes += result?;
+        }
+        Ok(())
+    }
+}
+
+impl<N: Network> std::fmt::Debug for Upload<'_, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("holders", &self.holders)
+            .field("in_flight", &self.in_flight.len())
+            .field("wire_bytes", &self.wire_bytes)
+            .finish()
+    }
+}
+
+/// Puts `pending` on holder `first`, moving whatever it does not store on to the next holders.
+async fn put_batch<N: Network>(
+    net: &N,
+    holders: Vec<N::Peer>,
+    first: usize,
+    mut pending: Vec<(ShardId, Bytes)>,
+) -> Result<u64, UploadError> {
+    let mut sent = 0u64;
+    let mut last = String::new();
+    for attempt in 0..holders.len() {
+        let Some(peer) = holders.get((first + attempt) % holders.len()) else { break };
+        match net.put_shards(peer, pending.clone()).await {
+            Ok(outcomes) if outcomes.len() == pending.len() => {
+                let mut refused = Vec::new();
+                for ((id, bytes), outcome) in pending.into_iter().zip(outcomes) {
+                    match outcome {
+                        PutOutcome::Stored | PutOutcome::AlreadyHeld => sent += bytes.len() as u64,
+                        other => {
+                            last = format!("{peer} answered {other:?}");
+                            refused.push((id, bytes));
+                        }
+                    }
+                }
+                pending = refused;
+            }
+            Ok(_) => last = format!("{peer} sent the wrong number of outcomes"),
+            Err(e) => last = format!("{peer}: {e}"),
+        }
+        if pending.is_empty() {
+            return Ok(sent);
+        }
+    }
+    let id = pending.first().map_or(ShardId([0; 32]), |(id, _)| *id);
+    Err(UploadError::NotStored { id, tried: holders.len(), last })
+}

@@ -1,0 +1,242 @@
+//! The upload and download engines over an in-memory network of holders with faults: a holder
+//! that is gone, one that is full, one that serves corrupt bytes. Run natively and in Chromium.
+
+#[path = "support/rng.rs"]
+mod rng;
+
+#[cfg(wasm_browser)]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(wasm_browser)]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use ed25519_dalek::SigningKey;
+use futures::executor::block_on;
+use rng::Rng;
+use shardweb_core::codec::{self, Encoder, FileId, FileKey, Params, ShardId};
+use shardweb_core::node::{Download, DownloadError, Network, NetworkError, Upload, fetch_manifest};
+use shardweb_core::protocol::{ManifestOutcome, PutOutcome, ShardStatus};
+use shardweb_core::{FileMeta, Manifest, ManifestId};
+
+#[derive(Default)]
+struct Holder {
+    shards: HashMap<ShardId, Bytes>,
+    manifests: HashMap<ManifestId, Bytes>,
+    gone: bool,
+    capacity: Option<usize>,
+    corrupt: bool,
+}
+
+#[derive(Default)]
+struct Swarm(RefCell<Vec<Holder>>);
+
+impl Swarm {
+    fn with(n: usize) -> Self {
+        Self(RefCell::new((0..n).map(|_| Holder::default()).collect()))
+    }
+
+    fn holder<T>(&self, peer: usize, f: impl FnOnce(&mut Holder) -> T) -> Result<T, NetworkError> {
+        let mut holders = self.0.borrow_mut();
+        let holder = &mut holders[peer];
+        if holder.gone {
+            return Err(NetworkError::Unreachable { detail: format!("holder {peer} is gone") });
+        }
+        Ok(f(holder))
+    }
+}
+
+impl Network for Swarm {
+    type Peer = usize;
+
+    async fn put_shards(
+        &self,
+        peer: &usize,
+        shards: Vec<(ShardId, Bytes)>,
+    ) -> Result<Vec<PutOutcome>, NetworkError> {
+        self.holder(*peer, |h| {
+            shards
+                .into_iter()
+                .map(|(id, bytes)| {
+                    if ShardId::of(&bytes) != id {
+                        PutOutcome::Mismatch
+                    } else if h.capacity.is_some_and(|c| h.shards.len() >= c) {
+                        PutOutcome::NoSpace
+                    } else {
+                        h.shards.insert(id, bytes);
+                        PutOutcome::Stored
+                    }
+                })
+                .collect()
+        })
+    }
+
+    async fn get_shards(
+        &self,
+        peer: &usize,
+        ids: Vec<ShardId>,
+    ) -> Result<Vec<ShardStatus>, NetworkError> {
+        self.holder(*peer, |h| {
+            ids.iter()
+                .map(|id| match h.shards.get(id) {
+                    Some(b) if h.corrupt => {
+                        let mut bad = b.to_vec();
+                        bad[0] ^= 1;
+                        ShardStatus::Found(bad.into())
+                    }
+                    Some(b) => ShardStatus::Found(b.clone()),
+                    None => ShardStatus::Missing,
+                })
+                .collect()
+        })
+    }
+
+    async fn has_shards(&self, peer: &usize, ids: Vec<ShardId>) -> Result<Vec<bool>, NetworkError> {
+        self.holder(*peer, |h| ids.iter().map(|id| h.shards.contains_key(id)).collect())
+    }
+
+    async fn put_manifest(
+        &self,
+        peer: &usize,
+        manifest: Bytes,
+    ) -> Result<ManifestOutcome, NetworkError> {
+        self.holder(*peer, |h| {
+            h.manifests.insert(ManifestId::of(&manifest), manifest);
+            ManifestOutcome::Stored
+        })
+    }
+
+    async fn get_manifest(
+        &self,
+        peer: &usize,
+        id: ManifestId,
+    ) -> Result<Option<Bytes>, NetworkError> {
+        self.holder(*peer, |h| h.manifests.get(&id).cloned())
+    }
+}
+
+fn put(swarm: &Swarm, holders: Vec<usize>, params: Params, data: &[u8]) -> (ManifestId, FileKey) {
+    let key = FileKey::generate().unwrap();
+    let mut encoder = Encoder::new(params, &key, FileId::generate().unwrap());
+    let mut upload = Upload::new(swarm, holders).unwrap().with_in_flight(3);
+    block_on(async {
+        for mut chunk in data.chunks(777) {
+            while let Some(stripe) = encoder.push(&mut chunk).unwrap() {
+                upload.send(stripe).await.unwrap();
+            }
+        }
+        let (last, encoded) = encoder.finish().unwrap();
+        upload.send(last).await.unwrap();
+        let meta = FileMeta { name: "f.bin".into(), mime: String::new() };
+        let manifest =
+            Manifest::create(&encoded, &meta, &key, &SigningKey::from_bytes(&[5; 32])).unwrap();
+        upload.finish(&manifest).await.unwrap();
+        (manifest.id(), key)
+    })
+}
+
+fn get(
+    swarm: &Swarm,
+    holders: Vec<usize>,
+    id: ManifestId,
+    key: &FileKey,
+) -> Result<(Vec<u8>, u64), DownloadError> {
+    block_on(async {
+        let manifest = fetch_manifest(swarm, &holders, id).await?;
+        let mut download = Download::start(swarm, holders, &manifest, key, 3).await?;
+        let mut out = Vec::new();
+        while let Some(segment) = download.next_segment().await? {
+            out.extend_from_slice(&segment);
+        }
+        Ok((out, download.corrupt_shards()))
+    })
+}
+
+fn params(k: usize, m: usize) -> Params {
+    Params::new(k, m).unwrap().with_segment_size(1000).unwrap()
+}
+
+#[test]
+fn round_trip_spreads_shards_over_holders() {
+    let data = Rng::new(1).bytes(10_500);
+    let swarm = Swarm::with(6);
+    let (id, key) = put(&swarm, (0..6).collect(), params(4, 2), &data);
+    // Six holders, six shards per stripe: one each.
+    for h in swarm.0.borrow().iter() {
+        assert_eq!(h.shards.len(), 11, "11 stripes, one shard each");
+    }
+    assert_eq!(get(&swarm, (0..6).collect(), id, &key).unwrap().0, data);
+}
+
+#[test]
+fn any_m_holders_may_vanish() {
+    let data = Rng::new(2).bytes(5_000);
+    for gone in [[0, 1], [2, 5], [4, 3]] {
+        let swarm = Swarm::with(6);
+        let (id, key) = put(&swarm, (0..6).collect(), params(4, 2), &data);
+        for g in gone {
+            swarm.0.borrow_mut()[g].gone = true;
+        }
+        assert_eq!(get(&swarm, (0..6).collect(), id, &key).unwrap().0, data, "gone {gone:?}");
+    }
+}
+
+#[test]
+fn corrupt_holders_are_routed_around() {
+    let data = Rng::new(3).bytes(5_000);
+    let swarm = Swarm::with(3);
+    let (id, key) = put(&swarm, (0..3).collect(), params(2, 2), &data);
+    swarm.0.borrow_mut()[0].corrupt = true;
+    let (got, corrupt) = get(&swarm, (0..3).collect(), id, &key).unwrap();
+    assert_eq!(got, data);
+    assert!(corrupt > 0, "the corrupt holder was asked and refused");
+}
+
+#[test]
+fn full_or_gone_holders_pass_shards_on() {
+    let data = Rng::new(4).bytes(3_000);
+    let swarm = Swarm::with(3);
+    swarm.0.borrow_mut()[0].capacity = Some(1);
+    swarm.0.borrow_mut()[1].gone = true;
+    let (id, key) = put(&swarm, (0..3).collect(), params(2, 1), &data);
+    assert_eq!(swarm.0.borrow()[0].shards.len(), 1);
+    assert_eq!(swarm.0.borrow()[2].shards.len(), 3 * 3 - 1, "3 stripes of 3 shards");
+    assert_eq!(get(&swarm, vec![0, 2], id, &key).unwrap().0, data);
+}
+
+#[test]
+fn too_few_shards_name_the_stripe() {
+    let data = Rng::new(5).bytes(2_500);
+    let swarm = Swarm::with(4);
+    let (id, key) = put(&swarm, (0..4).collect(), params(2, 2), &data);
+    // Drop three of stripe 1's four shards.
+    let manifest = block_on(fetch_manifest(&swarm, &[0], id)).unwrap();
+    for sid in &manifest.shard_ids()[4..7] {
+        swarm.0.borrow_mut().iter_mut().for_each(|h| drop(h.shards.remove(sid)));
+    }
+    match get(&swarm, (0..4).collect(), id, &key) {
+        Err(DownloadError::Codec(codec::Error::NotEnoughShards {
+            stripe: 1,
+            found: 1,
+            needed: 2,
+        })) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn wrong_key_and_unknown_manifest_are_typed_errors() {
+    let data = Rng::new(6).bytes(100);
+    let swarm = Swarm::with(2);
+    let (id, _) = put(&swarm, vec![0, 1], params(1, 1), &data);
+    let wrong = FileKey::from_bytes([0; 32]);
+    assert!(matches!(get(&swarm, vec![0, 1], id, &wrong), Err(DownloadError::Manifest(_))));
+    let unknown = ManifestId([1; 32]);
+    assert!(matches!(
+        get(&swarm, vec![0, 1], unknown, &wrong),
+        Err(DownloadError::NotFound { tried: 2, .. })
+    ));
+    assert!(Upload::new(&swarm, vec![]).is_err());
+}
