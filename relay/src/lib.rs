@@ -2,4 +2,11 @@
 //! binary stays thin and every part is testable in process.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod node;
+pub mod protocol;
 pub mod store;

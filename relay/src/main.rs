@@ -1,9 +1,24 @@
-//! `shardweb`: the native node's command line.
+//! `shardweb`: the relay and the command-line client.
 
+use std::io::{IsTerminal, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
-use shardweb_core::Link;
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use libp2p::Multiaddr;
+use shardweb_core::codec::{Encoder, FileId, FileKey, Params};
+use shardweb_core::manifest::FileMeta;
+use shardweb_core::node::{Download, DownloadError, Upload, fetch_manifest};
+use shardweb_core::{Link, Manifest};
+use shardweb_relay::client::{Client, http_get, output_path, relay_info};
+use shardweb_relay::config::Config;
+use shardweb_relay::{http, node};
+
+const DEFAULT_RELAY: &str = "http://127.0.0.1:8080";
 
 /// shardweb: a decentralized, end-to-end encrypted file store.
 #[derive(Debug, Parser)]
@@ -15,6 +30,39 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a relay: store and serve shards, relay circuits, serve the page and the API.
+    Relay(RelayArgs),
+    /// Upload a file and print its share link.
+    Put {
+        /// The file to upload.
+        file: PathBuf,
+        /// Relays to upload to (their HTTP URL); shards are spread over all of them.
+        #[arg(long = "relay", default_value = DEFAULT_RELAY, env = "SHARDWEB_RELAY", value_delimiter = ',')]
+        relays: Vec<String>,
+        /// Data shards per stripe.
+        #[arg(long, default_value_t = 4)]
+        k: usize,
+        /// Parity shards per stripe: any m shards of a stripe may be lost.
+        #[arg(long, default_value_t = 2)]
+        m: usize,
+    },
+    /// Download a file from its share link.
+    Get {
+        /// The share link (`shardweb:…` or a page URL with `#…`).
+        link: String,
+        /// Where to write: a file, or a directory to put the file in under its own name.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Relays to ask (their HTTP URL).
+        #[arg(long = "relay", default_value = DEFAULT_RELAY, env = "SHARDWEB_RELAY", value_delimiter = ',')]
+        relays: Vec<String>,
+    },
+    /// Print what a relay reports about itself.
+    Status {
+        /// The relay's HTTP URL.
+        #[arg(long = "relay", default_value = DEFAULT_RELAY, env = "SHARDWEB_RELAY")]
+        relay: String,
+    },
     /// Check a share link and print the manifest id it names (the key is never printed).
     Link {
         /// A link in any form: `shardweb:<id>.<key>`, `http://host/#<id>.<key>` or `<id>.<key>`.
@@ -22,9 +70,77 @@ enum Command {
     },
 }
 
+/// Relay options: each overrides the config file, which overrides the defaults.
+#[derive(Debug, Args)]
+struct RelayArgs {
+    /// A TOML config file.
+    #[arg(long, env = "SHARDWEB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./shardweb-data].
+    #[arg(long, env = "SHARDWEB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// HTTP address for the page and the API [default: 127.0.0.1:8080].
+    #[arg(long, env = "SHARDWEB_HTTP")]
+    http: Option<SocketAddr>,
+    /// libp2p listen address (repeat for several).
+    #[arg(long, env = "SHARDWEB_LISTEN", value_delimiter = ',')]
+    listen: Vec<Multiaddr>,
+    /// An address to advertise besides the listen addresses (repeat for several).
+    #[arg(long, env = "SHARDWEB_EXTERNAL", value_delimiter = ',')]
+    external: Vec<Multiaddr>,
+    /// A relay to join at start, with /p2p/<peer id> (repeat for several).
+    #[arg(long, env = "SHARDWEB_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<Multiaddr>,
+    /// Bytes to keep in all [default: 10 GiB].
+    #[arg(long, env = "SHARDWEB_MAX_STORAGE")]
+    max_storage: Option<u64>,
+    /// Bytes one peer may store [default: 2 GiB].
+    #[arg(long, env = "SHARDWEB_MAX_STORAGE_PER_PEER")]
+    max_storage_per_peer: Option<u64>,
+}
+
+impl RelayArgs {
+    fn config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(http) = self.http {
+            config.http = http;
+        }
+        if !self.listen.is_empty() {
+            config.listen = self.listen;
+        }
+        config.external.extend(self.external);
+        config.bootstrap.extend(self.bootstrap);
+        if let Some(n) = self.max_storage {
+            config.max_storage = n;
+        }
+        if let Some(n) = self.max_storage_per_peer {
+            config.max_storage_per_peer = n;
+        }
+        Ok(config)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDWEB_LOG").unwrap_or_else(|_| {
+        let default = if matches!(cli.command, Command::Relay(_)) { "info" } else { "warn" };
+        tracing_subscriber::EnvFilter::new(default)
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("shardweb: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("shardweb: {err:#}");
@@ -33,12 +149,211 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Relay(args) => relay(args.config()?).await,
+        Command::Put { file, relays, k, m } => {
+            let link = put(&relays, &file, Params::new(k, m)?).await?;
+            println!("{link}");
+            Ok(())
+        }
+        Command::Get { link, output, relays } => {
+            let link = Link::parse(&link).context("bad link")?;
+            let path = get(&relays, &link, output.as_deref()).await?;
+            eprintln!("saved {}", path.display());
+            Ok(())
+        }
+        Command::Status { relay } => status(&relay).await,
         Command::Link { link } => {
-            let link = Link::parse(&link)?;
-            println!("{}", link.manifest);
+            println!("{}", Link::parse(&link)?.manifest);
             Ok(())
         }
     }
+}
+
+async fn relay(config: Config) -> anyhow::Result<()> {
+    // Both ring and aws-lc-rs are linked; WebRTC needs one chosen before its first handshake.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (key, cert, shared) = node::open(config)?;
+    let swarm = node::swarm(key, cert, &shared.config).await?;
+    let listener = tokio::net::TcpListener::bind(shared.config.http)
+        .await
+        .with_context(|| format!("cannot serve HTTP on {}", shared.config.http))?;
+    tracing::info!(peer = %shared.peer_id, http = %shared.config.http, data = %shared.config.data_dir.display(), "relay starting");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = http::router(Arc::clone(&shared));
+    let mut http_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let signals = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    };
+    node::run(swarm, shared, signals).await?;
+    server.await??;
+    drop(stop_rx);
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// Reads the file on a thread of its own, encoding as it goes, and hands stripes over a small
+/// channel: encoding overlaps sending, and memory stays at a few stripes.
+async fn put(relays: &[String], path: &Path, params: Params) -> anyhow::Result<Link> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let size = file.metadata()?.len();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let client = Client::start()?;
+    let holders = client.connect(relays).await?;
+    let key = FileKey::generate()?;
+    let mut encoder = Encoder::new(params, &key, FileId::generate()?);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let reader = std::thread::spawn(move || -> anyhow::Result<_> {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let mut input = &buf[..n];
+            while let Some(stripe) = encoder.push(&mut input)? {
+                if tx.blocking_send((stripe, n as u64)).is_err() {
+                    bail!("upload stopped");
+                }
+            }
+        }
+        let (last, encoded) = encoder.finish()?;
+        let _ = tx.blocking_send((last, 0));
+        Ok(encoded)
+    });
+    let bar = progress_bar(size, "uploading");
+    let mut upload = Upload::new(&client, holders)?;
+    let mut done = 0u64;
+    while let Some((stripe, _)) = rx.recv().await {
+        done += stripe.shards.iter().take(params.k()).map(|s| s.len() as u64).sum::<u64>();
+        upload.send(stripe).await?;
+        bar.set_position(done.min(size));
+    }
+    let encoded = reader.join().map_err(|_| anyhow::anyhow!("encoder thread panicked"))??;
+    let mime = String::new();
+    let manifest =
+        Manifest::create(&encoded, &FileMeta { name, mime }, &key, &client.signing_key()?)?;
+    upload.finish(&manifest).await?;
+    bar.finish_and_clear();
+    Ok(Link { manifest: manifest.id(), key })
+}
+
+async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let client = Client::start()?;
+    let mut holders = client.connect(relays).await?;
+    let manifest = match fetch_manifest(&client, &holders, link.manifest).await {
+        Ok(manifest) => manifest,
+        Err(DownloadError::NotFound { .. }) => {
+            for peer in client.providers(link.manifest).await? {
+                if !holders.contains(&peer) {
+                    holders.push(peer);
+                }
+            }
+            fetch_manifest(&client, &holders, link.manifest).await?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Holders of shards the relays asked first do not have: whoever announced the manifest.
+    for peer in client.providers(link.manifest).await.unwrap_or_default() {
+        if !holders.contains(&peer) {
+            holders.push(peer);
+        }
+    }
+    let mut download = Download::start(&client, holders, &manifest, &link.key, 4).await?;
+    let path = output_path(out, &download.opened().meta.name);
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = tempfile_in(dir)?;
+    let result = write_all(&mut download, tmp.as_file(), manifest.layout().size()).await;
+    match result {
+        Ok(()) => {
+            tmp.as_file().sync_all()?;
+            tmp.persist(&path).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn tempfile_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(".shardweb-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))
+}
+
+async fn write_all(
+    download: &mut Download<'_, Client>,
+    mut file: &std::fs::File,
+    size: u64,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let bar = progress_bar(size, "downloading");
+    let mut done = 0u64;
+    while let Some(segment) = download.next_segment().await? {
+        file.write_all(&segment)?;
+        done += segment.len() as u64;
+        bar.set_position(done);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+async fn status(relay: &str) -> anyhow::Result<()> {
+    let info = relay_info(relay).await?;
+    let health = http_get(relay, "/api/health").await?;
+    let health: serde_json::Value = serde_json::from_str(&health).context("bad health reply")?;
+    println!("relay     {relay}");
+    println!("peer id   {}", info.peer_id);
+    println!("version   {}", info.version);
+    println!("status    {}", health["status"].as_str().unwrap_or("unknown"));
+    println!("peers     {}", health["peers"]);
+    println!("shards    {}", health["shards"]);
+    println!("stored    {} of {} bytes", health["bytes_stored"], info.limits.max_storage);
+    for addr in &info.addrs {
+        println!("address   {addr}");
+    }
+    Ok(())
 }

@@ -1,0 +1,117 @@
+//! The relay's HTTP server: the page at `/`, `/api/info` (what a browser or client needs to
+//! dial this relay), `/api/health` and `/metrics`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Json, Response};
+use axum::routing::get;
+use serde::Serialize;
+use shardweb_core::protocol::{
+    MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_PROTOCOL,
+};
+
+use crate::node::{Shared, VERSION};
+
+/// What `/api/info` answers.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Info {
+    /// The relay's peer id.
+    pub peer_id: String,
+    /// Multiaddrs to dial, each with `/p2p/<peer id>`; WebRTC-direct ones carry the certhash.
+    pub addrs: Vec<String>,
+    /// shardweb's version.
+    pub version: String,
+    /// The shardweb protocols served.
+    pub protocols: Vec<String>,
+    /// Limits in force.
+    pub limits: InfoLimits,
+}
+
+/// The limits a client must respect.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct InfoLimits {
+    /// Bytes this relay keeps in all.
+    pub max_storage: u64,
+    /// Bytes one peer may store here.
+    pub max_storage_per_peer: u64,
+    /// Largest shard accepted.
+    pub max_shard_bytes: usize,
+    /// Largest message.
+    pub max_frame_bytes: usize,
+    /// Most ids in one request.
+    pub max_batch: usize,
+}
+
+/// The relay's routes, over its shared state.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/api/info", get(info))
+        .route("/api/health", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
+        .with_state(shared)
+}
+
+/// The info of the running node.
+pub fn info_of(shared: &Shared) -> Info {
+    let addrs = shared.addrs.read().map(|a| a.iter().map(ToString::to_string).collect());
+    Info {
+        peer_id: shared.peer_id.to_string(),
+        addrs: addrs.unwrap_or_default(),
+        version: VERSION.into(),
+        protocols: vec![SHARD_PROTOCOL.into(), MANIFEST_PROTOCOL.into()],
+        limits: InfoLimits {
+            max_storage: shared.config.max_storage,
+            max_storage_per_peer: shared.config.max_storage_per_peer,
+            max_shard_bytes: MAX_SHARD_BYTES,
+            max_frame_bytes: MAX_FRAME_BYTES,
+            max_batch: MAX_BATCH,
+        },
+    }
+}
+
+async fn info(State(shared): State<Arc<Shared>>) -> Json<Info> {
+    Json(info_of(&shared))
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Response {
+    let body = serde_json::json!({
+        "status": "ok",
+        "peers": shared.metrics.peers.load(std::sync::atomic::Ordering::Relaxed),
+        "shards": shared.store.shard_count(),
+        "bytes_stored": shared.store.used_bytes(),
+    });
+    Json(body).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = shared.metrics.render(&shared.store);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// A status page, until the web page is served here.
+async fn page(State(shared): State<Arc<Shared>>) -> Html<String> {
+    let info = info_of(&shared);
+    let escape = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let addrs: String =
+        info.addrs.iter().map(|a| format!("<li><code>{}</code></li>", escape(a))).collect();
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>shardweb relay</title></head><body><main>\
+         <h1>shardweb relay</h1><p>Version {}. Peer id <code>{}</code>.</p>\
+         <p>{} shards, {} bytes stored; {} peers connected.</p>\
+         <h2>Addresses</h2><ul>{addrs}</ul>\
+         <p>API: <a href=\"/api/info\">/api/info</a>, <a href=\"/api/health\">/api/health</a>, \
+         <a href=\"/metrics\">/metrics</a>.</p></main></body></html>",
+        escape(&info.version),
+        escape(&info.peer_id),
+        shared.store.shard_count(),
+        shared.store.used_bytes(),
+        shared.metrics.peers.load(std::sync::atomic::Ordering::Relaxed),
+    ))
+}

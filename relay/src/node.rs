@@ -1,0 +1,423 @@
+//! The relay node: a libp2p swarm that keeps shards and manifests in the disk store and serves
+//! them, relays circuits for peers behind NAT, and takes part in the DHT.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use libp2p::core::muxing::StreamMuxerBox;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol as Addr;
+use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, Transport, autonat, gossipsub, identify, kad, noise,
+    ping, relay, tcp, yamux,
+};
+use shardweb_core::ManifestId;
+use shardweb_core::protocol::{
+    ErrorCode, MAX_FRAME_BYTES, ManifestOutcome, ManifestRequest, ManifestResponse, PutOutcome,
+    Refusal, ShardRequest, ShardResponse, ShardStatus,
+};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::metrics::{Metrics, Outcome, Protocol};
+use crate::protocol::{Incoming, MANIFEST, ManifestCodec, SHARD, ShardCodec};
+use crate::store::{self, DiskStore, Limits, Stored};
+
+/// The Kademlia protocol of shardweb's DHT, kept apart from other networks'.
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shardweb/kad/1");
+/// The gossipsub topic of locate broadcasts.
+pub const LOCATE_TOPIC: &str = "shardweb/locate/1";
+/// The software version, as identify and `/api/info` report it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What the HTTP server reads of the running node.
+#[derive(Debug)]
+pub struct Shared {
+    /// This node's peer id.
+    pub peer_id: PeerId,
+    /// Addresses peers can dial, each ending in `/p2p/<peer id>`.
+    pub addrs: RwLock<Vec<Multiaddr>>,
+    /// The store.
+    pub store: Arc<DiskStore>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The configuration in force.
+    pub config: Config,
+}
+
+/// Every protocol a relay speaks.
+#[allow(missing_debug_implementations)] // libp2p behaviours are not Debug
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    relay: relay::Behaviour,
+    autonat: autonat::v2::server::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    shard: request_response::Behaviour<ShardCodec>,
+    manifest: request_response::Behaviour<ManifestCodec>,
+}
+
+impl Behaviour {
+    fn new(key: &Keypair, config: &Config) -> anyhow::Result<Self> {
+        let peer_id = key.public().to_peer_id();
+        let identify = identify::Behaviour::new(
+            identify::Config::new("/shardweb/1".into(), key.public())
+                .with_agent_version(format!("shardweb/{VERSION}")),
+        );
+        let mut kad = kad::Behaviour::with_config(
+            peer_id,
+            kad::store::MemoryStore::new(peer_id),
+            kad::Config::new(KAD_PROTOCOL),
+        );
+        kad.set_mode(Some(kad::Mode::Server));
+        let relay = relay::Behaviour::new(
+            peer_id,
+            relay::Config {
+                max_reservations: config.max_reservations,
+                max_reservations_per_peer: config.max_reservations_per_peer,
+                max_circuits: config.max_circuits,
+                max_circuits_per_peer: config.max_circuits_per_peer,
+                max_circuit_bytes: config.max_circuit_bytes,
+                max_circuit_duration: Duration::from_secs(config.max_circuit_secs),
+                ..relay::Config::default()
+            },
+        );
+        let mut gossipsub = gossipsub::Behaviour::new(
+            gossipsub::MessageAuthenticity::Signed(key.clone()),
+            gossipsub::Config::default(),
+        )
+        .map_err(|e| anyhow::anyhow!("gossipsub: {e}"))?;
+        gossipsub.subscribe(&gossipsub::IdentTopic::new(LOCATE_TOPIC))?;
+        let rr = request_response::Config::default()
+            .with_request_timeout(config.request_timeout())
+            .with_max_concurrent_streams(config.max_concurrent_streams);
+        Ok(Self {
+            identify,
+            ping: ping::Behaviour::default(),
+            kad,
+            relay,
+            autonat: autonat::v2::server::Behaviour::default(),
+            gossipsub,
+            shard: request_response::Behaviour::with_codec(
+                ShardCodec,
+                [(SHARD, ProtocolSupport::Full)],
+                rr.clone(),
+            ),
+            manifest: request_response::Behaviour::with_codec(
+                ManifestCodec,
+                [(MANIFEST, ProtocolSupport::Full)],
+                rr,
+            ),
+        })
+    }
+}
+
+/// A yamux configuration for large transfers: the default window holds a stream to a few
+/// hundred KiB in flight, far below a loopback or LAN link.
+pub fn yamux_config() -> yamux::Config {
+    yamux::Config::default()
+}
+
+/// Builds the relay's swarm on TCP, QUIC, WebRTC-direct and WebSocket.
+pub async fn swarm(
+    key: Keypair,
+    cert: libp2p_webrtc::tokio::Certificate,
+    config: &Config,
+) -> anyhow::Result<Swarm<Behaviour>> {
+    Ok(libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)?
+        .with_quic()
+        .with_other_transport(|key| {
+            libp2p_webrtc::tokio::Transport::new(key.clone(), cert)
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
+        })?
+        .with_dns()?
+        .with_websocket(noise::Config::new, yamux_config)
+        .await?
+        .with_behaviour(|key| Behaviour::new(key, config).map_err(Into::into))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build())
+}
+
+/// A store operation finished off the event loop, with the channel to answer on.
+enum Reply {
+    Shard(ResponseChannel<ShardResponse>, ShardResponse),
+    Manifest(ResponseChannel<ManifestResponse>, ManifestResponse, Option<ManifestId>),
+}
+
+/// Runs the node until `shutdown` resolves.
+pub async fn run(
+    mut swarm: Swarm<Behaviour>,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = &shared.config;
+    for addr in &config.listen {
+        swarm.listen_on(addr.clone()).with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    for addr in &config.external {
+        swarm.add_external_address(addr.clone());
+    }
+    for addr in &config.bootstrap {
+        if let Some(Addr::P2p(peer)) = addr.iter().last() {
+            swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        }
+        if let Err(e) = swarm.dial(addr.clone()) {
+            tracing::warn!(%addr, error = %e, "cannot dial bootstrap relay");
+        }
+    }
+    let mut pending: FuturesUnordered<JoinHandle<Reply>> = FuturesUnordered::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(done) = pending.next(), if !pending.is_empty() => match done {
+                Ok(reply) => answer(&mut swarm, reply),
+                Err(e) => tracing::error!(error = %e, "store task failed"),
+            },
+            event = swarm.select_next_some() => {
+                if let Some(task) = on_event(&mut swarm, &shared, event) {
+                    pending.push(task);
+                }
+            }
+        }
+    }
+    tracing::info!("relay stopping");
+    Ok(())
+}
+
+fn answer(swarm: &mut Swarm<Behaviour>, reply: Reply) {
+    let behaviour = swarm.behaviour_mut();
+    match reply {
+        Reply::Shard(channel, response) => {
+            let _ = behaviour.shard.send_response(channel, response);
+        }
+        Reply::Manifest(channel, response, provide) => {
+            let _ = behaviour.manifest.send_response(channel, response);
+            if let Some(id) = provide
+                && let Err(e) = behaviour.kad.start_providing(kad::RecordKey::new(&id.0))
+            {
+                tracing::warn!(manifest = %id, error = %e, "cannot announce manifest");
+            }
+        }
+    }
+}
+
+fn on_event(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Arc<Shared>,
+    event: SwarmEvent<BehaviourEvent>,
+) -> Option<JoinHandle<Reply>> {
+    match event {
+        SwarmEvent::NewListenAddr { address, .. } => {
+            tracing::info!(%address, "listening");
+            swarm.add_external_address(address.clone());
+            let full = address.with_p2p(shared.peer_id).unwrap_or_else(|a| a);
+            if let Ok(mut addrs) = shared.addrs.write() {
+                addrs.push(full);
+            }
+        }
+        SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
+            let peers = swarm.connected_peers().count() as u64;
+            shared.metrics.peers.store(peers, std::sync::atomic::Ordering::Relaxed);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+            peer_id,
+            info,
+            ..
+        })) if info.protocols.contains(&KAD_PROTOCOL) => {
+            for addr in info.listen_addrs {
+                swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Shard(request_response::Event::Message {
+            peer,
+            message: request_response::Message::Request { request, channel, .. },
+            ..
+        })) => {
+            let shared = Arc::clone(shared);
+            return Some(tokio::task::spawn_blocking(move || {
+                Reply::Shard(channel, serve_shards(&shared, &peer, request))
+            }));
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Manifest(request_response::Event::Message {
+            peer,
+            message: request_response::Message::Request { request, channel, .. },
+            ..
+        })) => {
+            let shared = Arc::clone(shared);
+            return Some(tokio::task::spawn_blocking(move || {
+                let (response, provide) = serve_manifest(&shared, &peer, request);
+                Reply::Manifest(channel, response, provide)
+            }));
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Shard(request_response::Event::InboundFailure {
+            peer,
+            error,
+            ..
+        })) => {
+            tracing::debug!(%peer, %error, "shard request failed");
+            shared.metrics.request(Protocol::Shard, Outcome::Error);
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Manifest(
+            request_response::Event::InboundFailure { peer, error, .. },
+        )) => {
+            tracing::debug!(%peer, %error, "manifest request failed");
+            shared.metrics.request(Protocol::Manifest, Outcome::Error);
+        }
+        _ => {}
+    }
+    None
+}
+
+fn refusal(e: &shardweb_core::protocol::Error) -> Refusal {
+    let code = match e {
+        shardweb_core::protocol::Error::TooLarge { .. } => ErrorCode::TooLarge,
+        _ => ErrorCode::Malformed,
+    };
+    Refusal { code, message: e.to_string() }
+}
+
+/// Answers a shard request from the store. Runs on a blocking thread.
+pub fn serve_shards(
+    shared: &Shared,
+    peer: &PeerId,
+    request: Incoming<ShardRequest>,
+) -> ShardResponse {
+    let (store, metrics) = (&shared.store, &shared.metrics);
+    let owner = peer.to_bytes();
+    let request = match request {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "malformed shard request");
+            metrics.request(Protocol::Shard, Outcome::Refused);
+            return ShardResponse::Refused(refusal(&e));
+        }
+    };
+    let response = match request {
+        ShardRequest::Put(shards) => ShardResponse::Put(
+            shards
+                .into_iter()
+                .map(|(id, bytes)| {
+                    metrics
+                        .bytes_in
+                        .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    match store.put_shard(&owner, &id, &bytes) {
+                        Ok(Stored::New) => PutOutcome::Stored,
+                        Ok(Stored::AlreadyHeld) => PutOutcome::AlreadyHeld,
+                        Err(store::Error::Mismatch { .. }) => PutOutcome::Mismatch,
+                        Err(store::Error::PeerQuota { .. } | store::Error::StoreFull { .. }) => {
+                            PutOutcome::NoSpace
+                        }
+                        Err(e) => {
+                            tracing::error!(shard = %id, error = %e, "cannot store shard");
+                            PutOutcome::Failed
+                        }
+                    }
+                })
+                .collect(),
+        ),
+        ShardRequest::Get(ids) => {
+            let mut budget = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
+            let statuses = ids
+                .iter()
+                .map(|id| match store.get_shard(id) {
+                    Ok(Some(bytes)) if bytes.len() <= budget => {
+                        budget -= bytes.len();
+                        metrics
+                            .bytes_out
+                            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        ShardStatus::Found(bytes)
+                    }
+                    Ok(Some(_)) => ShardStatus::Deferred,
+                    Ok(None) | Err(store::Error::Corrupt { .. }) => ShardStatus::Missing,
+                    Err(e) => {
+                        tracing::error!(shard = %id, error = %e, "cannot read shard");
+                        ShardStatus::Missing
+                    }
+                })
+                .collect();
+            ShardResponse::Get(statuses)
+        }
+        ShardRequest::Has(ids) => {
+            ShardResponse::Has(ids.iter().map(|id| store.has_shard(id).unwrap_or(false)).collect())
+        }
+    };
+    metrics.request(Protocol::Shard, Outcome::Ok);
+    response
+}
+
+/// Answers a manifest request from the store; returns the id to announce when one was stored.
+pub fn serve_manifest(
+    shared: &Shared,
+    peer: &PeerId,
+    request: Incoming<ManifestRequest>,
+) -> (ManifestResponse, Option<ManifestId>) {
+    let (store, metrics) = (&shared.store, &shared.metrics);
+    let request = match request {
+        Ok(request) => request,
+        Err(e) => {
+            metrics.request(Protocol::Manifest, Outcome::Refused);
+            return (ManifestResponse::Refused(refusal(&e)), None);
+        }
+    };
+    metrics.request(Protocol::Manifest, Outcome::Ok);
+    match request {
+        ManifestRequest::Put(bytes) => match store.put_manifest(&peer.to_bytes(), &bytes) {
+            Ok((id, Stored::New)) => (ManifestResponse::Put(ManifestOutcome::Stored), Some(id)),
+            Ok((id, Stored::AlreadyHeld)) => {
+                (ManifestResponse::Put(ManifestOutcome::AlreadyHeld), Some(id))
+            }
+            Err(store::Error::InvalidManifest(e)) => {
+                tracing::debug!(%peer, error = %e, "refused an invalid manifest");
+                (ManifestResponse::Put(ManifestOutcome::Invalid), None)
+            }
+            Err(store::Error::PeerQuota { .. } | store::Error::StoreFull { .. }) => {
+                (ManifestResponse::Put(ManifestOutcome::NoSpace), None)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot store manifest");
+                let refusal =
+                    Refusal { code: ErrorCode::Internal, message: "storage failed".into() };
+                (ManifestResponse::Refused(refusal), None)
+            }
+        },
+        ManifestRequest::Get(id) => match store.get_manifest(&id) {
+            Ok(found) => (ManifestResponse::Get(found), None),
+            Err(e) => {
+                tracing::error!(manifest = %id, error = %e, "cannot read manifest");
+                (ManifestResponse::Get(None), None)
+            }
+        },
+    }
+}
+
+/// Opens the data directory, the store and the identity, ready for [`swarm`] and [`run`].
+pub fn open(
+    config: Config,
+) -> anyhow::Result<(Keypair, libp2p_webrtc::tokio::Certificate, Arc<Shared>)> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let key = crate::identity::keypair(&config.data_dir)?;
+    let cert = crate::identity::certificate(&config.data_dir)?;
+    let limits =
+        Limits { max_bytes: config.max_storage, max_bytes_per_peer: config.max_storage_per_peer };
+    let store = DiskStore::open(&config.data_dir.join("store"), limits)
+        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
+    let shared = Arc::new(Shared {
+        peer_id: key.public().to_peer_id(),
+        addrs: RwLock::new(Vec::new()),
+        store: Arc::new(store),
+        metrics: Metrics::default(),
+        config,
+    });
+    Ok((key, cert, shared))
+}

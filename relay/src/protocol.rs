@@ -1,0 +1,131 @@
+//! libp2p request-response codecs for `/shardweb/shard/1` and `/shardweb/manifest/1`.
+//!
+//! A frame is the whole stream in one direction, read with a hard limit. A request that does
+//! not decode, or is over the limit, still reaches the node as an `Err`, so that it can answer
+//! with a typed refusal instead of dropping the stream.
+
+use std::io;
+
+use bytes::Bytes;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use libp2p::request_response;
+use shardweb_core::protocol::{
+    self, MANIFEST_PROTOCOL, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, SHARD_PROTOCOL,
+    ShardRequest, ShardResponse,
+};
+
+/// A request as received: decoded, or the reason it could not be.
+pub type Incoming<T> = Result<T, protocol::Error>;
+
+/// The shard protocol's name.
+pub const SHARD: StreamProtocol = StreamProtocol::new(SHARD_PROTOCOL);
+/// The manifest protocol's name.
+pub const MANIFEST: StreamProtocol = StreamProtocol::new(MANIFEST_PROTOCOL);
+
+/// Reads one frame of at most [`MAX_FRAME_BYTES`]; `Err(TooLarge)` past that.
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Incoming<Bytes>> {
+    let mut buf = Vec::new();
+    io.take(MAX_FRAME_BYTES as u64 + 1).read_to_end(&mut buf).await?;
+    if buf.len() > MAX_FRAME_BYTES {
+        return Ok(Err(protocol::Error::TooLarge { len: buf.len(), max: MAX_FRAME_BYTES }));
+    }
+    Ok(Ok(buf.into()))
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, frame: Vec<u8>) -> io::Result<()> {
+    io.write_all(&frame).await?;
+    io.close().await
+}
+
+fn invalid(e: protocol::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// The codec of `/shardweb/shard/1`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardCodec;
+
+impl request_response::Codec for ShardCodec {
+    type Protocol = StreamProtocol;
+    type Request = Incoming<ShardRequest>;
+    type Response = ShardResponse;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Request> {
+        Ok(read_frame(io).await?.and_then(ShardRequest::decode))
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Response> {
+        read_frame(io).await?.and_then(ShardResponse::decode).map_err(invalid)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Self::Request,
+    ) -> io::Result<()> {
+        write_frame(io, request.map_err(invalid)?.encode()).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: Self::Response,
+    ) -> io::Result<()> {
+        write_frame(io, response.encode()).await
+    }
+}
+
+/// The codec of `/shardweb/manifest/1`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ManifestCodec;
+
+impl request_response::Codec for ManifestCodec {
+    type Protocol = StreamProtocol;
+    type Request = Incoming<ManifestRequest>;
+    type Response = ManifestResponse;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Request> {
+        Ok(read_frame(io).await?.and_then(ManifestRequest::decode))
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Self::Response> {
+        read_frame(io).await?.and_then(ManifestResponse::decode).map_err(invalid)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        request: Self::Request,
+    ) -> io::Result<()> {
+        write_frame(io, request.map_err(invalid)?.encode()).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        response: Self::Response,
+    ) -> io::Result<()> {
+        write_frame(io, response.encode()).await
+    }
+}
