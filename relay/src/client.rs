@@ -122,22 +122,21 @@ impl Client {
     /// that cannot be reached while others can is reported and skipped.
     pub async fn connect(&self, relays: &[String]) -> anyhow::Result<Vec<PeerId>> {
         let mut peers = Vec::new();
-        let mut last = None;
+        let mut failures = Vec::new();
         for url in relays {
             match self.connect_one(url).await {
                 Ok(peer) if !peers.contains(&peer) => peers.push(peer),
                 Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(relay = %url, error = %e, "skipping relay");
-                    last = Some(e);
-                }
+                Err(e) => failures.push((url, e)),
             }
         }
-        match (peers.is_empty(), last) {
-            (true, Some(e)) => Err(e),
-            (true, None) => bail!("no relay given"),
-            _ => Ok(peers),
+        if peers.is_empty() {
+            return Err(failures.pop().map_or_else(|| anyhow!("no relay given"), |(_, e)| e));
         }
+        for (url, e) in failures {
+            tracing::warn!(relay = %url, error = %e, "skipping relay");
+        }
+        Ok(peers)
     }
 
     async fn connect_one(&self, url: &str) -> anyhow::Result<PeerId> {

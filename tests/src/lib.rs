@@ -1,10 +1,13 @@
-//! shardweb-tests: end-to-end tests that run shardweb's real binaries as separate processes.
+//! shardweb-tests: end-to-end tests that run shardweb's real binaries as separate processes on
+//! loopback. Every process is bounded in time and killed when its handle drops.
 //!
 //! The binaries are the ones `cargo build --workspace --bins` leaves in the target directory;
 //! the test script builds them before running these tests.
 
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The path of workspace binary `name` in the same profile as this test build.
@@ -21,10 +24,11 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// Runs `shardweb` with `args`, killing it if it outlives `timeout`.
-pub fn shardweb(args: &[&str], timeout: Duration) -> Output {
+/// Runs `shardweb` with `args` in `dir`, killing it if it outlives `timeout`.
+pub fn shardweb_in(dir: &Path, args: &[&str], timeout: Duration) -> Output {
     let mut child = Command::new(binary("shardweb"))
         .args(args)
+        .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -36,7 +40,160 @@ pub fn shardweb(args: &[&str], timeout: Duration) -> Output {
             let _ = child.kill();
             panic!("shardweb {args:?} did not finish within {timeout:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap_or_else(|e| panic!("cannot read shardweb's output: {e}"))
+}
+
+/// Runs `shardweb` with `args`, killing it if it outlives `timeout`.
+pub fn shardweb(args: &[&str], timeout: Duration) -> Output {
+    shardweb_in(Path::new("."), args, timeout)
+}
+
+/// A free loopback TCP port (free when asked; the race with other processes is accepted).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+/// A blocking HTTP GET of `path` on a loopback server; the body, or `None` if it failed.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+}
+
+/// A `shardweb relay` process on loopback with free ports, killed on drop.
+#[derive(Debug)]
+pub struct Relay {
+    child: Option<Child>,
+    /// Its HTTP port.
+    pub port: u16,
+    /// Its data directory.
+    pub data: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Relay {
+    /// Starts a relay with data in `data` and extra arguments, and waits until it serves.
+    pub fn start(data: &Path, extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let mut relay = Self { child: None, port: free_port(), data: data.to_owned(), extra };
+        relay.spawn();
+        relay
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.data.with_extension("log"))
+            .unwrap_or_else(|e| panic!("cannot create relay log: {e}"));
+        let http = format!("127.0.0.1:{}", self.port);
+        let mut args = vec!["relay", "--data-dir"];
+        let data = self.data.to_string_lossy().into_owned();
+        args.push(&data);
+        args.extend(["--http", &http]);
+        for listen in [
+            "/ip4/127.0.0.1/tcp/0",
+            "/ip4/127.0.0.1/tcp/0/ws",
+            "/ip4/127.0.0.1/udp/0/quic-v1",
+            "/ip4/127.0.0.1/udp/0/webrtc-direct",
+        ] {
+            args.extend(["--listen", listen]);
+        }
+        args.extend(self.extra.iter().map(String::as_str));
+        let child = Command::new(binary("shardweb"))
+            .args(&args)
+            .env("SHARDWEB_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start relay: {e}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.info().map_or(true, |i| i["addrs"].as_array().map_or(0, Vec::len) < 4) {
+            assert!(
+                Instant::now() < deadline,
+                "relay did not start: see {}",
+                self.log_path().display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The relay's URL, for `--relay`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Its log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.data.with_extension("log")
+    }
+
+    /// `/api/info`, parsed.
+    pub fn info(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(&http_get(self.port, "/api/info")?).ok()
+    }
+
+    /// `/metrics` value of a metric line that starts with `name`.
+    pub fn metric(&self, name: &str) -> Option<u64> {
+        let text = http_get(self.port, "/metrics")?;
+        let line = text.lines().find(|l| l.starts_with(name) && !l.starts_with('#'))?;
+        line.rsplit(' ').next()?.parse().ok()
+    }
+
+    /// The listen address of `kind` ("tcp" plain TCP, "ws", "quic-v1", "webrtc-direct").
+    pub fn addr(&self, kind: &str) -> String {
+        let info = self.info().unwrap_or_default();
+        let addrs = info["addrs"].as_array().cloned().unwrap_or_default();
+        addrs
+            .iter()
+            .filter_map(|a| a.as_str())
+            .find(|a| match kind {
+                "tcp" => a.contains("/tcp/") && !a.contains("/ws"),
+                other => a.contains(&format!("/{other}")),
+            })
+            .unwrap_or_else(|| panic!("relay has no {kind} address"))
+            .to_owned()
+    }
+
+    /// Kills the process at once (SIGKILL): no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it to exit (at most 20 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again with the same data directory and arguments.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.port = free_port();
+        self.spawn();
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }

@@ -148,7 +148,7 @@ async fn put_batch<N: Network>(
                     match outcome {
                         PutOutcome::Stored | PutOutcome::AlreadyHeld => sent += bytes.len() as u64,
                         other => {
-                            last = format!("{peer} answered {other:?}");
+                            last = format!("{peer}: {other}");
                             refused.push((id, bytes));
                         }
                     }

@@ -53,6 +53,18 @@ pub enum PutOutcome {
     Failed,
 }
 
+impl std::fmt::Display for PutOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PutOutcome::Stored => "stored",
+            PutOutcome::AlreadyHeld => "already held",
+            PutOutcome::NoSpace => "no space (quota or storage full)",
+            PutOutcome::Mismatch => "bytes do not match the shard id",
+            PutOutcome::Failed => "storage failed",
+        })
+    }
+}
+
 /// One shard of a get reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShardStatus {

@@ -1,0 +1,205 @@
+//! Relays and the native client as real processes on loopback: put, get, faults, restarts.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shardweb_tests::{Relay, shardweb_in};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// A file of `len` pseudo-random bytes in `dir`.
+fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
+    let mut x = seed | 1;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let path = dir.join(name);
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// `shardweb put`; returns the link.
+fn put(dir: &Path, file: &Path, relays: &[&Relay], extra: &[&str]) -> String {
+    let relays: Vec<String> = relays.iter().map(|r| r.url()).collect();
+    let joined = relays.join(",");
+    let mut args = vec!["put", file.to_str().unwrap(), "--relay", &joined];
+    args.extend(extra);
+    let out = shardweb_in(dir, &args, LIMIT);
+    assert!(out.status.success(), "put failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `shardweb get`; returns the output or the one-line error.
+fn get(dir: &Path, link: &str, relays: &[&Relay], out: &str) -> Result<Vec<u8>, String> {
+    let joined = relays.iter().map(|r| r.url()).collect::<Vec<_>>().join(",");
+    let result = shardweb_in(dir, &["get", link, "-o", out, "--relay", &joined], LIMIT);
+    if result.status.success() {
+        Ok(fs::read(dir.join(out)).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&result.stderr).into_owned())
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Two relays, the second joined to the first.
+fn pair(dir: &Path) -> (Relay, Relay) {
+    let a = Relay::start(&dir.join("a"), &[]);
+    let b = Relay::start(&dir.join("b"), &["--bootstrap", &a.addr("tcp")]);
+    wait_until("the relays to connect", || b.metric("shardweb_peers").unwrap_or(0) >= 1);
+    (a, b)
+}
+
+#[test]
+fn put_through_one_relay_get_through_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path());
+    let file = random_file(dir.path(), "in.bin", 3_000_000, 1);
+    let link = put(dir.path(), &file, &[&a], &["--k", "2", "--m", "1"]);
+    let got = get(dir.path(), &link, &[&b], "out.bin").expect("get through the other relay");
+    assert_eq!(got, fs::read(&file).unwrap());
+}
+
+#[test]
+fn a_relay_killed_after_a_put_across_two_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = pair(dir.path());
+    let file = random_file(dir.path(), "in.bin", 5_000_000, 2);
+    // Two holders, four shards a stripe: each holds two, and any two suffice.
+    let link = put(dir.path(), &file, &[&a, &b], &["--k", "2", "--m", "2"]);
+    a.kill9();
+    let got = get(dir.path(), &link, &[&b], "out.bin").expect("get after kill -9");
+    assert_eq!(got, fs::read(&file).unwrap());
+}
+
+#[test]
+fn a_restarted_relay_keeps_its_data_peer_id_and_certhash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Relay::start(&dir.path().join("a"), &[]);
+    let file = random_file(dir.path(), "in.bin", 1_000_000, 3);
+    let link = put(dir.path(), &file, &[&a], &["--k", "1", "--m", "1"]);
+    let certhash = |r: &Relay| {
+        let addr = r.addr("webrtc-direct");
+        addr.split("/certhash/").nth(1).unwrap().split('/').next().unwrap().to_owned()
+    };
+    let (peer, hash) = (a.info().unwrap()["peer_id"].clone(), certhash(&a));
+    a.restart();
+    assert_eq!(a.info().unwrap()["peer_id"], peer);
+    assert_eq!(certhash(&a), hash);
+    assert_eq!(get(dir.path(), &link, &[&a], "out.bin").unwrap(), fs::read(&file).unwrap());
+}
+
+#[test]
+fn kill_9_during_a_put_leaves_no_partial_shard_and_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = Relay::start(&dir.path().join("a"), &[]);
+    let first = random_file(dir.path(), "first.bin", 2_000_000, 4);
+    let link = put(dir.path(), &first, &[&a], &[]);
+    let big = random_file(dir.path(), "big.bin", 60_000_000, 5);
+    let url = a.url();
+    let mut uploading = std::process::Command::new(shardweb_tests::binary("shardweb"))
+        .args(["put", big.to_str().unwrap(), "--relay", &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the big upload to start landing", || {
+        a.metric("shardweb_shards_stored").unwrap_or(0) > 12
+    });
+    a.kill9();
+    let _ = uploading.wait();
+    a.restart();
+    // Every shard file left hashes to its name; no temporary file survives.
+    let shards = a.data.join("store/shards");
+    for sub in fs::read_dir(&shards).unwrap() {
+        for file in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            assert_eq!(blake3::hash(&fs::read(&path).unwrap()).to_hex().as_str(), name);
+        }
+    }
+    assert_eq!(fs::read_dir(a.data.join("store/tmp")).unwrap().count(), 0);
+    assert_eq!(get(dir.path(), &link, &[&a], "out.bin").unwrap(), fs::read(&first).unwrap());
+}
+
+#[test]
+fn a_corrupt_shard_on_disk_is_replaced_from_parity() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Relay::start(&dir.path().join("a"), &[]);
+    let file = random_file(dir.path(), "in.bin", 1_500_000, 6);
+    let link = put(dir.path(), &file, &[&a], &["--k", "2", "--m", "1"]);
+    // Corrupt every data shard's first byte: each stripe then needs its parity shard.
+    let shards = a.data.join("store/shards");
+    let mut corrupted = 0;
+    for sub in fs::read_dir(&shards).unwrap() {
+        if let Some(file) = fs::read_dir(sub.unwrap().path()).unwrap().next() {
+            let path = file.unwrap().path();
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[0] ^= 0xff;
+            fs::write(&path, bytes).unwrap();
+            corrupted += 1;
+            break;
+        }
+    }
+    assert_eq!(corrupted, 1);
+    assert_eq!(get(dir.path(), &link, &[&a], "out.bin").unwrap(), fs::read(&file).unwrap());
+    assert_eq!(a.metric("shardweb_corrupt_shards_removed_total"), Some(1));
+}
+
+#[test]
+fn over_quota_wrong_key_and_bad_input_get_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Relay::start(&dir.path().join("a"), &["--max-storage-per-peer", "1000000"]);
+    let big = random_file(dir.path(), "big.bin", 2_000_000, 7);
+    let url = a.url();
+    let out = shardweb_in(dir.path(), &["put", big.to_str().unwrap(), "--relay", &url], LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no space"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(a.metric("shardweb_quota_refusals_total").unwrap() >= 1);
+
+    // The relay keeps serving: a small file goes up and comes back.
+    let small = random_file(dir.path(), "small.bin", 10_000, 8);
+    let link = put(dir.path(), &small, &[&a], &[]);
+    assert_eq!(get(dir.path(), &link, &[&a], "out.bin").unwrap(), fs::read(&small).unwrap());
+
+    let (id, _) = link.split_once('.').unwrap();
+    let wrong = format!("{id}.{}", "A".repeat(43));
+    let err = get(dir.path(), &wrong, &[&a], "wrong.bin").unwrap_err();
+    assert_eq!(err, "shardweb: wrong key for this file\n");
+    assert!(!dir.path().join("wrong.bin").exists());
+
+    let err = get(dir.path(), "shardweb:nonsense", &[&a], "x.bin").unwrap_err();
+    assert_eq!(
+        err,
+        "shardweb: bad link: the link has no '.' between its manifest id and its key\n"
+    );
+    let unknown = format!("shardweb:{}.{}", "A".repeat(43), "A".repeat(43));
+    let err = get(dir.path(), &unknown, &[&a], "x.bin").unwrap_err();
+    assert!(err.starts_with("shardweb: file not found"), "{err}");
+
+    let out = shardweb_in(dir.path(), &["put", "missing.bin", "--relay", &url], LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("shardweb: cannot open missing.bin"), "{err}");
+    let out = shardweb_in(
+        dir.path(),
+        &["put", small.to_str().unwrap(), "--relay", "http://127.0.0.1:9"],
+        LIMIT,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("shardweb: cannot reach relay http://127.0.0.1:9"), "{err}");
+    assert_eq!(out.status.code(), Some(1));
+}
