@@ -116,7 +116,7 @@ impl Relay {
             .unwrap_or_else(|e| panic!("cannot start relay: {e}"));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self.info().map_or(true, |i| i["addrs"].as_array().map_or(0, Vec::len) < 4) {
+        while self.info().is_none_or(|i| i["addrs"].as_array().map_or(0, Vec::len) < 4) {
             assert!(
                 Instant::now() < deadline,
                 "relay did not start: see {}",
