@@ -44,9 +44,19 @@ setup_chromium() {
   fi
 }
 
+# npm packages the tests use (a js-libp2p peer for interop), exactly as package-lock.json says.
+setup_npm() {
+  local dir=tests/interop
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "installing npm packages in $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+  fi
+}
+
 setup_all() {
   export PATH="$HOME/.cargo/bin:$PATH"
   setup_wasm_target
   setup_wasm_bindgen
   setup_chromium
+  setup_npm
 }

@@ -115,3 +115,70 @@ async fn page(State(shared): State<Arc<Shared>>) -> Html<String> {
         shared.metrics.peers.load(std::sync::atomic::Ordering::Relaxed),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metrics::Metrics;
+    use crate::store::{DiskStore, Limits};
+
+    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+        let limits = Limits { max_bytes: 5000, max_bytes_per_peer: 1000 };
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let peer_id = key.public().to_peer_id();
+        let addr: libp2p::Multiaddr =
+            format!("/ip4/127.0.0.1/tcp/1/p2p/{peer_id}").parse().unwrap();
+        Arc::new(Shared {
+            peer_id,
+            addrs: RwLock::new(vec![addr]),
+            store: Arc::new(DiskStore::open(dir, limits).unwrap()),
+            metrics: Metrics::default(),
+            config: Config { max_storage: 5000, max_storage_per_peer: 1000, ..Config::default() },
+        })
+    }
+
+    async fn get(shared: &Arc<Shared>, uri: &str) -> (StatusCode, String) {
+        let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let response = router(Arc::clone(shared)).oneshot(request).await.unwrap();
+        let status = response.status();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn api_info_tells_a_client_how_to_dial() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let (status, body) = get(&shared, "/api/info").await;
+        assert_eq!(status, StatusCode::OK);
+        let info: Info = serde_json::from_str(&body).unwrap();
+        assert_eq!(info.peer_id, shared.peer_id.to_string());
+        assert!(info.addrs[0].ends_with(&format!("/p2p/{}", shared.peer_id)));
+        assert_eq!(info.protocols, ["/shardweb/shard/1", "/shardweb/manifest/1"]);
+        assert_eq!(info.limits.max_storage_per_peer, 1000);
+    }
+
+    #[tokio::test]
+    async fn health_metrics_page_and_unknown_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let (status, body) = get(&shared, "/api/health").await;
+        assert_eq!((status, body.contains("\"status\":\"ok\"")), (StatusCode::OK, true));
+        let (status, body) = get(&shared, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("shardweb_shards_stored 0\n"), "{body}");
+        assert!(body.contains("shardweb_requests_total{protocol=\"shard\",outcome=\"ok\"} 0"));
+        let (status, body) = get(&shared, "/").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains(&shared.peer_id.to_string()));
+        let (status, _) = get(&shared, "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}

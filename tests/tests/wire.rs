@@ -1,0 +1,137 @@
+//! Hostile bytes on the wire: a raw libp2p client sends malformed and oversized frames on the
+//! shard protocol and gets typed refusals, and the relay keeps serving.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
+use shardweb_core::ShardId;
+use shardweb_core::protocol::{ErrorCode, ShardRequest, ShardResponse};
+use shardweb_tests::Relay;
+
+/// Sends and receives raw frames, with no validation of its own.
+#[derive(Clone, Default)]
+struct RawCodec;
+
+impl request_response::Codec for RawCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        io.read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        io.take(64 << 20).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        io.write_all(&req).await?;
+        io.close().await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
+        io.write_all(&res).await?;
+        io.close().await
+    }
+}
+
+async fn exchange(relay: &Relay, frames: Vec<Vec<u8>>) -> Vec<Result<ShardResponse, String>> {
+    let addr: Multiaddr = relay.addr("tcp").parse().unwrap();
+    let peer: PeerId = relay.info().unwrap()["peer_id"].as_str().unwrap().parse().unwrap();
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::with_codec(
+                RawCodec,
+                [(StreamProtocol::new("/shardweb/shard/1"), ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
+            )
+        })
+        .unwrap()
+        .build();
+    swarm.dial(addr).unwrap();
+    let mut replies = Vec::new();
+    for frame in frames {
+        swarm.behaviour_mut().send_request(&peer, frame);
+        let reply = loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                }) => {
+                    break ShardResponse::decode(Bytes::from(response)).map_err(|e| e.to_string());
+                }
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    error, ..
+                }) => {
+                    break Err(error.to_string());
+                }
+                _ => {}
+            }
+        };
+        replies.push(reply);
+    }
+    replies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_frames_are_refused_and_the_relay_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("a"), &[]);
+    let unknown_kind = vec![0x09, 0, 0];
+    let truncated = vec![0x03, 0, 2, 1, 2, 3];
+    let oversized = vec![0u8; (32 << 20) + 1];
+    let mut shard_too_large = vec![0x01, 0, 1];
+    shard_too_large.extend_from_slice(&[0; 32]);
+    shard_too_large.extend_from_slice(&((16u32 << 20) + 1).to_be_bytes());
+    let good = ShardRequest::Has(vec![ShardId([7; 32])]).encode();
+    let replies = tokio::time::timeout(
+        Duration::from_secs(90),
+        exchange(&relay, vec![unknown_kind, truncated, oversized, shard_too_large, good]),
+    )
+    .await
+    .expect("the relay answered in time");
+    let code = |r: &Result<ShardResponse, String>| match r {
+        Ok(ShardResponse::Refused(refusal)) => Some(refusal.code),
+        _ => None,
+    };
+    assert_eq!(code(&replies[0]), Some(ErrorCode::Malformed), "{:?}", replies[0]);
+    assert_eq!(code(&replies[1]), Some(ErrorCode::Malformed), "{:?}", replies[1]);
+    assert_eq!(code(&replies[2]), Some(ErrorCode::TooLarge), "{:?}", replies[2]);
+    assert_eq!(code(&replies[3]), Some(ErrorCode::Malformed), "{:?}", replies[3]);
+    assert_eq!(replies[4], Ok(ShardResponse::Has(vec![false])));
+    assert!(
+        relay.metric("shardweb_requests_total{protocol=\"shard\",outcome=\"refused\"}").unwrap()
+            >= 4
+    );
+}
