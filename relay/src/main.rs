@@ -301,7 +301,7 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
             holders.push(peer);
         }
     }
-    let mut download = Download::start(&client, holders, &manifest, &link.key, 4).await?;
+    let mut download = Download::start(&client, holders, &manifest, &link.key, 8).await?;
     let path = output_path(out, &download.opened().meta.name);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir)?;

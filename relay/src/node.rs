@@ -303,28 +303,27 @@ pub fn serve_shards(
         }
     };
     let response = match request {
-        ShardRequest::Put(shards) => ShardResponse::Put(
-            shards
-                .into_iter()
-                .map(|(id, bytes)| {
-                    metrics
-                        .bytes_in
-                        .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    match store.put_shard(&owner, &id, &bytes) {
-                        Ok(Stored::New) => PutOutcome::Stored,
-                        Ok(Stored::AlreadyHeld) => PutOutcome::AlreadyHeld,
-                        Err(store::Error::Mismatch { .. }) => PutOutcome::Mismatch,
-                        Err(store::Error::PeerQuota { .. } | store::Error::StoreFull { .. }) => {
-                            PutOutcome::NoSpace
-                        }
-                        Err(e) => {
-                            tracing::error!(shard = %id, error = %e, "cannot store shard");
-                            PutOutcome::Failed
-                        }
+        ShardRequest::Put(shards) => {
+            let batch: Vec<(shardweb_core::ShardId, &[u8])> =
+                shards.iter().map(|(id, bytes)| (*id, &bytes[..])).collect();
+            let received = batch.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+            metrics.bytes_in.fetch_add(received, std::sync::atomic::Ordering::Relaxed);
+            let outcomes = store.put_shards(&owner, &batch).into_iter().zip(&batch).map(
+                |(result, (id, _))| match result {
+                    Ok(Stored::New) => PutOutcome::Stored,
+                    Ok(Stored::AlreadyHeld) => PutOutcome::AlreadyHeld,
+                    Err(store::Error::Mismatch { .. }) => PutOutcome::Mismatch,
+                    Err(store::Error::PeerQuota { .. } | store::Error::StoreFull { .. }) => {
+                        PutOutcome::NoSpace
                     }
-                })
-                .collect(),
-        ),
+                    Err(e) => {
+                        tracing::error!(shard = %id, error = %e, "cannot store shard");
+                        PutOutcome::Failed
+                    }
+                },
+            );
+            ShardResponse::Put(outcomes.collect())
+        }
         ShardRequest::Get(ids) => {
             let mut budget = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
             let statuses = ids

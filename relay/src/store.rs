@@ -99,14 +99,35 @@ pub struct Counters {
     pub quota_refusals: AtomicU64,
 }
 
-/// The disk store. Cheap to share behind an `Arc`; writers are serialised.
+/// Bytes admitted to puts in progress.
+#[derive(Debug, Default)]
+struct Reserved {
+    total: u64,
+    per_peer: std::collections::HashMap<Vec<u8>, u64>,
+}
+
+impl Reserved {
+    fn release(&mut self, owner: &[u8], len: u64) {
+        self.total = self.total.saturating_sub(len);
+        if let Some(r) = self.per_peer.get_mut(owner) {
+            *r = r.saturating_sub(len);
+            if *r == 0 {
+                self.per_peer.remove(owner);
+            }
+        }
+    }
+}
+
+/// The disk store. Cheap to share behind an `Arc`: file writes run concurrently; quota
+/// admission and index commits are serialised.
 #[derive(Debug)]
 pub struct DiskStore {
     root: PathBuf,
     db: Database,
     limits: Limits,
-    /// Serialises quota checks with the writes they admit.
-    write: Mutex<()>,
+    /// Serialises quota admission and index commits; holds the bytes admitted but not yet
+    /// committed, in all and per peer, so that concurrent puts cannot pass a limit together.
+    write: Mutex<Reserved>,
     used: AtomicU64,
     shards: AtomicU64,
     /// Counts for metrics.
@@ -127,7 +148,7 @@ impl DiskStore {
             root: root.to_owned(),
             db,
             limits,
-            write: Mutex::new(()),
+            write: Mutex::new(Reserved::default()),
             used: AtomicU64::new(0),
             shards: AtomicU64::new(0),
             counters: Counters::default(),
@@ -161,30 +182,148 @@ impl DiskStore {
     /// Verifies and durably stores a shard for `owner`, charging it to their quota.
     /// Over quota, or on any failure, nothing is left behind.
     pub fn put_shard(&self, owner: &[u8], id: &ShardId, bytes: &[u8]) -> Result<Stored, Error> {
-        if ShardId::of(bytes) != *id {
-            return Err(Error::Mismatch { id: *id });
+        self.put_shards(owner, &[(*id, bytes)]).pop().unwrap_or(Ok(Stored::AlreadyHeld))
+    }
+
+    /// Stores a batch of shards for `owner`, one result per shard in order. Each shard is
+    /// verified, admitted against the quotas, written and fsynced outside the lock, and the
+    /// batch is recorded in one commit before any result says `New`.
+    pub fn put_shards(
+        &self,
+        owner: &[u8],
+        shards: &[(ShardId, &[u8])],
+    ) -> Vec<Result<Stored, Error>> {
+        let mut results: Vec<Option<Result<Stored, Error>>> = shards
+            .iter()
+            .map(|(id, bytes)| {
+                (ShardId::of(bytes) != *id).then_some(Err(Error::Mismatch { id: *id }))
+            })
+            .collect();
+        let admitted = self.admit_batch(owner, shards, &mut results);
+        let mut written = Vec::new();
+        let mut dirs = std::collections::BTreeSet::new();
+        for &i in &admitted {
+            let (id, bytes) = shards[i];
+            let path = self.shard_path(&id);
+            match self.write_file(&path, bytes) {
+                Ok(()) => {
+                    written.push(i);
+                    if let Some(dir) = path.parent() {
+                        dirs.insert(dir.to_owned());
+                    }
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
         }
+        let synced = dirs.iter().try_for_each(|dir| File::open(dir)?.sync_all());
+        let committed =
+            synced.map_err(Error::from).and_then(|()| self.commit_batch(owner, shards, &written));
+        let mut guard = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for &i in &admitted {
+            guard.release(owner, shards[i].1.len() as u64);
+        }
+        drop(guard);
+        match committed {
+            Ok(fresh) => {
+                for (i, new) in written.iter().zip(fresh) {
+                    results[*i] = Some(Ok(if new { Stored::New } else { Stored::AlreadyHeld }));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record stored shards");
+                for &i in &written {
+                    let _ = fs::remove_file(self.shard_path(&shards[i].0));
+                    results[i] = Some(Err(Error::Io(io::Error::other("index commit failed"))));
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or(Ok(Stored::AlreadyHeld))).collect()
+    }
+
+    /// Under the lock: marks held shards, refuses what would pass a limit, and reserves the
+    /// rest. Returns the indices admitted for writing.
+    fn admit_batch(
+        &self,
+        owner: &[u8],
+        shards: &[(ShardId, &[u8])],
+        results: &mut [Option<Result<Stored, Error>>],
+    ) -> Vec<usize> {
+        let mut guard = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let peer_used = match self.usage(owner) {
+            Ok(used) => used,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read usage");
+                results.iter_mut().filter(|r| r.is_none()).for_each(|r| {
+                    *r = Some(Err(Error::Io(io::Error::other("usage unavailable"))));
+                });
+                return Vec::new();
+            }
+        };
+        let mut admitted = Vec::new();
+        for (i, (id, bytes)) in shards.iter().enumerate() {
+            if results[i].is_some() {
+                continue;
+            }
+            match self.has_shard(id) {
+                Ok(true) => {
+                    results[i] = Some(Ok(Stored::AlreadyHeld));
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            }
+            let len = bytes.len() as u64;
+            let used = self.used_bytes() + guard.total;
+            let peer = peer_used + guard.per_peer.get(owner).copied().unwrap_or(0);
+            if used + len > self.limits.max_bytes {
+                self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
+                results[i] = Some(Err(Error::StoreFull { used, len, max: self.limits.max_bytes }));
+            } else if peer + len > self.limits.max_bytes_per_peer {
+                self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
+                let max = self.limits.max_bytes_per_peer;
+                results[i] = Some(Err(Error::PeerQuota { used: peer, len, max }));
+            } else {
+                guard.total += len;
+                *guard.per_peer.entry(owner.to_vec()).or_default() += len;
+                admitted.push(i);
+            }
+        }
+        admitted
+    }
+
+    /// Under the lock: records the written shards in one commit. Returns, per written shard,
+    /// whether it is new (false if a concurrent put recorded it first).
+    fn commit_batch(
+        &self,
+        owner: &[u8],
+        shards: &[(ShardId, &[u8])],
+        written: &[usize],
+    ) -> Result<Vec<bool>, Error> {
         let _guard = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if self.has_shard(id)? {
-            return Ok(Stored::AlreadyHeld);
-        }
-        let len = bytes.len() as u64;
-        self.admit(owner, len)?;
-        let path = self.shard_path(id);
-        self.write_atomically(&path, bytes)?;
         let txn = self.db.begin_write()?;
+        let mut fresh = Vec::with_capacity(written.len());
+        let mut added = (0u64, 0u64);
         {
-            let mut shards = txn.open_table(SHARDS)?;
-            shards.insert(&id.0[..], (owner, len))?;
-            charge(&txn, owner, len as i64)?;
+            let mut table = txn.open_table(SHARDS)?;
+            for &i in written {
+                let (id, bytes) = shards[i];
+                let new = table.get(&id.0[..])?.is_none();
+                if new {
+                    table.insert(&id.0[..], (owner, bytes.len() as u64))?;
+                    added.0 += bytes.len() as u64;
+                    added.1 += 1;
+                }
+                fresh.push(new);
+            }
+            charge(&txn, owner, added.0 as i64)?;
         }
-        if let Err(e) = txn.commit() {
-            let _ = fs::remove_file(&path);
-            return Err(e.into());
-        }
-        self.used.fetch_add(len, Ordering::Relaxed);
-        self.shards.fetch_add(1, Ordering::Relaxed);
-        Ok(Stored::New)
+        txn.commit()?;
+        self.used.fetch_add(added.0, Ordering::Relaxed);
+        self.shards.fetch_add(added.1, Ordering::Relaxed);
+        Ok(fresh)
     }
 
     /// Whether the shard is held (recorded; its bytes are checked on read).
@@ -249,12 +388,12 @@ impl DiskStore {
     pub fn put_manifest(&self, owner: &[u8], bytes: &[u8]) -> Result<(ManifestId, Stored), Error> {
         let manifest = Manifest::decode(bytes)?;
         let id = manifest.id();
-        let _guard = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let guard = self.write.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if self.get_manifest(&id)?.is_some() {
             return Ok((id, Stored::AlreadyHeld));
         }
         let len = bytes.len() as u64;
-        self.admit(owner, len)?;
+        self.admit(&guard, owner, len)?;
         let txn = self.db.begin_write()?;
         {
             let mut manifests = txn.open_table(MANIFESTS)?;
@@ -279,13 +418,13 @@ impl DiskStore {
         Ok(Some(bytes))
     }
 
-    fn admit(&self, owner: &[u8], len: u64) -> Result<(), Error> {
-        let used = self.used_bytes();
+    fn admit(&self, reserved: &Reserved, owner: &[u8], len: u64) -> Result<(), Error> {
+        let used = self.used_bytes() + reserved.total;
         if used + len > self.limits.max_bytes {
             self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(Error::StoreFull { used, len, max: self.limits.max_bytes });
         }
-        let peer = self.usage(owner)?;
+        let peer = self.usage(owner)? + reserved.per_peer.get(owner).copied().unwrap_or(0);
         if peer + len > self.limits.max_bytes_per_peer {
             self.counters.quota_refusals.fetch_add(1, Ordering::Relaxed);
             return Err(Error::PeerQuota { used: peer, len, max: self.limits.max_bytes_per_peer });
@@ -298,20 +437,23 @@ impl DiskStore {
         self.root.join("shards").join(hex.get(..2).unwrap_or("00")).join(hex)
     }
 
-    fn write_atomically(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    /// Writes `bytes` to a temporary file, fsyncs it and renames it to `path`. The caller
+    /// fsyncs the directory.
+    fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir)?;
         let tmp = self.root.join("tmp").join(format!(
-            "{}.{}",
+            "{}.{}.{}",
             path.file_name().and_then(|n| n.to_str()).unwrap_or("shard"),
-            std::process::id()
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| {
             let mut file = File::create(&tmp)?;
             file.write_all(bytes)?;
             file.sync_all()?;
-            fs::rename(&tmp, path)?;
-            File::open(dir)?.sync_all()
+            fs::rename(&tmp, path)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -480,6 +622,36 @@ mod tests {
         assert_eq!(store.counters.quota_refusals.load(Ordering::Relaxed), 2);
         // Whatever was stored before is intact.
         assert_eq!(store.get_shard(&a).unwrap().unwrap(), a_bytes);
+    }
+
+    #[test]
+    fn a_batch_over_quota_stores_what_fits_and_concurrent_puts_cannot_pass_a_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path(), limits(10_000, 2500)).unwrap();
+        let shards: Vec<(ShardId, Vec<u8>)> = (1..=3).map(|i| shard(i, 1000)).collect();
+        let batch: Vec<(ShardId, &[u8])> = shards.iter().map(|(id, b)| (*id, &b[..])).collect();
+        let results = store.put_shards(ALICE, &batch);
+        assert!(matches!(results[0], Ok(Stored::New)));
+        assert!(matches!(results[1], Ok(Stored::New)));
+        assert!(matches!(results[2], Err(Error::PeerQuota { used: 2000, len: 1000, max: 2500 })));
+        assert_eq!(files_under(&dir.path().join("shards")), 2);
+
+        let store = std::sync::Arc::new(store);
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let store = std::sync::Arc::clone(&store);
+                std::thread::spawn(move || {
+                    let owner = [b'p', t];
+                    let (id, bytes) = shard(100 + t, 1500);
+                    store.put_shard(&owner, &id, &bytes).is_ok()
+                })
+            })
+            .collect();
+        let stored = threads.into_iter().map(|t| t.join().unwrap()).filter(|ok| *ok).count();
+        // 2000 bytes used, 8000 left: five more shards of 1500 fit, the other three do not.
+        assert_eq!(stored, 5);
+        assert!(store.used_bytes() <= 10_000);
+        assert_eq!(files_under(&dir.path().join("tmp")), 0);
     }
 
     #[test]

@@ -126,6 +126,11 @@ impl Relay {
         }
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The relay's URL, for `--relay`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

@@ -12,7 +12,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use super::{Network, NetworkError};
 use crate::codec::{self, Decoder, FileKey, ShardId};
 use crate::manifest::{self, Manifest, ManifestId, Opened};
-use crate::protocol::{MAX_BATCH, MAX_FRAME_BYTES, ShardStatus};
+use crate::protocol::{MAX_BATCH, ShardStatus};
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -161,15 +161,15 @@ impl<'a, N: Network> Download<'a, N> {
     }
 
     /// Asks for enough shards of every stripe in the window, data shards first, from holders
-    /// not yet tried for them, batched per holder.
+    /// not yet tried for them: one request per holder and stripe, so that replies stream in
+    /// and decoding overlaps the transfer.
     fn schedule(&mut self) {
         let Some(decoder) = self.decoder.as_ref() else { return };
         let params = decoder.layout().params();
         let (k, n) = (params.k(), params.shards());
-        let mut batches: HashMap<usize, (Batch, usize)> = HashMap::new();
+        let mut batches: HashMap<(usize, u64), Batch> = HashMap::new();
         for s in decoder.next_stripe()..decoder.window_end() {
             let Ok(ids) = decoder.stripe_ids(s) else { continue };
-            let shard_len = decoder.layout().shard_len(s).unwrap_or(0);
             let state = self.stripes.entry(s).or_default();
             let held = (0..n).filter(|&i| decoder.has_shard(s, i)).count();
             let mut wanted = k.saturating_sub(held + state.asked.len());
@@ -186,18 +186,15 @@ impl<'a, N: Network> Download<'a, N> {
                         .find(|h| !self.dead.contains(h) && !state.tried.contains(&(i, *h)))
                 });
                 let Some(h) = holder else { continue };
-                let (batch, bytes) = batches.entry(h).or_default();
-                if batch.len() >= MAX_BATCH || *bytes + shard_len > MAX_FRAME_BYTES / 2 {
-                    continue;
-                }
-                batch.push((s, i, *id));
-                *bytes += shard_len;
+                batches.entry((h, s)).or_default().push((s, i, *id));
                 state.tried.insert((i, h));
                 state.asked.insert(i);
                 wanted -= 1;
             }
         }
-        for (h, (batch, _)) in batches {
+        let mut batches: Vec<_> = batches.into_iter().collect();
+        batches.sort_by_key(|((h, s), _)| (*s, *h));
+        for ((h, _), batch) in batches {
             let Some(peer) = self.holders.get(h).cloned() else { continue };
             let net = self.net;
             let ids = batch.iter().map(|(_, _, id)| *id).collect();

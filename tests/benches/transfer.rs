@@ -1,0 +1,205 @@
+//! Native transfer benchmark: `shardweb put` and `get` of one file through a local relay,
+//! beside a plain HTTP upload and download of the same bytes to a local axum endpoint, in one
+//! run, with the peak resident memory of the client and the relay.
+//!
+//! ```sh
+//! cargo build --release -p shardweb && cargo bench -p shardweb-tests --bench transfer
+//! ```
+//! `SHARDWEB_BENCH_MIB` sets the file size (default 1024).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::{get, post};
+use futures::StreamExt;
+use shardweb_tests::{Relay, binary};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn main() {
+    let mib: usize =
+        std::env::var("SHARDWEB_BENCH_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let dir = tempfile::tempdir_in(".").expect("temp dir");
+    let file = dir.path().join("in.bin");
+    write_random(&file, mib << 20);
+    let bytes = (mib << 20) as f64;
+    let rate = |d: Duration| bytes / d.as_secs_f64() / 1e6;
+    println!("shardweb transfer benchmark: {mib} MiB file, loopback, release build");
+
+    let (up, down) = plain_http(dir.path(), &file);
+    println!("  plain HTTP upload (axum, streamed to disk)   {:>8.0} MB/s", rate(up));
+    println!("  plain HTTP download (axum, streamed)         {:>8.0} MB/s", rate(down));
+
+    let relay = Relay::start(
+        &dir.path().join("relay"),
+        &["--max-storage", "1000000000000", "--max-storage-per-peer", "1000000000000"],
+    );
+    let url = relay.url();
+    let (put_time, put_rss, link) =
+        timed(dir.path(), &["put", file.to_str().unwrap_or_default(), "--relay", &url]);
+    let (get_time, get_rss, _) =
+        timed(dir.path(), &["get", link.trim(), "-o", "out.bin", "--relay", &url]);
+    let relay_rss = relay.pid().and_then(peak_rss).unwrap_or(0);
+    let same = files_equal(&file, &dir.path().join("out.bin"));
+    println!(
+        "  shardweb put (4, 2)                          {:>8.0} MB/s  {:>5.0} % of plain",
+        rate(put_time),
+        100.0 * up.as_secs_f64() / put_time.as_secs_f64()
+    );
+    println!(
+        "  shardweb get (4, 2)                          {:>8.0} MB/s  {:>5.0} % of plain",
+        rate(get_time),
+        100.0 * down.as_secs_f64() / get_time.as_secs_f64()
+    );
+    println!(
+        "  peak RSS: put client {} MiB, get client {} MiB, relay {} MiB",
+        put_rss >> 10,
+        get_rss >> 10,
+        relay_rss >> 10
+    );
+    println!("  bytes identical after the round trip: {same}");
+}
+
+fn write_random(path: &Path, len: usize) {
+    let mut f = fs::File::create(path).expect("create input");
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..len >> 20 {
+        for chunk in buf.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+        f.write_all(&buf).expect("write input");
+    }
+    f.sync_all().expect("sync input");
+}
+
+fn files_equal(a: &Path, b: &Path) -> bool {
+    let hash = |p: &Path| {
+        fs::File::open(p).ok().and_then(|f| {
+            let mut h = blake3::Hasher::new();
+            h.update_reader(f).ok()?;
+            Some(h.finalize())
+        })
+    };
+    hash(a).is_some() && hash(a) == hash(b)
+}
+
+/// Runs a `shardweb` client command; returns its time, peak RSS in KiB and stdout.
+fn timed(dir: &Path, args: &[&str]) -> (Duration, u64, String) {
+    let start = Instant::now();
+    let mut child = Command::new(binary("shardweb"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run shardweb");
+    let pid = child.id();
+    let mut rss = 0;
+    while child.try_wait().ok().flatten().is_none() {
+        rss = rss.max(peak_rss(pid).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let elapsed = start.elapsed();
+    let out = child.wait_with_output().expect("shardweb output");
+    assert!(out.status.success(), "shardweb {args:?} failed");
+    (elapsed, rss, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// VmHWM (peak resident set) of a process, in KiB.
+fn peak_rss(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Upload and download `file` through a plain axum endpoint that streams to and from disk.
+fn plain_http(dir: &Path, file: &Path) -> (Duration, Duration) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let stored = dir.join("plain.bin");
+        let app = Router::new()
+            .route("/upload", post(upload))
+            .route("/download", get(download))
+            .with_state(stored.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let len = fs::metadata(file).expect("input").len();
+
+        let start = Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.expect("send head");
+        let mut f = tokio::fs::File::open(file).await.expect("open");
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            s.write_all(&buf[..n]).await.expect("send");
+        }
+        let mut reply = Vec::new();
+        s.read_to_end(&mut reply).await.expect("reply");
+        let up = start.elapsed();
+
+        let start = Instant::now();
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(b"GET /download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("get");
+        let mut out = tokio::fs::File::create(dir.join("plain-out.bin")).await.expect("create");
+        loop {
+            let n = s.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n]).await.expect("write");
+        }
+        out.sync_all().await.expect("sync");
+        (up, start.elapsed())
+    })
+}
+
+async fn upload(State(path): State<std::path::PathBuf>, body: Body) -> &'static str {
+    let mut file = tokio::fs::File::create(&path).await.expect("create");
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        file.write_all(&chunk.expect("body")).await.expect("write");
+    }
+    file.sync_all().await.expect("sync");
+    "ok"
+}
+
+async fn download(State(path): State<std::path::PathBuf>) -> Body {
+    let file = tokio::fs::File::open(path).await.expect("open");
+    Body::from_stream(tokio_util_stream(file))
+}
+
+/// The file as a stream of 1 MiB chunks.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 1 << 20];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    })
+}
