@@ -28,6 +28,29 @@ pub const MAX_BATCH: usize = 1024;
 /// The longest error message a peer may send.
 pub const MAX_ERROR_MESSAGE: usize = 256;
 
+/// A wire message: one frame per stream direction.
+pub trait Message: Sized {
+    /// The frame for this message.
+    fn encode(&self) -> Vec<u8>;
+    /// Parses a frame; shard and manifest bytes share `frame`'s allocation.
+    fn decode(frame: bytes::Bytes) -> Result<Self, Error>;
+}
+
+macro_rules! message {
+    ($($t:ty),*) => {$(
+        impl Message for $t {
+            fn encode(&self) -> Vec<u8> {
+                <$t>::encode(self)
+            }
+
+            fn decode(frame: bytes::Bytes) -> Result<Self, Error> {
+                <$t>::decode(frame)
+            }
+        }
+    )*};
+}
+message!(ShardRequest, ShardResponse, ManifestRequest, ManifestResponse);
+
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

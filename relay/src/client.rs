@@ -93,12 +93,12 @@ impl Client {
                     ping: ping::Behaviour::default(),
                     kad,
                     shard: request_response::Behaviour::with_codec(
-                        ShardCodec,
+                        ShardCodec::default(),
                         [(SHARD, ProtocolSupport::Outbound)],
                         rr.clone(),
                     ),
                     manifest: request_response::Behaviour::with_codec(
-                        ManifestCodec,
+                        ManifestCodec::default(),
                         [(MANIFEST, ProtocolSupport::Outbound)],
                         rr,
                     ),

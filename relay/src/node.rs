@@ -106,12 +106,12 @@ impl Behaviour {
             autonat: autonat::v2::server::Behaviour::default(),
             gossipsub,
             shard: request_response::Behaviour::with_codec(
-                ShardCodec,
+                ShardCodec::default(),
                 [(SHARD, ProtocolSupport::Full)],
                 rr.clone(),
             ),
             manifest: request_response::Behaviour::with_codec(
-                ManifestCodec,
+                ManifestCodec::default(),
                 [(MANIFEST, ProtocolSupport::Full)],
                 rr,
             ),

@@ -5,14 +5,15 @@
 //! with a typed refusal instead of dropping the stream.
 
 use std::io;
+use std::marker::PhantomData;
 
 use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 use shardweb_core::protocol::{
-    self, MANIFEST_PROTOCOL, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, SHARD_PROTOCOL,
-    ShardRequest, ShardResponse,
+    self, MANIFEST_PROTOCOL, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, Message,
+    SHARD_PROTOCOL, ShardRequest, ShardResponse,
 };
 
 /// A request as received: decoded, or the reason it could not be.
@@ -22,6 +23,27 @@ pub type Incoming<T> = Result<T, protocol::Error>;
 pub const SHARD: StreamProtocol = StreamProtocol::new(SHARD_PROTOCOL);
 /// The manifest protocol's name.
 pub const MANIFEST: StreamProtocol = StreamProtocol::new(MANIFEST_PROTOCOL);
+
+/// The codec of `/shardweb/shard/1`.
+pub type ShardCodec = FrameCodec<ShardRequest, ShardResponse>;
+/// The codec of `/shardweb/manifest/1`.
+pub type ManifestCodec = FrameCodec<ManifestRequest, ManifestResponse>;
+
+/// One frame of `Req` each way, then one of `Resp`.
+#[derive(Debug)]
+pub struct FrameCodec<Req, Resp>(PhantomData<fn() -> (Req, Resp)>);
+
+impl<Req, Resp> Default for FrameCodec<Req, Resp> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<Req, Resp> Clone for FrameCodec<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
 
 /// Reads one frame of at most [`MAX_FRAME_BYTES`]; `Err(TooLarge)` past that.
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Incoming<Bytes>> {
@@ -42,21 +64,21 @@ fn invalid(e: protocol::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
-/// The codec of `/shardweb/shard/1`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ShardCodec;
-
-impl request_response::Codec for ShardCodec {
+impl<Req, Resp> request_response::Codec for FrameCodec<Req, Resp>
+where
+    Req: Message + Send + 'static,
+    Resp: Message + Send + 'static,
+{
     type Protocol = StreamProtocol;
-    type Request = Incoming<ShardRequest>;
-    type Response = ShardResponse;
+    type Request = Incoming<Req>;
+    type Response = Resp;
 
     async fn read_request<T: AsyncRead + Unpin + Send>(
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Request> {
-        Ok(read_frame(io).await?.and_then(ShardRequest::decode))
+        Ok(read_frame(io).await?.and_then(Req::decode))
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -64,51 +86,7 @@ impl request_response::Codec for ShardCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<Self::Response> {
-        read_frame(io).await?.and_then(ShardResponse::decode).map_err(invalid)
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        request: Self::Request,
-    ) -> io::Result<()> {
-        write_frame(io, request.map_err(invalid)?.encode()).await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        response: Self::Response,
-    ) -> io::Result<()> {
-        write_frame(io, response.encode()).await
-    }
-}
-
-/// The codec of `/shardweb/manifest/1`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ManifestCodec;
-
-impl request_response::Codec for ManifestCodec {
-    type Protocol = StreamProtocol;
-    type Request = Incoming<ManifestRequest>;
-    type Response = ManifestResponse;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Self::Request> {
-        Ok(read_frame(io).await?.and_then(ManifestRequest::decode))
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Self::Response> {
-        read_frame(io).await?.and_then(ManifestResponse::decode).map_err(invalid)
+        read_frame(io).await?.and_then(Resp::decode).map_err(invalid)
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(

@@ -1,9 +1,10 @@
 //! shardweb-tests: end-to-end tests that run shardweb's real binaries as separate processes on
 //! loopback. Every process is bounded in time and killed when its handle drops.
 //!
-//! The binaries are the ones `cargo build --workspace --bins` leaves in the target directory;
-//! the test script builds them before running these tests.
+//! The binaries are the ones in the target directory next to the test executables;
+//! `cargo test --workspace` builds `shardweb` there (the relay package has integration tests).
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = profile_dir.unwrap_or_default().join(name);
     assert!(
         path.exists(),
-        "{} is missing: run `cargo build --workspace --bins` first",
+        "{} is missing: run `cargo test --workspace` (or `cargo build -p shardweb`) first",
         path.display()
     );
     path
@@ -200,5 +201,46 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// How long one client command may take.
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// A file of `len` pseudo-random bytes in `dir`.
+pub fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
+    let mut x = seed | 1;
+    let bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let path = dir.join(name);
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// `shardweb put`; returns the link.
+pub fn put(dir: &Path, file: &Path, relays: &[&Relay], extra: &[&str]) -> String {
+    let relays: Vec<String> = relays.iter().map(|r| r.url()).collect();
+    let joined = relays.join(",");
+    let mut args = vec!["put", file.to_str().unwrap(), "--relay", &joined];
+    args.extend(extra);
+    let out = shardweb_in(dir, &args, LIMIT);
+    assert!(out.status.success(), "put failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `shardweb get`; returns the output or the one-line error.
+pub fn get(dir: &Path, link: &str, relays: &[&Relay], out: &str) -> Result<Vec<u8>, String> {
+    let joined = relays.iter().map(|r| r.url()).collect::<Vec<_>>().join(",");
+    let result = shardweb_in(dir, &["get", link, "-o", out, "--relay", &joined], LIMIT);
+    if result.status.success() {
+        Ok(fs::read(dir.join(out)).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&result.stderr).into_owned())
     }
 }

@@ -1,50 +1,12 @@
 //! Relays and the native client as real processes on loopback: put, get, faults, restarts.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shardweb_tests::{Relay, shardweb_in};
+use shardweb_tests::{Relay, get, put, random_file, shardweb_in};
 
-const LIMIT: Duration = Duration::from_secs(120);
-
-/// A file of `len` pseudo-random bytes in `dir`.
-fn random_file(dir: &Path, name: &str, len: usize, seed: u64) -> PathBuf {
-    let mut x = seed | 1;
-    let bytes: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let path = dir.join(name);
-    fs::write(&path, bytes).unwrap();
-    path
-}
-
-/// `shardweb put`; returns the link.
-fn put(dir: &Path, file: &Path, relays: &[&Relay], extra: &[&str]) -> String {
-    let relays: Vec<String> = relays.iter().map(|r| r.url()).collect();
-    let joined = relays.join(",");
-    let mut args = vec!["put", file.to_str().unwrap(), "--relay", &joined];
-    args.extend(extra);
-    let out = shardweb_in(dir, &args, LIMIT);
-    assert!(out.status.success(), "put failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// `shardweb get`; returns the output or the one-line error.
-fn get(dir: &Path, link: &str, relays: &[&Relay], out: &str) -> Result<Vec<u8>, String> {
-    let joined = relays.iter().map(|r| r.url()).collect::<Vec<_>>().join(",");
-    let result = shardweb_in(dir, &["get", link, "-o", out, "--relay", &joined], LIMIT);
-    if result.status.success() {
-        Ok(fs::read(dir.join(out)).unwrap())
-    } else {
-        Err(String::from_utf8_lossy(&result.stderr).into_owned())
-    }
-}
+use shardweb_tests::LIMIT;
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -132,30 +94,6 @@ fn kill_9_during_a_put_leaves_no_partial_shard_and_loses_nothing_acknowledged() 
     }
     assert_eq!(fs::read_dir(a.data.join("store/tmp")).unwrap().count(), 0);
     assert_eq!(get(dir.path(), &link, &[&a], "out.bin").unwrap(), fs::read(&first).unwrap());
-}
-
-#[test]
-fn a_corrupt_shard_on_disk_is_replaced_from_parity() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Relay::start(&dir.path().join("a"), &[]);
-    let file = random_file(dir.path(), "in.bin", 1_500_000, 6);
-    let link = put(dir.path(), &file, &[&a], &["--k", "2", "--m", "1"]);
-    // Corrupt every data shard's first byte: each stripe then needs its parity shard.
-    let shards = a.data.join("store/shards");
-    let mut corrupted = 0;
-    for sub in fs::read_dir(&shards).unwrap() {
-        if let Some(file) = fs::read_dir(sub.unwrap().path()).unwrap().next() {
-            let path = file.unwrap().path();
-            let mut bytes = fs::read(&path).unwrap();
-            bytes[0] ^= 0xff;
-            fs::write(&path, bytes).unwrap();
-            corrupted += 1;
-            break;
-        }
-    }
-    assert_eq!(corrupted, 1);
-    assert_eq!(get(dir.path(), &link, &[&a], "out.bin").unwrap(), fs::read(&file).unwrap());
-    assert_eq!(a.metric("shardweb_corrupt_shards_removed_total"), Some(1));
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Hostile bytes on the wire: a raw libp2p client sends malformed and oversized frames on the
-//! shard protocol and gets typed refusals, and the relay keeps serving.
+//! Raw frames on the wire: a libp2p client with no validation of its own sends malformed and
+//! oversized frames and asks for corrupt shards; the relay refuses with typed errors, never
+//! serves a corrupt shard, and keeps serving.
 
 use std::io;
 use std::time::Duration;
@@ -10,8 +11,8 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
 use shardweb_core::ShardId;
-use shardweb_core::protocol::{ErrorCode, ShardRequest, ShardResponse};
-use shardweb_tests::Relay;
+use shardweb_core::protocol::{ErrorCode, ShardRequest, ShardResponse, ShardStatus};
+use shardweb_tests::{Relay, get, put, random_file};
 
 /// Sends and receives raw frames, with no validation of its own.
 #[derive(Clone, Default)]
@@ -134,4 +135,37 @@ async fn malformed_and_oversized_frames_are_refused_and_the_relay_keeps_serving(
         relay.metric("shardweb_requests_total{protocol=\"shard\",outcome=\"refused\"}").unwrap()
             >= 4
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_shard_on_disk_is_never_served_and_the_file_still_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("a"), &[]);
+    let file = random_file(dir.path(), "in.bin", 1_500_000, 6);
+    let link = put(dir.path(), &file, &[&relay], &["--k", "2", "--m", "1"]);
+    // Corrupt one shard file (its name is its id); it may be a data or a parity shard.
+    let shards = relay.data.join("store/shards");
+    let sub = std::fs::read_dir(&shards).unwrap().next().unwrap().unwrap().path();
+    let path = std::fs::read_dir(sub).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let id = ShardId(
+        blake3::Hash::from_hex(path.file_name().unwrap().to_str().unwrap()).unwrap().into(),
+    );
+
+    // The file comes back identical whichever shard was hit: a data shard is rebuilt from
+    // parity, a parity shard is not needed.
+    assert_eq!(
+        get(dir.path(), &link, &[&relay], "out.bin").unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+    // Asked for directly, the corrupt shard is not served, and is gone and counted.
+    let request = ShardRequest::Get(vec![id]).encode();
+    let replies = tokio::time::timeout(Duration::from_secs(60), exchange(&relay, vec![request]))
+        .await
+        .expect("the relay answered in time");
+    assert_eq!(replies[0], Ok(ShardResponse::Get(vec![ShardStatus::Missing])));
+    assert!(!path.exists());
+    assert_eq!(relay.metric("shardweb_corrupt_shards_removed_total"), Some(1));
 }
