@@ -15,7 +15,7 @@ mod seal;
 mod segment;
 mod shard;
 
-pub use decoder::{DEFAULT_WINDOW, Decoder};
+pub use decoder::{DEFAULT_WINDOW, Decoder, SealedSegment};
 pub use encoder::{Encoded, Encoder};
 pub use erasure::{RecoveryScratch, Stripe, StripeDecoder, StripeEncoder};
 pub use layout::Layout;
@@ -69,9 +69,18 @@ pub enum Error {
     /// The decoded file does not hash to the plaintext hash in its manifest.
     #[error("decoded file does not match its recorded hash")]
     PlaintextHash,
-    /// `finish` was called before every stripe was decoded.
-    #[error("decoding stopped at stripe {next} of {stripes}")]
+    /// `finish` was called before every stripe was coded or decoded.
+    #[error("stopped at stripe {next} of {stripes}")]
     Incomplete { next: u64, stripes: u64 },
+    /// A segment coded out of order: stripes are coded in file order, each once.
+    #[error("stripe {actual} coded out of order: expected stripe {expected}")]
+    OutOfOrder { expected: u64, actual: u64 },
+    /// Input pushed after the last segment was taken.
+    #[error("the encoder has already taken its last segment")]
+    Finished,
+    /// A stripe recorded with the wrong number of shard ids.
+    #[error("stripe {stripe} has {ids} shard ids, expected {expected}")]
+    ShardCount { stripe: u64, ids: usize, expected: usize },
     /// The platform's random number generator failed.
     #[error("random number generator failed: {0}")]
     Random(getrandom::Error),

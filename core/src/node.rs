@@ -1,11 +1,13 @@
 //! The upload and download engines, written against a [`Network`] that moves frames to peers,
-//! so that the native client and the browser node share them.
+//! so that the native client and the browser node share them; and [`peer`], the libp2p node
+//! both of them run.
 //!
 //! Neither engine spawns: each drives its requests concurrently inside the caller's task, with
 //! a bounded number in flight, so the same code runs on tokio and in a browser.
 
 mod download;
 mod network;
+pub mod peer;
 mod upload;
 
 pub use download::{Download, DownloadError, fetch_manifest};

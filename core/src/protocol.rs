@@ -5,9 +5,11 @@
 //! anything malformed, oversized or trailing is a typed [`Error`]. The formats are specified in
 //! `docs/formats.md` and pinned by golden vectors.
 
+mod codec;
 mod manifest;
 mod shard;
 
+pub use codec::{FrameCodec, Incoming, MANIFEST, ManifestCodec, SHARD, ShardCodec};
 pub use manifest::{ManifestOutcome, ManifestRequest, ManifestResponse};
 pub use shard::{PutOutcome, ShardRequest, ShardResponse, ShardStatus};
 
@@ -130,6 +132,17 @@ pub struct Refusal {
     pub code: ErrorCode,
     /// A short explanation, at most [`MAX_ERROR_MESSAGE`] bytes.
     pub message: String,
+}
+
+impl Refusal {
+    /// The refusal for a request that could not be read.
+    pub fn for_error(e: &Error) -> Self {
+        let code = match e {
+            Error::TooLarge { .. } => ErrorCode::TooLarge,
+            _ => ErrorCode::Malformed,
+        };
+        Refusal { code, message: e.to_string() }
+    }
 }
 
 const KIND_ERROR: u8 = 0xff;

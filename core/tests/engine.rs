@@ -11,6 +11,7 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
@@ -30,12 +31,13 @@ struct Holder {
     corrupt: bool,
 }
 
-#[derive(Default)]
-struct Swarm(RefCell<Vec<Holder>>);
+/// Holders in one process, shared by every clone.
+#[derive(Default, Clone)]
+struct Swarm(Rc<RefCell<Vec<Holder>>>);
 
 impl Swarm {
     fn with(n: usize) -> Self {
-        Self(RefCell::new((0..n).map(|_| Holder::default()).collect()))
+        Self(Rc::new(RefCell::new((0..n).map(|_| Holder::default()).collect())))
     }
 
     fn holder<T>(&self, peer: usize, f: impl FnOnce(&mut Holder) -> T) -> Result<T, NetworkError> {
@@ -120,7 +122,7 @@ impl Network for Swarm {
 fn put(swarm: &Swarm, holders: Vec<usize>, params: Params, data: &[u8]) -> (ManifestId, FileKey) {
     let key = FileKey::generate().unwrap();
     let mut encoder = Encoder::new(params, &key, FileId::generate().unwrap());
-    let mut upload = Upload::new(swarm, holders).unwrap().with_in_flight(3);
+    let mut upload = Upload::new(swarm.clone(), holders).unwrap().with_in_flight(3);
     block_on(async {
         for mut chunk in data.chunks(777) {
             while let Some(stripe) = encoder.push(&mut chunk).unwrap() {
@@ -145,7 +147,7 @@ fn get(
 ) -> Result<(Vec<u8>, u64), DownloadError> {
     block_on(async {
         let manifest = fetch_manifest(swarm, &holders, id).await?;
-        let mut download = Download::start(swarm, holders, &manifest, key, 3).await?;
+        let mut download = Download::start(swarm.clone(), holders, &manifest, key, 3).await?;
         let mut out = Vec::new();
         while let Some(segment) = download.next_segment().await? {
             out.extend_from_slice(&segment);
@@ -238,5 +240,5 @@ fn wrong_key_and_unknown_manifest_are_typed_errors() {
         get(&swarm, vec![0, 1], unknown, &wrong),
         Err(DownloadError::NotFound { tried: 2, .. })
     ));
-    assert!(Upload::new(&swarm, vec![]).is_err());
+    assert!(Upload::new(swarm.clone(), vec![]).is_err());
 }

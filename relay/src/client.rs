@@ -1,61 +1,23 @@
 //! The native client: a small libp2p node that dials relays and drives `core`'s upload and
 //! download engines over them. Used by `shardweb put`, `get` and `status`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use bytes::Bytes;
-use futures::StreamExt;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as Addr;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport};
-use libp2p::swarm::dial_opts::DialOpts;
-use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, kad, noise, ping, tcp};
-use shardweb_core::node::{Network, NetworkError};
-use shardweb_core::protocol::{
-    ManifestOutcome, ManifestRequest, ManifestResponse, PutOutcome, ShardRequest, ShardResponse,
-    ShardStatus,
-};
-use shardweb_core::{ManifestId, ShardId};
-use tokio::sync::{mpsc, oneshot};
+use libp2p::{Multiaddr, PeerId, noise, tcp};
+use shardweb_core::ManifestId;
+use shardweb_core::node::peer::{self, Peer};
 
 use crate::http::Info;
-use crate::node::{KAD_PROTOCOL, VERSION, yamux_config};
-use crate::protocol::{MANIFEST, ManifestCodec, SHARD, ShardCodec};
-
-/// How long a relay has to accept a connection.
-const DIAL_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a peer has to answer one request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a DHT lookup for a manifest's holders may take.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
-
-#[derive(NetworkBehaviour)]
-#[allow(missing_debug_implementations)] // libp2p behaviours are not Debug
-struct Behaviour {
-    identify: identify::Behaviour,
-    ping: ping::Behaviour,
-    kad: kad::Behaviour<kad::store::MemoryStore>,
-    shard: request_response::Behaviour<ShardCodec>,
-    manifest: request_response::Behaviour<ManifestCodec>,
-}
-
-type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
-
-enum Command {
-    Dial { peer: PeerId, addrs: Vec<Multiaddr>, reply: Reply<()> },
-    Shard { peer: PeerId, request: ShardRequest, reply: Reply<ShardResponse> },
-    Manifest { peer: PeerId, request: ManifestRequest, reply: Reply<ManifestResponse> },
-    Providers { id: ManifestId, reply: oneshot::Sender<Vec<PeerId>> },
-}
+use crate::node::{VERSION, yamux_config};
 
 /// A running client node. Dropping it stops the node.
 #[derive(Debug)]
 pub struct Client {
-    commands: mpsc::Sender<Command>,
+    peer: Peer,
     task: tokio::task::JoinHandle<()>,
     key: Keypair,
 }
@@ -67,48 +29,26 @@ impl Drop for Client {
 }
 
 impl Client {
-    /// Starts a client node with a fresh identity.
+    /// Starts a client node with a fresh identity. It asks and never serves.
     pub fn start() -> anyhow::Result<Self> {
         let key = Keypair::generate_ed25519();
+        let config = peer::Config::new(format!("shardweb-client/{VERSION}"), false);
         let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
             .with_tokio()
             .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)?
             .with_quic()
-            .with_behaviour(|key| {
-                let peer_id = key.public().to_peer_id();
-                let mut kad = kad::Behaviour::with_config(
-                    peer_id,
-                    kad::store::MemoryStore::new(peer_id),
-                    kad::Config::new(KAD_PROTOCOL),
-                );
-                kad.set_mode(Some(kad::Mode::Client));
-                let rr = request_response::Config::default()
-                    .with_request_timeout(REQUEST_TIMEOUT)
-                    .with_max_concurrent_streams(64);
-                Behaviour {
-                    identify: identify::Behaviour::new(
-                        identify::Config::new("/shardweb/1".into(), key.public())
-                            .with_agent_version(format!("shardweb-client/{VERSION}")),
-                    ),
-                    ping: ping::Behaviour::default(),
-                    kad,
-                    shard: request_response::Behaviour::with_codec(
-                        ShardCodec::default(),
-                        [(SHARD, ProtocolSupport::Outbound)],
-                        rr.clone(),
-                    ),
-                    manifest: request_response::Behaviour::with_codec(
-                        ManifestCodec::default(),
-                        [(MANIFEST, ProtocolSupport::Outbound)],
-                        rr,
-                    ),
-                }
-            })?
+            .with_relay_client(noise::Config::new, yamux_config)?
+            .with_behaviour(|key, relay| peer::Behaviour::new(key, relay, &config))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
-        let (commands, rx) = mpsc::channel(64);
-        let task = tokio::spawn(drive(swarm, rx));
-        Ok(Self { commands, task, key })
+        let (peer, driver, _incoming) = Peer::new(swarm);
+        let task = tokio::spawn(driver.run());
+        Ok(Self { peer, task, key })
+    }
+
+    /// The handle the upload and download engines use.
+    pub fn peer(&self) -> Peer {
+        self.peer.clone()
     }
 
     /// The Ed25519 key that signs this client's manifests (its libp2p identity).
@@ -152,129 +92,16 @@ impl Client {
         if addrs.is_empty() {
             bail!("relay {url} lists no TCP or QUIC address");
         }
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Dial { peer, addrs, reply }).await?;
-        tokio::time::timeout(DIAL_TIMEOUT, rx)
+        self.peer
+            .dial(peer, addrs)
             .await
-            .map_err(|_| anyhow!("relay {url} did not accept a connection in time"))?
-            .map_err(|_| anyhow!("client stopped"))?
             .map_err(|e| anyhow!("cannot connect to relay {url}: {e}"))?;
         Ok(peer)
     }
 
     /// Asks the DHT for the holders of a manifest and connects to them.
     pub async fn providers(&self, id: ManifestId) -> anyhow::Result<Vec<PeerId>> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Providers { id, reply }).await?;
-        let found = tokio::time::timeout(LOOKUP_TIMEOUT, rx).await.ok().and_then(Result::ok);
-        let mut connected = Vec::new();
-        for peer in found.unwrap_or_default() {
-            let (reply, rx) = oneshot::channel();
-            self.send(Command::Dial { peer, addrs: Vec::new(), reply }).await?;
-            match tokio::time::timeout(DIAL_TIMEOUT, rx).await {
-                Ok(Ok(Ok(()))) => connected.push(peer),
-                _ => tracing::debug!(%peer, "cannot reach a holder found in the DHT"),
-            }
-        }
-        Ok(connected)
-    }
-
-    async fn send(&self, command: Command) -> anyhow::Result<()> {
-        self.commands.send(command).await.map_err(|_| anyhow!("client stopped"))
-    }
-
-    async fn shard(
-        &self,
-        peer: &PeerId,
-        request: ShardRequest,
-    ) -> Result<ShardResponse, NetworkError> {
-        let (reply, rx) = oneshot::channel();
-        let command = Command::Shard { peer: *peer, request, reply };
-        self.commands.send(command).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
-    }
-
-    async fn manifest(
-        &self,
-        peer: &PeerId,
-        request: ManifestRequest,
-    ) -> Result<ManifestResponse, NetworkError> {
-        let (reply, rx) = oneshot::channel();
-        let command = Command::Manifest { peer: *peer, request, reply };
-        self.commands.send(command).await.map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
-    }
-}
-
-fn stopped() -> NetworkError {
-    NetworkError::Unreachable { detail: "client stopped".into() }
-}
-
-fn unexpected(what: &str) -> NetworkError {
-    NetworkError::InvalidReply { detail: format!("expected a {what} reply") }
-}
-
-impl Network for Client {
-    type Peer = PeerId;
-
-    async fn put_shards(
-        &self,
-        peer: &PeerId,
-        shards: Vec<(ShardId, Bytes)>,
-    ) -> Result<Vec<PutOutcome>, NetworkError> {
-        match self.shard(peer, ShardRequest::Put(shards)).await? {
-            ShardResponse::Put(outcomes) => Ok(outcomes),
-            ShardResponse::Refused(r) => Err(NetworkError::Refused(r)),
-            _ => Err(unexpected("put")),
-        }
-    }
-
-    async fn get_shards(
-        &self,
-        peer: &PeerId,
-        ids: Vec<ShardId>,
-    ) -> Result<Vec<ShardStatus>, NetworkError> {
-        match self.shard(peer, ShardRequest::Get(ids)).await? {
-            ShardResponse::Get(statuses) => Ok(statuses),
-            ShardResponse::Refused(r) => Err(NetworkError::Refused(r)),
-            _ => Err(unexpected("get")),
-        }
-    }
-
-    async fn has_shards(
-        &self,
-        peer: &PeerId,
-        ids: Vec<ShardId>,
-    ) -> Result<Vec<bool>, NetworkError> {
-        match self.shard(peer, ShardRequest::Has(ids)).await? {
-            ShardResponse::Has(held) => Ok(held),
-            ShardResponse::Refused(r) => Err(NetworkError::Refused(r)),
-            _ => Err(unexpected("has")),
-        }
-    }
-
-    async fn put_manifest(
-        &self,
-        peer: &PeerId,
-        manifest: Bytes,
-    ) -> Result<ManifestOutcome, NetworkError> {
-        match self.manifest(peer, ManifestRequest::Put(manifest)).await? {
-            ManifestResponse::Put(outcome) => Ok(outcome),
-            ManifestResponse::Refused(r) => Err(NetworkError::Refused(r)),
-            ManifestResponse::Get(_) => Err(unexpected("put")),
-        }
-    }
-
-    async fn get_manifest(
-        &self,
-        peer: &PeerId,
-        id: ManifestId,
-    ) -> Result<Option<Bytes>, NetworkError> {
-        match self.manifest(peer, ManifestRequest::Get(id)).await? {
-            ManifestResponse::Get(found) => Ok(found),
-            ManifestResponse::Refused(r) => Err(NetworkError::Refused(r)),
-            ManifestResponse::Put(_) => Err(unexpected("get")),
-        }
+        Ok(self.peer.providers(id).await?)
     }
 }
 
@@ -289,144 +116,6 @@ fn native_dialable(addr: &Multiaddr) -> bool {
         }
     }
     tcp
-}
-
-/// The state of the swarm task: requests and dials waiting for their answer.
-#[derive(Default)]
-struct Pending {
-    dials: HashMap<PeerId, Vec<Reply<()>>>,
-    shards: HashMap<OutboundRequestId, Reply<ShardResponse>>,
-    manifests: HashMap<OutboundRequestId, Reply<ManifestResponse>>,
-    lookups: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
-}
-
-async fn drive(mut swarm: Swarm<Behaviour>, mut commands: mpsc::Receiver<Command>) {
-    let mut pending = Pending::default();
-    loop {
-        tokio::select! {
-            command = commands.recv() => match command {
-                Some(command) => on_command(&mut swarm, &mut pending, command),
-                None => break,
-            },
-            event = swarm.select_next_some() => on_event(&mut swarm, &mut pending, event),
-        }
-    }
-}
-
-fn on_command(swarm: &mut Swarm<Behaviour>, pending: &mut Pending, command: Command) {
-    match command {
-        Command::Dial { peer, addrs, reply } => {
-            if swarm.is_connected(&peer) {
-                let _ = reply.send(Ok(()));
-                return;
-            }
-            if addrs.is_empty() {
-                // A dial already under way (a provider found in the DHT): wait for it.
-                pending.dials.entry(peer).or_default().push(reply);
-                return;
-            }
-            for addr in &addrs {
-                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-            }
-            let opts = DialOpts::peer_id(peer).addresses(addrs).build();
-            match swarm.dial(opts) {
-                Ok(()) => pending.dials.entry(peer).or_default().push(reply),
-                Err(e) => {
-                    let _ = reply.send(Err(NetworkError::Unreachable { detail: e.to_string() }));
-                }
-            }
-        }
-        Command::Shard { peer, request, reply } => {
-            let id = swarm.behaviour_mut().shard.send_request(&peer, Ok(request));
-            pending.shards.insert(id, reply);
-        }
-        Command::Manifest { peer, request, reply } => {
-            let id = swarm.behaviour_mut().manifest.send_request(&peer, Ok(request));
-            pending.manifests.insert(id, reply);
-        }
-        Command::Providers { id, reply } => {
-            let query = swarm.behaviour_mut().kad.get_providers(kad::RecordKey::new(&id.0));
-            pending.lookups.insert(query, (reply, Vec::new()));
-        }
-    }
-}
-
-fn failure(error: &request_response::OutboundFailure) -> NetworkError {
-    match error {
-        request_response::OutboundFailure::Timeout => NetworkError::Timeout,
-        other => NetworkError::Unreachable { detail: other.to_string() },
-    }
-}
-
-fn on_event(
-    swarm: &mut Swarm<Behaviour>,
-    pending: &mut Pending,
-    event: SwarmEvent<BehaviourEvent>,
-) {
-    use request_response::{Event, Message};
-    match event {
-        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-            for reply in pending.dials.remove(&peer_id).unwrap_or_default() {
-                let _ = reply.send(Ok(()));
-            }
-        }
-        SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } => {
-            for reply in pending.dials.remove(&peer).unwrap_or_default() {
-                let detail = error.to_string();
-                let _ = reply.send(Err(NetworkError::Unreachable { detail }));
-            }
-        }
-        SwarmEvent::Behaviour(BehaviourEvent::Shard(event)) => match event {
-            Event::Message { message: Message::Response { request_id, response }, .. } => {
-                if let Some(reply) = pending.shards.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Event::OutboundFailure { request_id, error, .. } => {
-                if let Some(reply) = pending.shards.remove(&request_id) {
-                    let _ = reply.send(Err(failure(&error)));
-                }
-            }
-            _ => {}
-        },
-        SwarmEvent::Behaviour(BehaviourEvent::Manifest(event)) => match event {
-            Event::Message { message: Message::Response { request_id, response }, .. } => {
-                if let Some(reply) = pending.manifests.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            Event::OutboundFailure { request_id, error, .. } => {
-                if let Some(reply) = pending.manifests.remove(&request_id) {
-                    let _ = reply.send(Err(failure(&error)));
-                }
-            }
-            _ => {}
-        },
-        SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-            id,
-            result: kad::QueryResult::GetProviders(result),
-            step,
-            ..
-        })) => {
-            if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = result
-                && let Some((_, found)) = pending.lookups.get_mut(&id)
-            {
-                for peer in providers {
-                    // Dial now: the provider's addresses live only in the running query.
-                    if !swarm.is_connected(&peer) {
-                        let _ = swarm.dial(DialOpts::peer_id(peer).build());
-                    }
-                    found.push(peer);
-                }
-            }
-            if step.last
-                && let Some((reply, found)) = pending.lookups.remove(&id)
-            {
-                let _ = reply.send(found);
-            }
-        }
-        _ => {}
-    }
 }
 
 /// Fetches and parses a relay's `/api/info`.

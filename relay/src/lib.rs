@@ -8,5 +8,4 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod node;
-pub mod protocol;
 pub mod store;

@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use libp2p::Multiaddr;
 use shardweb_core::codec::{Encoder, FileId, FileKey, Params};
 use shardweb_core::manifest::FileMeta;
+use shardweb_core::node::peer::Peer;
 use shardweb_core::node::{Download, DownloadError, Upload, fetch_manifest};
 use shardweb_core::{Link, Manifest};
 use shardweb_relay::client::{Client, http_get, output_path, relay_info};
@@ -282,7 +283,7 @@ async fn put(relays: &[String], path: &Path, params: Params) -> anyhow::Result<L
         Ok(encoded)
     });
     let bar = progress_bar(size, "uploading");
-    let mut upload = Upload::new(&client, holders)?;
+    let mut upload = Upload::new(client.peer(), holders)?;
     let mut done = 0u64;
     while let Some((stripe, _)) = rx.recv().await {
         done += stripe.shards.iter().take(params.k()).map(|s| s.len() as u64).sum::<u64>();
@@ -301,7 +302,7 @@ async fn put(relays: &[String], path: &Path, params: Params) -> anyhow::Result<L
 async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Result<PathBuf> {
     let client = Client::start()?;
     let mut holders = client.connect(relays).await?;
-    let manifest = match fetch_manifest(&client, &holders, link.manifest).await {
+    let manifest = match fetch_manifest(&client.peer(), &holders, link.manifest).await {
         Ok(manifest) => manifest,
         Err(DownloadError::NotFound { .. }) => {
             for peer in client.providers(link.manifest).await? {
@@ -309,7 +310,7 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
                     holders.push(peer);
                 }
             }
-            fetch_manifest(&client, &holders, link.manifest).await?
+            fetch_manifest(&client.peer(), &holders, link.manifest).await?
         }
         Err(e) => return Err(e.into()),
     };
@@ -319,8 +320,8 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
             holders.push(peer);
         }
     }
-    let mut download = Download::start(&client, holders, &manifest, &link.key, 8).await?;
-    let path = output_path(out, &download.opened().meta.name);
+    let mut download = Download::start(client.peer(), holders, &manifest, &link.key, 8).await?;
+    let path = output_path(out, &download.info().meta.name);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir)?;
     let result = write_all(&mut download, tmp.as_file(), manifest.layout().size()).await;
@@ -343,7 +344,7 @@ fn tempfile_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
 }
 
 async fn write_all(
-    download: &mut Download<'_, Client>,
+    download: &mut Download<Peer>,
     mut file: &std::fs::File,
     size: u64,
 ) -> anyhow::Result<()> {

@@ -13,23 +13,22 @@ use libp2p::multiaddr::Protocol as Addr;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, Transport, autonat, gossipsub, identify, kad, noise,
-    ping, relay, tcp, yamux,
+    Multiaddr, PeerId, Swarm, Transport, autonat, gossipsub, identify, kad, noise, ping, relay,
+    tcp, yamux,
 };
 use shardweb_core::ManifestId;
+use shardweb_core::node::peer::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 use shardweb_core::protocol::{
-    ErrorCode, MAX_FRAME_BYTES, ManifestOutcome, ManifestRequest, ManifestResponse, PutOutcome,
-    Refusal, ShardRequest, ShardResponse, ShardStatus,
+    ErrorCode, Incoming, MANIFEST, MAX_FRAME_BYTES, ManifestCodec, ManifestOutcome,
+    ManifestRequest, ManifestResponse, PutOutcome, Refusal, SHARD, ShardCodec, ShardRequest,
+    ShardResponse, ShardStatus,
 };
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::metrics::{Metrics, Outcome, Protocol};
-use crate::protocol::{Incoming, MANIFEST, ManifestCodec, SHARD, ShardCodec};
 use crate::store::{self, DiskStore, Limits, Stored};
 
-/// The Kademlia protocol of shardweb's DHT, kept apart from other networks'.
-pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/shardweb/kad/1");
 /// The gossipsub topic of locate broadcasts.
 pub const LOCATE_TOPIC: &str = "shardweb/locate/1";
 /// The software version, as identify and `/api/info` report it.
@@ -68,7 +67,7 @@ impl Behaviour {
     fn new(key: &Keypair, config: &Config) -> anyhow::Result<Self> {
         let peer_id = key.public().to_peer_id();
         let identify = identify::Behaviour::new(
-            identify::Config::new("/shardweb/1".into(), key.public())
+            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
                 .with_agent_version(format!("shardweb/{VERSION}")),
         );
         let mut kad = kad::Behaviour::with_config(
@@ -278,14 +277,6 @@ fn on_event(
     None
 }
 
-fn refusal(e: &shardweb_core::protocol::Error) -> Refusal {
-    let code = match e {
-        shardweb_core::protocol::Error::TooLarge { .. } => ErrorCode::TooLarge,
-        _ => ErrorCode::Malformed,
-    };
-    Refusal { code, message: e.to_string() }
-}
-
 /// Answers a shard request from the store. Runs on a blocking thread.
 pub fn serve_shards(
     shared: &Shared,
@@ -299,7 +290,7 @@ pub fn serve_shards(
         Err(e) => {
             tracing::debug!(%peer, error = %e, "malformed shard request");
             metrics.request(Protocol::Shard, Outcome::Refused);
-            return ShardResponse::Refused(refusal(&e));
+            return ShardResponse::Refused(Refusal::for_error(&e));
         }
     };
     let response = match request {
@@ -365,7 +356,7 @@ pub fn serve_manifest(
         Ok(request) => request,
         Err(e) => {
             metrics.request(Protocol::Manifest, Outcome::Refused);
-            return (ManifestResponse::Refused(refusal(&e)), None);
+            return (ManifestResponse::Refused(Refusal::for_error(&e)), None);
         }
     };
     metrics.request(Protocol::Manifest, Outcome::Ok);

@@ -8,6 +8,17 @@ use super::{
     Error, FileId, FileKey, Layout, RecoveryScratch, SegmentCipher, ShardId, StripeDecoder,
 };
 
+/// A stripe decoded back into its sealed segment, to be opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSegment {
+    /// Position of the segment in the file.
+    pub index: u64,
+    /// Whether it is the file's last segment.
+    pub last: bool,
+    /// Ciphertext followed by the tag.
+    pub data: Vec<u8>,
+}
+
 /// Stripes a [`Decoder`] accepts shards for at once unless told otherwise.
 pub const DEFAULT_WINDOW: usize = 4;
 
@@ -122,6 +133,15 @@ impl Decoder {
     /// [`Error::NotEnoughShards`] (naming the stripe and the count) if fewer than k good shards
     /// arrived, and [`Error::Decrypt`] if the segment does not authenticate.
     pub fn decode_next(&mut self) -> Result<Vec<u8>, Error> {
+        let sealed = self.decode_next_sealed()?;
+        let plaintext = self.open(sealed)?;
+        self.opened(&plaintext);
+        Ok(plaintext)
+    }
+
+    /// Decodes the next stripe into its sealed segment, for a host that opens segments itself
+    /// (then reports each plaintext, in order, with [`Decoder::opened`]).
+    pub fn decode_next_sealed(&mut self) -> Result<SealedSegment, Error> {
         let stripe = self.next;
         let stripes = self.layout.stripes();
         if stripe >= stripes {
@@ -131,12 +151,22 @@ impl Decoder {
             let needed = self.layout.params().k();
             return Err(Error::NotEnoughShards { stripe, found: 0, needed });
         };
-        let mut segment = decoder.decode(self.layout.sealed_len(stripe)?, &mut self.scratch)?;
-        self.cipher.open(stripe, self.layout.is_last(stripe), &mut segment)?;
-        self.hasher.update(&segment);
+        let data = decoder.decode(self.layout.sealed_len(stripe)?, &mut self.scratch)?;
         self.pending.pop_front();
         self.next += 1;
-        Ok(segment)
+        Ok(SealedSegment { index: stripe, last: self.layout.is_last(stripe), data })
+    }
+
+    /// Opens a sealed segment with the reference cipher.
+    pub fn open(&self, sealed: SealedSegment) -> Result<Vec<u8>, Error> {
+        let mut data = sealed.data;
+        self.cipher.open(sealed.index, sealed.last, &mut data)?;
+        Ok(data)
+    }
+
+    /// Counts an opened segment into the file's hash; every segment, in order.
+    pub fn opened(&mut self, plaintext: &[u8]) {
+        self.hasher.update(plaintext);
     }
 
     /// Whether every stripe has been returned.

@@ -1,12 +1,19 @@
 //! The upload pipeline: segment, seal, code and hash a stream of bytes.
 
 use super::{
-    Error, FileId, FileKey, Layout, Params, SegmentCipher, Segmenter, ShardId, Stripe,
+    Error, FileId, FileKey, Layout, Params, Segment, SegmentCipher, Segmenter, ShardId, Stripe,
     StripeEncoder, TAG_LEN,
 };
 use crate::manifest;
 
 /// Turns a stream of plaintext into stripes of shards, one segment at a time.
+///
+/// [`Encoder::push`] and [`Encoder::finish`] run every step with the reference sealer. A host
+/// that seals elsewhere (WebCrypto in the browser) drives the steps itself:
+/// [`Encoder::next_segment`] / [`Encoder::last_segment`] cut and hash the plaintext, the host
+/// seals each segment with [`super::segment_nonce`] and [`super::segment_aad`], and
+/// [`Encoder::code_sealed`] codes and names the result, in segment order. A resumed upload
+/// passes the ids of stripes coded before with [`Encoder::skip_coded`] instead.
 ///
 /// Memory: one segment being filled plus the stripe being returned, whatever the file size.
 /// Every shard id is kept (32 bytes per shard) for the manifest.
@@ -27,11 +34,12 @@ use crate::manifest;
 pub struct Encoder {
     params: Params,
     cipher: SegmentCipher,
-    segmenter: Segmenter,
+    segmenter: Option<Segmenter>,
     coder: StripeEncoder,
     hasher: blake3::Hasher,
     ids: Vec<ShardId>,
     size: u64,
+    coded: u64,
     max_stripes: u64,
 }
 
@@ -64,11 +72,12 @@ impl Encoder {
         Self {
             params,
             cipher: SegmentCipher::new(key, file_id),
-            segmenter: Segmenter::new(params.segment_size(), reserve),
+            segmenter: Some(Segmenter::new(params.segment_size(), reserve)),
             coder: StripeEncoder::new(params),
             hasher: blake3::Hasher::new(),
             ids: Vec::new(),
             size: 0,
+            coded: 0,
             max_stripes: manifest::max_stripes(params),
         }
     }
@@ -76,27 +85,73 @@ impl Encoder {
     /// Takes bytes from the front of `input`; returns a stripe whenever a segment is complete.
     /// Call again while `input` is not empty.
     pub fn push(&mut self, input: &mut &[u8]) -> Result<Option<Stripe>, Error> {
-        let before = input.len();
-        let segment = self.segmenter.push(input);
-        self.size += (before - input.len()) as u64;
-        match segment {
-            Some(segment) => self.code(segment).map(Some),
+        match self.next_segment(input)? {
+            Some(segment) => self.seal_and_code(segment).map(Some),
             None => Ok(None),
         }
     }
 
     /// Codes the final segment and returns it with what the manifest needs.
     pub fn finish(mut self) -> Result<(Stripe, Encoded), Error> {
-        let segmenter = std::mem::replace(&mut self.segmenter, Segmenter::new(0, 0));
-        let stripe = self.code(segmenter.finish())?;
-        let encoded = Encoded {
+        let segment = self.last_segment()?;
+        let stripe = self.seal_and_code(segment)?;
+        Ok((stripe, self.into_encoded()?))
+    }
+
+    /// Takes bytes from the front of `input` and returns the next plaintext segment once it is
+    /// complete, already counted in the file's hash. Call again while `input` is not empty.
+    pub fn next_segment(&mut self, input: &mut &[u8]) -> Result<Option<Segment>, Error> {
+        let Some(segmenter) = self.segmenter.as_mut() else {
+            return Err(Error::Finished);
+        };
+        let before = input.len();
+        let segment = segmenter.push(input);
+        self.size += (before - input.len()) as u64;
+        segment.map(|s| self.hashed(s)).transpose()
+    }
+
+    /// The file's final segment (possibly empty), after which no more input is taken.
+    pub fn last_segment(&mut self) -> Result<Segment, Error> {
+        let segmenter = self.segmenter.take().ok_or(Error::Finished)?;
+        self.hashed(segmenter.finish())
+    }
+
+    /// Codes and names sealed segment `index` (plaintext sealed by the host, tag appended).
+    /// Segments must be coded in order, each once.
+    pub fn code_sealed(&mut self, index: u64, sealed: Vec<u8>) -> Result<Stripe, Error> {
+        self.check_order(index)?;
+        let stripe = self.coder.encode(index, sealed)?;
+        self.ids.extend_from_slice(&stripe.ids);
+        self.coded += 1;
+        Ok(stripe)
+    }
+
+    /// Records stripe `index` as coded earlier, with these ids (a resumed upload: the segment's
+    /// plaintext still goes through [`Encoder::next_segment`] for the file's hash).
+    pub fn skip_coded(&mut self, index: u64, ids: &[ShardId]) -> Result<(), Error> {
+        self.check_order(index)?;
+        if ids.len() != self.params.shards() {
+            let expected = self.params.shards();
+            return Err(Error::ShardCount { stripe: index, ids: ids.len(), expected });
+        }
+        self.ids.extend_from_slice(ids);
+        self.coded += 1;
+        Ok(())
+    }
+
+    /// What the manifest needs, once every segment including the last has been coded.
+    pub fn into_encoded(self) -> Result<Encoded, Error> {
+        let stripes = Layout::new(self.params, self.size).stripes();
+        if self.segmenter.is_some() || self.coded != stripes {
+            return Err(Error::Incomplete { next: self.coded, stripes });
+        }
+        Ok(Encoded {
             params: self.params,
             file_id: self.cipher.file_id(),
             size: self.size,
             plaintext_hash: *self.hasher.finalize().as_bytes(),
             shard_ids: self.ids,
-        };
-        Ok((stripe, encoded))
+        })
     }
 
     /// Plaintext bytes taken so far.
@@ -104,7 +159,12 @@ impl Encoder {
         self.size
     }
 
-    fn code(&mut self, mut segment: super::Segment) -> Result<Stripe, Error> {
+    /// The coding parameters.
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    fn hashed(&mut self, segment: Segment) -> Result<Segment, Error> {
         if segment.index >= self.max_stripes {
             return Err(Error::TooManyStripes {
                 stripes: segment.index + 1,
@@ -112,9 +172,19 @@ impl Encoder {
             });
         }
         self.hasher.update(&segment.data);
+        Ok(segment)
+    }
+
+    fn check_order(&self, index: u64) -> Result<(), Error> {
+        if index == self.coded {
+            Ok(())
+        } else {
+            Err(Error::OutOfOrder { expected: self.coded, actual: index })
+        }
+    }
+
+    fn seal_and_code(&mut self, mut segment: Segment) -> Result<Stripe, Error> {
         self.cipher.seal(segment.index, segment.last, &mut segment.data);
-        let stripe = self.coder.encode(segment.index, segment.data)?;
-        self.ids.extend_from_slice(&stripe.ids);
-        Ok(stripe)
+        self.code_sealed(segment.index, segment.data)
     }
 }

@@ -10,7 +10,7 @@ use futures::future::{LocalBoxFuture, join_all};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::{Network, NetworkError};
-use crate::codec::{self, Decoder, FileKey, ShardId};
+use crate::codec::{self, Decoder, FileKey, SealedSegment, ShardId};
 use crate::manifest::{self, Manifest, ManifestId, Opened};
 use crate::protocol::{MAX_BATCH, ShardStatus};
 
@@ -58,24 +58,26 @@ struct StripeState {
     asked: HashSet<usize>,
 }
 
-/// A download in progress: call [`Download::next_segment`] until it returns `None`.
-pub struct Download<'a, N: Network> {
-    net: &'a N,
+/// A download in progress: call [`Download::next_segment`] until it returns `None`; or, to
+/// open segments elsewhere, [`Download::next_sealed`] and [`Download::opened`] in turn.
+pub struct Download<N: Network> {
+    net: N,
     holders: Vec<N::Peer>,
     dead: HashSet<usize>,
     located: HashMap<ShardId, Vec<usize>>,
     decoder: Option<Decoder>,
     opened: Opened,
     stripes: HashMap<u64, StripeState>,
-    in_flight: FuturesUnordered<LocalBoxFuture<'a, Reply>>,
+    in_flight: FuturesUnordered<LocalBoxFuture<'static, Reply>>,
     wire_bytes: u64,
     corrupt: u64,
+    layout_stripes: u64,
 }
 
-impl<'a, N: Network> Download<'a, N> {
+impl<N: Network + Clone + 'static> Download<N> {
     /// Opens the manifest with `key` and asks every holder which shards it has.
     pub async fn start(
-        net: &'a N,
+        net: N,
         holders: Vec<N::Peer>,
         manifest: &Manifest,
         key: &FileKey,
@@ -84,7 +86,9 @@ impl<'a, N: Network> Download<'a, N> {
         let opened = manifest.open(key)?;
         let decoder = manifest.decoder(key)?.with_window(window);
         let ids = manifest.shard_ids();
+        let net_ref = &net;
         let asks = holders.iter().map(|h| async move {
+            let net = net_ref;
             let mut held = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(MAX_BATCH) {
                 held.extend(net.has_shards(h, chunk.to_vec()).await?);
@@ -117,11 +121,12 @@ impl<'a, N: Network> Download<'a, N> {
             in_flight: FuturesUnordered::new(),
             wire_bytes: 0,
             corrupt: 0,
+            layout_stripes: manifest.layout().stripes(),
         })
     }
 
     /// The file's name, type and hash, from the sealed part of its manifest.
-    pub fn opened(&self) -> &Opened {
+    pub fn info(&self) -> &Opened {
         &self.opened
     }
 
@@ -138,6 +143,17 @@ impl<'a, N: Network> Download<'a, N> {
     /// The next segment of plaintext, or `None` after the last one (whose file hash has then
     /// been checked).
     pub async fn next_segment(&mut self) -> Result<Option<Vec<u8>>, DownloadError> {
+        let Some(sealed) = self.next_sealed().await? else { return Ok(None) };
+        let decoder = self.decoder.as_mut().ok_or(codec::Error::Finished)?;
+        let plaintext = decoder.open(sealed)?;
+        decoder.opened(&plaintext);
+        Ok(Some(plaintext))
+    }
+
+    /// The next sealed segment, for a host that opens segments itself and reports each
+    /// plaintext with [`Download::opened`] before asking for the next; `None` after the last
+    /// one, once the file's hash has been checked.
+    pub async fn next_sealed(&mut self) -> Result<Option<SealedSegment>, DownloadError> {
         loop {
             let Some(decoder) = self.decoder.as_mut() else { return Ok(None) };
             if decoder.is_done() {
@@ -147,9 +163,9 @@ impl<'a, N: Network> Download<'a, N> {
                 return Ok(None);
             }
             if decoder.is_next_ready() {
-                let segment = decoder.decode_next()?;
-                self.stripes.remove(&(decoder.next_stripe() - 1));
-                return Ok(Some(segment));
+                let sealed = decoder.decode_next_sealed()?;
+                self.stripes.remove(&sealed.index);
+                return Ok(Some(sealed));
             }
             self.schedule();
             match self.in_flight.next().await {
@@ -158,6 +174,19 @@ impl<'a, N: Network> Download<'a, N> {
                 None => return Err(decoder_error(self.decoder.as_mut())),
             }
         }
+    }
+
+    /// Counts a segment the host opened into the file's hash.
+    pub fn opened(&mut self, plaintext: &[u8]) {
+        if let Some(decoder) = self.decoder.as_mut() {
+            decoder.opened(plaintext);
+        }
+    }
+
+    /// The stripe the next segment comes from, and how many stripes the file has.
+    pub fn position(&self) -> (u64, u64) {
+        let stripes = self.layout_stripes;
+        (self.decoder.as_ref().map_or(stripes, Decoder::next_stripe), stripes)
     }
 
     /// Asks for enough shards of every stripe in the window, data shards first, from holders
@@ -196,7 +225,7 @@ impl<'a, N: Network> Download<'a, N> {
         batches.sort_by_key(|((h, s), _)| (*s, *h));
         for ((h, _), batch) in batches {
             let Some(peer) = self.holders.get(h).cloned() else { continue };
-            let net = self.net;
+            let net = self.net.clone();
             let ids = batch.iter().map(|(_, _, id)| *id).collect();
             self.in_flight.push(Box::pin(async move {
                 let reply = net.get_shards(&peer, ids).await;
@@ -248,7 +277,7 @@ impl<'a, N: Network> Download<'a, N> {
     }
 }
 
-impl<N: Network> std::fmt::Debug for Download<'_, N> {
+impl<N: Network> std::fmt::Debug for Download<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Download")
             .field("holders", &self.holders)
@@ -259,7 +288,7 @@ impl<N: Network> std::fmt::Debug for Download<'_, N> {
 }
 
 fn decoder_error(decoder: Option<&mut Decoder>) -> DownloadError {
-    match decoder.map(Decoder::decode_next) {
+    match decoder.map(Decoder::decode_next_sealed) {
         Some(Err(e)) => e.into(),
         _ => codec::Error::Incomplete { next: 0, stripes: 0 }.into(),
     }

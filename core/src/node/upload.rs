@@ -1,6 +1,8 @@
 //! The upload engine: place each stripe's shards on holders and send them, a bounded number of
 //! batches in flight, retrying refused shards on the next holder.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use futures::future::{LocalBoxFuture, join_all};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -32,17 +34,21 @@ pub enum UploadError {
 /// that with n ≥ k + m holders no holder keeps two shards of one stripe, and with fewer each
 /// keeps at most ⌈(k + m) / n⌉. A shard refused (full, failed, unreachable) moves on to the
 /// next holder in turn.
-pub struct Upload<'a, N: Network> {
-    net: &'a N,
+pub struct Upload<N: Network> {
+    net: N,
     holders: Vec<N::Peer>,
-    in_flight: FuturesUnordered<LocalBoxFuture<'a, Result<u64, UploadError>>>,
+    in_flight: FuturesUnordered<LocalBoxFuture<'static, Result<(u64, u64), UploadError>>>,
     max_in_flight: usize,
     wire_bytes: u64,
+    /// Batches still in flight, per stripe.
+    unacked: HashMap<u64, usize>,
+    /// Stripes whose every shard a holder has acknowledged, not yet taken.
+    acked: Vec<u64>,
 }
 
-impl<'a, N: Network> Upload<'a, N> {
+impl<N: Network + Clone + 'static> Upload<N> {
     /// An upload to `holders`, in this order.
-    pub fn new(net: &'a N, holders: Vec<N::Peer>) -> Result<Self, UploadError> {
+    pub fn new(net: N, holders: Vec<N::Peer>) -> Result<Self, UploadError> {
         if holders.is_empty() {
             return Err(UploadError::NoHolders);
         }
@@ -52,6 +58,8 @@ impl<'a, N: Network> Upload<'a, N> {
             in_flight: FuturesUnordered::new(),
             max_in_flight: DEFAULT_IN_FLIGHT,
             wire_bytes: 0,
+            unacked: HashMap::new(),
+            acked: Vec::new(),
         })
     }
 
@@ -65,6 +73,12 @@ impl<'a, N: Network> Upload<'a, N> {
         self.wire_bytes
     }
 
+    /// The stripes whose every shard has been acknowledged since the last call, in the order
+    /// their last acknowledgement arrived.
+    pub fn take_acked(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.acked)
+    }
+
     /// Queues a stripe, waiting first while the in-flight limit is reached. Returns an error
     /// as soon as any earlier batch has failed on every holder.
     pub async fn send(&mut self, stripe: Stripe) -> Result<(), UploadError> {
@@ -76,6 +90,9 @@ impl<'a, N: Network> Upload<'a, N> {
                 batch.push((id, shard));
             }
         }
+        let index = stripe.index;
+        let count = batches.iter().filter(|b| !b.is_empty()).count();
+        self.unacked.insert(index, count);
         for (first, batch) in batches.into_iter().enumerate() {
             if batch.is_empty() {
                 continue;
@@ -83,8 +100,10 @@ impl<'a, N: Network> Upload<'a, N> {
             while self.in_flight.len() >= self.max_in_flight {
                 self.wait_one().await?;
             }
-            let holders = self.holders.clone();
-            self.in_flight.push(Box::pin(put_batch(self.net, holders, first, batch)));
+            let (net, holders) = (self.net.clone(), self.holders.clone());
+            self.in_flight.push(Box::pin(async move {
+                put_batch(&net, holders, first, batch).await.map(|sent| (index, sent))
+            }));
         }
         Ok(())
     }
@@ -92,9 +111,7 @@ impl<'a, N: Network> Upload<'a, N> {
     /// Waits for every queued shard, then stores the manifest on every holder. Succeeds when
     /// at least one holder stored the manifest; returns how many did.
     pub async fn finish(mut self, manifest: &Manifest) -> Result<usize, UploadError> {
-        while !self.in_flight.is_empty() {
-            self.wait_one().await?;
-        }
+        self.flush().await?;
         let bytes = manifest.bytes().clone();
         let puts = self.holders.iter().map(|h| self.net.put_manifest(h, bytes.clone()));
         let mut stored = 0;
@@ -112,15 +129,31 @@ impl<'a, N: Network> Upload<'a, N> {
         Ok(stored)
     }
 
+    /// Waits until every queued shard is acknowledged, without storing the manifest.
+    pub async fn flush(&mut self) -> Result<(), UploadError> {
+        while !self.in_flight.is_empty() {
+            self.wait_one().await?;
+        }
+        Ok(())
+    }
+
     async fn wait_one(&mut self) -> Result<(), UploadError> {
         if let Some(result) = self.in_flight.next().await {
-            self.wire_bytes += result?;
+            let (stripe, sent) = result?;
+            self.wire_bytes += sent;
+            if let Some(left) = self.unacked.get_mut(&stripe) {
+                *left -= 1;
+                if *left == 0 {
+                    self.unacked.remove(&stripe);
+                    self.acked.push(stripe);
+                }
+            }
         }
         Ok(())
     }
 }
 
-impl<N: Network> std::fmt::Debug for Upload<'_, N> {
+impl<N: Network> std::fmt::Debug for Upload<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upload")
             .field("holders", &self.holders)

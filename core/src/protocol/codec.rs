@@ -11,10 +11,12 @@ use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
-use shardweb_core::protocol::{
-    self, MANIFEST_PROTOCOL, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, Message,
-    SHARD_PROTOCOL, ShardRequest, ShardResponse,
+
+use super::{
+    MANIFEST_PROTOCOL, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, Message, SHARD_PROTOCOL,
+    ShardRequest, ShardResponse,
 };
+use crate::protocol;
 
 /// A request as received: decoded, or the reason it could not be.
 pub type Incoming<T> = Result<T, protocol::Error>;
