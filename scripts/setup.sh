@@ -44,13 +44,20 @@ setup_chromium() {
   fi
 }
 
-# npm packages the tests use (a js-libp2p peer for interop), exactly as package-lock.json says.
-setup_npm() {
-  local dir=tests/interop
+# The npm packages of one folder, exactly as its package-lock.json says, unless present.
+setup_npm_dir() {
+  local dir=$1
   if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     log "installing npm packages in $dir"
     npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
   fi
+}
+
+# npm packages the builds and tests use: TypeScript for the package, a js-libp2p peer for
+# interop, Playwright for the browser tests.
+setup_npm() {
+  setup_npm_dir web
+  setup_npm_dir tests/interop
 }
 
 setup_all() {

@@ -22,7 +22,9 @@ use std::str::FromStr;
 use aes_gcm::Nonce;
 use aes_gcm::aead::AeadInPlace;
 use bytes::Bytes;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+/// The Ed25519 key that signs manifests (a node's libp2p identity key).
+pub use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
 
 use crate::codec::{self, Decoder, Encoded, FILE_ID_LEN, FileId, FileKey, Layout, Params, ShardId};
 use crate::wire::{Reader, Truncated};

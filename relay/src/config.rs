@@ -18,6 +18,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The HTTP address of the page and the API. Default `127.0.0.1:8080`.
     pub http: SocketAddr,
+    /// The directory of the web page served at `/` (the built `www/dist`). Default: none, and
+    /// `/` shows the relay's status page.
+    pub www: Option<PathBuf>,
     /// libp2p listen addresses. Default: loopback TCP 4001, WebSocket 4002, QUIC 4001 and
     /// WebRTC-direct 4002. Port 0 picks a free port; `/api/info` reports the real ones.
     pub listen: Vec<Multiaddr>,
@@ -53,6 +56,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from("shardweb-data"),
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            www: None,
             listen: vec![
                 addr("/ip4/127.0.0.1/tcp/4001"),
                 addr("/ip4/127.0.0.1/tcp/4002/ws"),

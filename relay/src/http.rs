@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 use shardweb_core::protocol::{
     MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_PROTOCOL,
 };
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::node::{Shared, VERSION};
 
@@ -45,15 +47,33 @@ pub struct InfoLimits {
     pub max_batch: usize,
 }
 
-/// The relay's routes, over its shared state.
+/// The relay's routes, over its shared state: the API, and the web page from the `www`
+/// directory when one is configured (else the status page at `/`).
 pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route("/", get(page))
-        .route("/api/info", get(info))
-        .route("/api/health", get(health))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
-        .with_state(shared)
+    // Any page may bootstrap from a relay's public info, whatever its origin.
+    let public = SetResponseHeaderLayer::overriding(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    let api =
+        Router::new().route("/api/info", get(info)).route("/api/health", get(health)).layer(public);
+    let router =
+        Router::new().merge(api).route("/status", get(page)).route("/metrics", get(metrics));
+    let router = match &shared.config.www {
+        Some(dir) => {
+            let files = ServeDir::new(dir).append_index_html_on_directories(true);
+            // The page and its worker change with every release: browsers revalidate them.
+            let revalidate = SetResponseHeaderLayer::if_not_present(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+            router.fallback_service(files).layer(revalidate)
+        }
+        None => router
+            .route("/", get(page))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") }),
+    };
+    router.with_state(shared)
 }
 
 /// The info of the running node.

@@ -83,6 +83,9 @@ struct RelayArgs {
     /// HTTP address for the page and the API [default: 127.0.0.1:8080].
     #[arg(long, env = "SHARDWEB_HTTP")]
     http: Option<SocketAddr>,
+    /// The directory of the web page to serve at `/` (the built `www/dist`).
+    #[arg(long, env = "SHARDWEB_WWW")]
+    www: Option<PathBuf>,
     /// libp2p listen address (repeat for several).
     #[arg(long, env = "SHARDWEB_LISTEN", value_delimiter = ',')]
     listen: Vec<Multiaddr>,
@@ -111,6 +114,9 @@ impl RelayArgs {
         }
         if let Some(http) = self.http {
             config.http = http;
+        }
+        if let Some(www) = self.www {
+            config.www = Some(www);
         }
         if !self.listen.is_empty() {
             config.listen = self.listen;

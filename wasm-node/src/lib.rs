@@ -1,9 +1,44 @@
-//! shardweb-wasm: the browser node's WebAssembly API, wrapped by the `shardweb` npm package.
+//! shardweb-wasm: the browser node, compiled to WebAssembly and wrapped by the `shardweb` npm
+//! package.
 //!
-//! This first slice exposes link handling and the build's identity; the node itself (IndexedDB
-//! store, swarm, put and get) is built on the same `shardweb-core` codec.
+//! In a browser (the `wasm_browser` cfg) it is a full node: it seals segments with WebCrypto,
+//! codes them with `core`, keeps shards, manifests and transfer state in IndexedDB, joins the
+//! swarm over WebSocket (and WebRTC-direct where the scope has WebRTC), reserves a circuit
+//! slot on its relays and serves what it holds to other peers. [`WasmNode`] is its JavaScript
+//! API. Elsewhere only the link helpers compile.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use wasm_bindgen::prelude::*;
+
+#[cfg(wasm_browser)]
+mod api;
+#[cfg(wasm_browser)]
+mod download;
+#[cfg(wasm_browser)]
+pub mod error;
+#[cfg(wasm_browser)]
+mod files;
+#[cfg(wasm_browser)]
+pub mod idb_store;
+#[cfg(wasm_browser)]
+mod net;
+#[cfg(wasm_browser)]
+mod node;
+#[cfg(wasm_browser)]
+mod progress;
+#[cfg(wasm_browser)]
+mod relays;
+#[cfg(wasm_browser)]
+mod serve;
+#[cfg(wasm_browser)]
+mod stats;
+#[cfg(wasm_browser)]
+mod upload;
+#[cfg(wasm_browser)]
+pub mod webcrypto;
+
+#[cfg(wasm_browser)]
+pub use api::WasmNode;
 
 /// The version of this build, as in `Cargo.toml`.
 #[wasm_bindgen]
@@ -16,4 +51,22 @@ pub fn version() -> String {
 #[wasm_bindgen(js_name = manifestIdOfLink)]
 pub fn manifest_id_of_link(link: &str) -> Result<String, JsError> {
     shardweb_core::Link::parse(link).map(|l| l.manifest.to_string()).map_err(JsError::from)
+}
+
+/// Sends the node's logs to the browser console at `level` (once; later calls do nothing).
+#[cfg(wasm_browser)]
+pub(crate) fn init_logging(level: &str) {
+    use std::sync::Once;
+    static INIT: Once = Once::new();
+    let level = match level {
+        "error" => tracing::Level::ERROR,
+        "info" => tracing::Level::INFO,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::WARN,
+    };
+    INIT.call_once(|| {
+        let config = tracing_wasm::WASMLayerConfigBuilder::new().set_max_level(level).build();
+        tracing_wasm::set_as_global_default_with_config(config);
+    });
 }

@@ -65,6 +65,7 @@ pub struct Download<N: Network> {
     holders: Vec<N::Peer>,
     dead: HashSet<usize>,
     located: HashMap<ShardId, Vec<usize>>,
+    ids: Vec<ShardId>,
     decoder: Option<Decoder>,
     opened: Opened,
     stripes: HashMap<u64, StripeState>,
@@ -85,36 +86,12 @@ impl<N: Network + Clone + 'static> Download<N> {
     ) -> Result<Self, DownloadError> {
         let opened = manifest.open(key)?;
         let decoder = manifest.decoder(key)?.with_window(window);
-        let ids = manifest.shard_ids();
-        let net_ref = &net;
-        let asks = holders.iter().map(|h| async move {
-            let net = net_ref;
-            let mut held = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(MAX_BATCH) {
-                held.extend(net.has_shards(h, chunk.to_vec()).await?);
-            }
-            Ok::<_, NetworkError>(held)
-        });
-        let mut located: HashMap<ShardId, Vec<usize>> = HashMap::new();
-        let mut dead = HashSet::new();
-        for (h, answer) in join_all(asks).await.into_iter().enumerate() {
-            match answer {
-                Ok(held) => {
-                    for (id, _) in ids.iter().zip(held).filter(|(_, held)| *held) {
-                        located.entry(*id).or_default().push(h);
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(holder = h, error = %e, "holder did not answer");
-                    dead.insert(h);
-                }
-            }
-        }
-        Ok(Self {
+        let mut download = Self {
             net,
-            holders,
-            dead,
-            located,
+            holders: Vec::new(),
+            dead: HashSet::new(),
+            located: HashMap::new(),
+            ids: manifest.shard_ids().to_vec(),
             decoder: Some(decoder),
             opened,
             stripes: HashMap::new(),
@@ -122,6 +99,60 @@ impl<N: Network + Clone + 'static> Download<N> {
             wire_bytes: 0,
             corrupt: 0,
             layout_stripes: manifest.layout().stripes(),
+        };
+        download.add_holders(holders).await;
+        Ok(download)
+    }
+
+    /// Asks more holders which shards they have, and fetches from them too from now on.
+    pub async fn add_holders(&mut self, holders: Vec<N::Peer>) {
+        let holders: Vec<N::Peer> =
+            holders.into_iter().filter(|h| !self.holders.contains(h)).collect();
+        let (net, ids) = (&self.net, &self.ids);
+        let asks = holders.iter().map(|h| async move {
+            let mut held = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(MAX_BATCH) {
+                held.extend(net.has_shards(h, chunk.to_vec()).await?);
+            }
+            Ok::<_, NetworkError>(held)
+        });
+        let answers = join_all(asks).await;
+        for (holder, answer) in holders.into_iter().zip(answers) {
+            let h = self.holders.len();
+            match answer {
+                Ok(held) => {
+                    for (id, _) in self.ids.iter().zip(held).filter(|(_, held)| *held) {
+                        self.located.entry(*id).or_default().push(h);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(%holder, error = %e, "holder did not answer");
+                    self.dead.insert(h);
+                }
+            }
+            self.holders.push(holder);
+        }
+    }
+
+    /// The first stripe not yet decoded for which the holders known have fewer than k
+    /// shards, with how many they have: `None` when every stripe can be fetched.
+    pub fn unlocated(&self) -> Option<(u64, usize, usize)> {
+        let decoder = self.decoder.as_ref()?;
+        let k = decoder.layout().params().k();
+        (decoder.next_stripe()..self.layout_stripes).find_map(|s| {
+            let ids = decoder.stripe_ids(s).ok()?;
+            let found = ids
+                .iter()
+                .enumerate()
+                .filter(|(i, id)| {
+                    decoder.has_shard(s, *i)
+                        || self
+                            .located
+                            .get(*id)
+                            .is_some_and(|hs| hs.iter().any(|h| !self.dead.contains(h)))
+                })
+                .count();
+            (found < k).then_some((s, found, k))
         })
     }
 

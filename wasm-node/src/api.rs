@@ -1,0 +1,233 @@
+//! The node as JavaScript sees it: a thin `WasmNode` over [`Node`], whose methods return
+//! Promises that reject with `Error`s carrying a `code`. The npm package wraps it in a typed,
+//! worker-hosted facade.
+
+use std::rc::Rc;
+
+use futures::StreamExt;
+use js_sys::{Array, Function, Object, Promise, Reflect};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+use web_sys::{AbortSignal, Blob};
+
+use crate::download::{self, GetOptions};
+use crate::error::NodeError;
+use crate::idb_store::TransferInfo;
+use crate::node::{Node, NodeOptions};
+use crate::upload::{self, PutOptions, UploadState};
+
+/// A running browser node.
+#[wasm_bindgen]
+#[derive(Debug, Clone)]
+pub struct WasmNode {
+    inner: Rc<Node>,
+}
+
+/// Reads the plain fields of an options object: functions, signals and `undefined` values are
+/// left out (the first two are taken apart; the last mean "the default").
+fn options<T: serde::de::DeserializeOwned + Default>(value: &JsValue) -> Result<T, NodeError> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(T::default());
+    }
+    if !value.is_object() {
+        return Err(NodeError::invalid("options must be an object"));
+    }
+    let plain = Object::new();
+    for entry in Object::entries(value.unchecked_ref()).iter() {
+        let entry: Array = entry.unchecked_into();
+        let field = entry.get(1);
+        if field.is_undefined() || field.is_function() || field.is_instance_of::<AbortSignal>() {
+            continue;
+        }
+        let _ = Reflect::set(&plain, &entry.get(0), &field);
+    }
+    serde_wasm_bindgen::from_value(plain.into()).map_err(|e| NodeError::invalid(e.to_string()))
+}
+
+fn function(value: &JsValue, name: &str) -> Option<Function> {
+    Reflect::get(value, &name.into()).ok().and_then(|f| f.dyn_into::<Function>().ok())
+}
+
+fn signal(value: &JsValue) -> Option<AbortSignal> {
+    Reflect::get(value, &"signal".into()).ok().and_then(|s| s.dyn_into::<AbortSignal>().ok())
+}
+
+fn object(fields: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in fields {
+        let _ = Reflect::set(&o, &(*k).into(), v);
+    }
+    o.into()
+}
+
+fn promise<F>(f: F) -> Promise
+where
+    F: std::future::Future<Output = Result<JsValue, NodeError>> + 'static,
+{
+    future_to_promise(async move { f.await.map_err(|e| e.to_js()) })
+}
+
+#[wasm_bindgen]
+impl WasmNode {
+    /// Starts a node: `{ relays, storeName, maxStoreBytes, logLevel, onEvent }`. Resolves once
+    /// at least one relay is connected (or at once when none is given).
+    pub fn start(options_: JsValue) -> Promise {
+        promise(async move {
+            let opts: NodeOptions = options(&options_)?;
+            crate::init_logging(&opts.log_level);
+            let on_event = function(&options_, "onEvent");
+            let node = Node::start(opts, on_event).await?;
+            Ok(WasmNode { inner: node }.into())
+        })
+    }
+
+    /// This node's peer id.
+    #[wasm_bindgen(getter, js_name = peerId)]
+    pub fn peer_id(&self) -> String {
+        self.inner.peer_id().to_string()
+    }
+
+    /// Uploads a `Blob` or `File`: `{ k, m, segmentSize, name, type, local, keep, onProgress,
+    /// signal }`. Resolves to `{ link, manifestId, name, size }`.
+    pub fn put(&self, file: Blob, options_: JsValue) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move {
+            let opts: PutOptions = options(&options_)?;
+            let name = Reflect::get(&file, &"name".into()).ok().and_then(|n| n.as_string());
+            let state = UploadState::new(file, name.unwrap_or_else(|| "file".into()), &opts)?;
+            node.store.put_transfer(&state.id, state.to_js()).await?;
+            let done =
+                upload::run(&node, state, function(&options_, "onProgress"), signal(&options_))
+                    .await?;
+            Ok(object(&[
+                ("link", done.link.to_string().into()),
+                ("manifestId", done.link.manifest.to_string().into()),
+                ("name", done.name.into()),
+                ("size", (done.size as f64).into()),
+            ]))
+        })
+    }
+
+    /// Resumes an unfinished upload by its transfer id (after a reload): `{ onProgress,
+    /// signal }`. Resolves like `put`.
+    pub fn resume(&self, id: String, options_: JsValue) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move {
+            if node.active.borrow().contains(&id) {
+                return Err(NodeError::invalid(format!("transfer {id} is already running")));
+            }
+            let record = node
+                .store
+                .transfer(&id)
+                .await?
+                .ok_or(NodeError::NoSuchTransfer { id: id.clone() })?;
+            let state = UploadState::from_js(&record)?;
+            let done =
+                upload::run(&node, state, function(&options_, "onProgress"), signal(&options_))
+                    .await?;
+            Ok(object(&[
+                ("link", done.link.to_string().into()),
+                ("manifestId", done.link.manifest.to_string().into()),
+                ("name", done.name.into()),
+                ("size", (done.size as f64).into()),
+            ]))
+        })
+    }
+
+    /// Opens a link: `{ keep, onProgress }`. Resolves to `{ manifestId, name, type, size,
+    /// stream }` where `stream` is a `ReadableStream` of the plaintext.
+    pub fn get(&self, link: String, options_: JsValue) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move {
+            let opts: GetOptions = options(&options_)?;
+            let opening =
+                download::open(&node, &link, &opts, function(&options_, "onProgress")).await?;
+            let stream =
+                wasm_streams::ReadableStream::from_stream(opening.stream.map(|r| r)).into_raw();
+            Ok(object(&[
+                ("manifestId", opening.manifest.to_string().into()),
+                ("name", opening.info.meta.name.into()),
+                ("type", opening.info.meta.mime.into()),
+                ("size", (opening.size as f64).into()),
+                ("stream", stream.into()),
+            ]))
+        })
+    }
+
+    /// Unfinished transfers: `[{ id, kind, name, type, size, link? }]`.
+    pub fn transfers(&self) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move {
+            let records = node.store.transfers().await?;
+            let list = Array::new();
+            for record in records {
+                if let Ok(mut info) = serde_wasm_bindgen::from_value::<TransferInfo>(record) {
+                    if node.active.borrow().contains(&info.id) {
+                        info.kind.push_str(":running");
+                    }
+                    list.push(&info.to_js());
+                }
+            }
+            Ok(list.into())
+        })
+    }
+
+    /// Forgets an unfinished transfer and whatever it kept here.
+    #[wasm_bindgen(js_name = cancelTransfer)]
+    pub fn cancel_transfer(&self, id: String) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move {
+            if let Some(record) = node.store.transfer(&id).await?
+                && let Ok(state) = UploadState::from_js(&record)
+                && state.keep
+            {
+                let ids: Vec<_> =
+                    node.store.stripes(&id).await?.into_iter().flat_map(|(_, ids)| ids).collect();
+                node.store.delete_shards(&ids).await?;
+            }
+            node.store.delete_transfer(&id).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// The files this browser uploaded or downloaded: `[{ manifestId, link, name, type, size,
+    /// origin, added }]`.
+    pub fn files(&self) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move {
+            let files = node.store.files().await?;
+            serde_wasm_bindgen::to_value(&files)
+                .map_err(|e| NodeError::Storage { detail: e.to_string() })
+        })
+    }
+
+    /// Removes a file from this browser: its record, manifest and shards.
+    pub fn remove(&self, manifest_id: String) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move {
+            crate::files::remove(&node, &manifest_id).await?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Connected peers: `[{ peerId, address, relay, url? }]`.
+    pub fn peers(&self) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move { crate::stats::peers(&node).await })
+    }
+
+    /// What the node is doing: peer id, relays, peers, store usage, memory, traffic.
+    pub fn stats(&self) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move { crate::stats::stats(&node).await })
+    }
+
+    /// Stops the node: connections close, transfers in progress fail with `STOPPED`.
+    pub fn stop(&self) -> Promise {
+        let node = Rc::clone(&self.inner);
+        promise(async move {
+            node.stop().await;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+}

@@ -1,0 +1,202 @@
+//! Downloads into the browser: resolve the manifest (here, the relays, then the DHT), check the
+//! key, and stream the plaintext out as a `ReadableStream` that pulls one segment at a time,
+//! with a bounded window of stripes in flight.
+
+use std::rc::Rc;
+
+use futures::stream::{self, Stream};
+use js_sys::{Function, Uint8Array};
+use shardweb_core::manifest::Opened;
+use shardweb_core::node::{Download, DownloadError, fetch_manifest};
+use shardweb_core::{Link, Manifest, ManifestId};
+use wasm_bindgen::JsValue;
+
+use crate::error::NodeError;
+use crate::idb_store::{FileRecord, TransferInfo};
+use crate::net::{BrowserNet, Holder};
+use crate::node::Node;
+use crate::progress::Progress;
+use crate::webcrypto::WebSealer;
+
+/// Stripes fetched ahead of the one being read.
+const WINDOW: usize = 4;
+
+/// What `get` may be told.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GetOptions {
+    /// Keep the fetched shards here, to serve them on and to resume (default true).
+    pub keep: Option<bool>,
+}
+
+/// An opened download: what the file is, and its plaintext as it arrives.
+pub struct Opening {
+    /// The manifest id.
+    pub manifest: ManifestId,
+    /// Name, type and hash.
+    pub info: Opened,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// The plaintext, segment by segment; an error ends it.
+    pub stream: std::pin::Pin<Box<dyn Stream<Item = Result<JsValue, JsValue>>>>,
+}
+
+impl std::fmt::Debug for Opening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opening")
+            .field("manifest", &self.manifest)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+/// Finds the manifest: this browser's store, then the connected relays, then the holders the
+/// DHT names. Returns it with the peers it found beyond the relays.
+async fn resolve(
+    node: &Node,
+    net: &BrowserNet,
+    id: ManifestId,
+) -> Result<(Manifest, Vec<Holder>), NodeError> {
+    if let Some(bytes) = node.store.get_manifest(id).await?
+        && let Ok(manifest) = Manifest::decode_as(&id, &bytes)
+    {
+        return Ok((manifest, Vec::new()));
+    }
+    let relays: Vec<Holder> = node.connected_relays().into_iter().map(Holder::Remote).collect();
+    match fetch_manifest(net, &relays, id).await {
+        Ok(manifest) => Ok((manifest, Vec::new())),
+        Err(DownloadError::NotFound { .. }) => {
+            let found = node.peer.providers(id).await.unwrap_or_default();
+            let others: Vec<Holder> =
+                found.into_iter().map(Holder::Remote).filter(|h| !relays.contains(h)).collect();
+            let manifest = fetch_manifest(net, &others, id)
+                .await
+                .map_err(|_| NodeError::NotFound { id: id.to_string() })?;
+            Ok((manifest, others))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Opens the file a link names; fails early on a bad link, an unknown file or a wrong key.
+pub async fn open(
+    node: &Rc<Node>,
+    link: &str,
+    options: &GetOptions,
+    on_progress: Option<Function>,
+) -> Result<Opening, NodeError> {
+    let link = Link::parse(link)?;
+    let keep = options.keep.unwrap_or(true);
+    let net = node.net.keeping(keep);
+    let (manifest, others) = resolve(node, &net, link.manifest).await?;
+    let info = manifest.open(&link.key)?;
+    let mut holders = vec![Holder::Local];
+    holders.extend(node.connected_relays().into_iter().map(Holder::Remote));
+    holders.extend(others);
+    let mut download = Download::start(net, holders, &manifest, &link.key, WINDOW).await?;
+    if download.unlocated().is_some() {
+        // Some stripe lacks holders among the relays: ask the DHT who else has the file.
+        let found = node.peer.providers(link.manifest).await.unwrap_or_default();
+        download.add_holders(found.into_iter().map(Holder::Remote).collect()).await;
+    }
+    if let Some((stripe, found, needed)) = download.unlocated() {
+        return Err(NodeError::NotEnoughShards { stripe, found, needed });
+    }
+    let sealer = WebSealer::new(&link.key, manifest.file_id()).await?;
+    let size = manifest.layout().size();
+    let id = format!("down-{}", link.manifest);
+    if keep {
+        node.store.put_manifest(link.manifest, manifest.bytes()).await?;
+        let record = TransferInfo {
+            id: id.clone(),
+            kind: "download".into(),
+            name: info.meta.name.clone(),
+            mime: info.meta.mime.clone(),
+            size: size as f64,
+            link: Some(link.to_string()),
+        };
+        node.store.put_transfer(&id, record.to_js()).await?;
+    }
+    node.active.borrow_mut().push(id.clone());
+    let state = State {
+        node: Rc::clone(node),
+        download,
+        sealer,
+        progress: Progress::new(&id, "download", Some(size), on_progress),
+        link,
+        meta: info.meta.clone(),
+        keep,
+        id,
+        done: false,
+    };
+    Ok(Opening {
+        manifest: manifest.id(),
+        info,
+        size,
+        stream: Box::pin(stream::unfold(state, next)),
+    })
+}
+
+/// A download being read.
+struct State {
+    node: Rc<Node>,
+    download: Download<BrowserNet>,
+    sealer: WebSealer,
+    progress: Progress,
+    link: Link,
+    meta: shardweb_core::FileMeta,
+    keep: bool,
+    id: String,
+    done: bool,
+}
+
+async fn next(mut state: State) -> Option<(Result<JsValue, JsValue>, State)> {
+    if state.done {
+        return None;
+    }
+    match segment(&mut state).await {
+        Ok(Some(chunk)) => Some((Ok(chunk), state)),
+        Ok(None) => {
+            state.done = true;
+            finish(&mut state).await;
+            None
+        }
+        Err(e) => {
+            state.done = true;
+            state.node.active.borrow_mut().retain(|id| *id != state.id);
+            Some((Err(e.to_js()), state))
+        }
+    }
+}
+
+/// The next segment's plaintext, opened with WebCrypto; `None` after the last, once the
+/// file's hash has been checked.
+async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
+    if state.node.is_stopped() {
+        return Err(NodeError::Stopped { what: "the node" });
+    }
+    let Some(sealed) = state.download.next_sealed().await? else { return Ok(None) };
+    let plaintext = state.sealer.open(&sealed).await?;
+    state.download.opened(&plaintext);
+    state.progress.bytes += plaintext.len() as u64;
+    state.progress.wire = state.download.wire_bytes();
+    state.progress.report(false);
+    Ok(Some(Uint8Array::from(&plaintext[..]).into()))
+}
+
+/// Records the finished file and announces it, when its shards were kept.
+async fn finish(state: &mut State) {
+    let node = &state.node;
+    node.active.borrow_mut().retain(|id| *id != state.id);
+    let _ = node.store.delete_transfer(&state.id).await;
+    if state.keep {
+        let size = state.progress.total.unwrap_or(state.progress.bytes);
+        let record = FileRecord::new(&state.link, &state.meta, size, "downloaded");
+        if node.store.file(&record.manifest_id).await.ok().flatten().is_none() {
+            let _ = node.store.put_file(&record).await;
+        }
+        let _ = node.peer.provide(state.link.manifest).await;
+    }
+    state.progress.report(true);
+    state.node.emit("downloaded", &[("manifestId", state.link.manifest.to_string().into())]);
+}

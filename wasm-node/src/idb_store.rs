@@ -1,0 +1,487 @@
+//! The browser node's store in IndexedDB: shards, manifests, the files this browser uploaded or
+//! holds, and the state of unfinished transfers.
+//!
+//! One database per node name, version 1, with these object stores (out-of-line string keys):
+//!
+//! | store | key | value |
+//! |---|---|---|
+//! | `shards` | shard id, 64 hex digits | the shard's bytes (`Uint8Array`) |
+//! | `manifests` | manifest id, base64url | the manifest's bytes (`Uint8Array`) |
+//! | `files` | manifest id | a [`FileRecord`] |
+//! | `transfers` | transfer id | an unfinished transfer (an object; uploads keep their `Blob`) |
+//! | `stripes` | `<transfer id>/<stripe, 16 hex digits>` | the stripe's shard ids (`Uint8Array`) |
+//! | `meta` | `"bytes"` | bytes of shards held (a number) |
+//!
+//! Shard writes go in batches, one transaction each, and update the byte count in the same
+//! transaction, so that two tabs writing at once keep it exact. Every shard read is re-hashed;
+//! one that fails is dropped and reported as absent. A write that would pass the node's own
+//! limit, or that the browser refuses for quota, fails with [`NodeError::QuotaExceeded`] and
+//! writes nothing.
+
+use std::cell::Cell;
+
+use bytes::Bytes;
+use indexed_db_futures::KeyRange;
+use indexed_db_futures::database::Database;
+use indexed_db_futures::internals::SystemRepr;
+use indexed_db_futures::prelude::*;
+use indexed_db_futures::transaction::{Transaction, TransactionMode};
+use js_sys::Uint8Array;
+use shardweb_core::{ManifestId, ShardId};
+use wasm_bindgen::{JsCast, JsValue};
+
+use crate::error::NodeError;
+
+const SHARDS: &str = "shards";
+const MANIFESTS: &str = "manifests";
+const FILES: &str = "files";
+const TRANSFERS: &str = "transfers";
+const STRIPES: &str = "stripes";
+const META: &str = "meta";
+const BYTES_KEY: &str = "bytes";
+const VERSION: u32 = 1;
+
+/// A file this browser uploaded or holds, as the "my files" list shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileRecord {
+    /// The manifest id (base64url).
+    pub manifest_id: String,
+    /// The share link, key included: it never leaves this browser but through the user.
+    pub link: String,
+    /// The file's name.
+    pub name: String,
+    /// Its MIME type, possibly empty.
+    #[serde(rename = "type")]
+    pub mime: String,
+    /// Plaintext bytes.
+    pub size: f64,
+    /// `"uploaded"` or `"downloaded"`.
+    pub origin: String,
+    /// Milliseconds since the epoch when it was added.
+    pub added: f64,
+}
+
+impl FileRecord {
+    /// The record of a file added now.
+    pub fn new(
+        link: &shardweb_core::Link,
+        meta: &shardweb_core::FileMeta,
+        size: u64,
+        origin: &str,
+    ) -> Self {
+        Self {
+            manifest_id: link.manifest.to_string(),
+            link: link.to_string(),
+            name: meta.name.clone(),
+            mime: meta.mime.clone(),
+            size: size as f64,
+            origin: origin.to_owned(),
+            added: js_sys::Date::now(),
+        }
+    }
+}
+
+/// What the page is told of an unfinished transfer.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferInfo {
+    /// The transfer id.
+    pub id: String,
+    /// `"upload"` or `"download"`.
+    pub kind: String,
+    /// The file's name.
+    pub name: String,
+    /// Its MIME type.
+    #[serde(rename = "type")]
+    pub mime: String,
+    /// Plaintext bytes.
+    pub size: f64,
+    /// The link, for a download (an upload has none until it is done).
+    #[serde(default)]
+    pub link: Option<String>,
+}
+
+impl TransferInfo {
+    /// As a plain JavaScript object.
+    pub fn to_js(&self) -> JsValue {
+        serde_wasm_bindgen::to_value(self).unwrap_or(JsValue::NULL)
+    }
+}
+
+/// The node's IndexedDB database.
+#[derive(Debug)]
+pub struct IdbStore {
+    db: Database,
+    name: String,
+    max_bytes: Cell<Option<u64>>,
+}
+
+impl IdbStore {
+    /// Opens (creating or upgrading) the database `name`. `max_bytes` caps the bytes of shards
+    /// kept, besides whatever the browser allows.
+    pub async fn open(name: &str, max_bytes: Option<u64>) -> Result<Self, NodeError> {
+        let db = Database::open(name)
+            .with_version(VERSION)
+            .with_on_upgrade_needed(|event, db| {
+                if event.old_version() < 1.0 {
+                    for store in [SHARDS, MANIFESTS, FILES, TRANSFERS, STRIPES, META] {
+                        db.create_object_store(store).build()?;
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| NodeError::Storage { detail: format!("cannot open IndexedDB: {e}") })?;
+        Ok(Self { db, name: name.to_owned(), max_bytes: Cell::new(max_bytes) })
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The node's own cap on the bytes of shards kept.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.max_bytes.get()
+    }
+
+    /// Closes the database; the store is unusable afterwards.
+    pub fn close(self) {
+        self.db.close();
+    }
+
+    fn tx(&self, stores: &[&str], mode: TransactionMode) -> Result<Transaction<'_>, NodeError> {
+        self.db.transaction(stores.to_vec()).with_mode(mode).build().map_err(storage)
+    }
+
+    /// Stores a batch of shards in one transaction, verifying each against its id first.
+    /// Returns, per shard, whether it was new. Fails whole (nothing written) on a mismatch, a
+    /// full store, or a storage error.
+    pub async fn put_shards(&self, shards: &[(ShardId, Bytes)]) -> Result<Vec<bool>, NodeError> {
+        for (id, bytes) in shards {
+            if ShardId::of(bytes) != *id {
+                return Err(NodeError::Corrupt {
+                    detail: format!("shard {id} does not match its bytes"),
+                });
+            }
+        }
+        let tx = self.tx(&[SHARDS, META], TransactionMode::Readwrite)?;
+        let raw = raw_tx(&tx);
+        let store = tx.object_store(SHARDS).map_err(storage)?;
+        let meta = tx.object_store(META).map_err(storage)?;
+        let mut used = read_bytes(&meta).await?;
+        let mut fresh = Vec::with_capacity(shards.len());
+        let mut added = 0u64;
+        for (id, bytes) in shards {
+            let key = id.to_string();
+            let held = store.count().with_query(key.clone()).primitive().map_err(storage)?;
+            let is_new = held.await.map_err(storage)? == 0;
+            if is_new {
+                added += bytes.len() as u64;
+                store
+                    .put(JsValue::from(Uint8Array::from(&bytes[..])))
+                    .with_key(key)
+                    .primitive()
+                    .map_err(storage)?;
+            }
+            fresh.push(is_new);
+        }
+        if let Some(max) = self.max_bytes.get()
+            && used + added > max
+        {
+            let _ = tx.abort().await;
+            return Err(NodeError::QuotaExceeded {
+                detail: format!("{used} + {added} bytes is over this node's limit of {max}"),
+            });
+        }
+        used += added;
+        meta.put(JsValue::from(used as f64)).with_key(BYTES_KEY).primitive().map_err(storage)?;
+        commit(tx, &raw).await?;
+        Ok(fresh)
+    }
+
+    /// Reads shards in one transaction; `None` for each that is absent or fails its hash (a
+    /// corrupt one is then deleted).
+    pub async fn get_shards(&self, ids: &[ShardId]) -> Result<Vec<Option<Bytes>>, NodeError> {
+        let tx = self.tx(&[SHARDS], TransactionMode::Readonly)?;
+        let store = tx.object_store(SHARDS).map_err(storage)?;
+        let requests = ids
+            .iter()
+            .map(|id| store.get::<JsValue, _, _>(id.to_string()).primitive().map_err(storage))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut corrupt = Vec::new();
+        for (id, request) in ids.iter().zip(requests) {
+            let found = request.await.map_err(storage)?;
+            let bytes = found.and_then(|v| v.dyn_into::<Uint8Array>().ok()).map(|a| a.to_vec());
+            match bytes {
+                Some(bytes) if ShardId::of(&bytes) == *id => out.push(Some(Bytes::from(bytes))),
+                Some(_) => {
+                    tracing::warn!(shard = %id, "a stored shard failed its hash and is dropped");
+                    corrupt.push(*id);
+                    out.push(None);
+                }
+                None => out.push(None),
+            }
+        }
+        drop(tx);
+        if !corrupt.is_empty() {
+            self.delete_shards(&corrupt).await?;
+        }
+        Ok(out)
+    }
+
+    /// Which of these shards are held.
+    pub async fn has_shards(&self, ids: &[ShardId]) -> Result<Vec<bool>, NodeError> {
+        let tx = self.tx(&[SHARDS], TransactionMode::Readonly)?;
+        let store = tx.object_store(SHARDS).map_err(storage)?;
+        let requests = ids
+            .iter()
+            .map(|id| store.count().with_query(id.to_string()).primitive().map_err(storage))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for request in requests {
+            out.push(request.await.map_err(storage)? > 0);
+        }
+        Ok(out)
+    }
+
+    /// Deletes shards, keeping the byte count exact; returns the bytes freed.
+    pub async fn delete_shards(&self, ids: &[ShardId]) -> Result<u64, NodeError> {
+        let tx = self.tx(&[SHARDS, META], TransactionMode::Readwrite)?;
+        let raw = raw_tx(&tx);
+        let store = tx.object_store(SHARDS).map_err(storage)?;
+        let meta = tx.object_store(META).map_err(storage)?;
+        let mut freed = 0u64;
+        for id in ids {
+            let key = id.to_string();
+            let found = store.get::<JsValue, _, _>(key.clone()).primitive().map_err(storage)?;
+            if let Some(value) = found.await.map_err(storage)? {
+                freed += value.dyn_into::<Uint8Array>().map_or(0, |a| u64::from(a.length()));
+                store.delete(key).primitive().map_err(storage)?;
+            }
+        }
+        let used = read_bytes(&meta).await?.saturating_sub(freed);
+        meta.put(JsValue::from(used as f64)).with_key(BYTES_KEY).primitive().map_err(storage)?;
+        commit(tx, &raw).await?;
+        Ok(freed)
+    }
+
+    /// Bytes of shards held, and how many shards.
+    pub async fn usage(&self) -> Result<(u64, u64), NodeError> {
+        let tx = self.tx(&[SHARDS, META], TransactionMode::Readonly)?;
+        let meta = tx.object_store(META).map_err(storage)?;
+        let bytes = read_bytes(&meta).await?;
+        let shards = tx.object_store(SHARDS).map_err(storage)?;
+        let count = shards.count().primitive().map_err(storage)?.await.map_err(storage)?;
+        Ok((bytes, u64::from(count)))
+    }
+
+    /// Stores a manifest's bytes under its id.
+    pub async fn put_manifest(&self, id: ManifestId, bytes: &[u8]) -> Result<(), NodeError> {
+        self.put_value(MANIFESTS, &id.to_string(), Uint8Array::from(bytes).into()).await
+    }
+
+    /// A manifest's bytes, if held.
+    pub async fn get_manifest(&self, id: ManifestId) -> Result<Option<Bytes>, NodeError> {
+        let value = self.get_value(MANIFESTS, &id.to_string()).await?;
+        Ok(value.and_then(|v| v.dyn_into::<Uint8Array>().ok()).map(|a| Bytes::from(a.to_vec())))
+    }
+
+    /// The ids of every manifest held.
+    pub async fn manifest_ids(&self) -> Result<Vec<ManifestId>, NodeError> {
+        let keys = self.keys(MANIFESTS).await?;
+        Ok(keys.iter().filter_map(|k| k.parse().ok()).collect())
+    }
+
+    /// Deletes a manifest.
+    pub async fn delete_manifest(&self, id: ManifestId) -> Result<(), NodeError> {
+        self.delete_value(MANIFESTS, &id.to_string()).await
+    }
+
+    /// Records a file in "my files".
+    pub async fn put_file(&self, record: &FileRecord) -> Result<(), NodeError> {
+        let value = serde_wasm_bindgen::to_value(record)
+            .map_err(|e| NodeError::Storage { detail: e.to_string() })?;
+        self.put_value(FILES, &record.manifest_id, value).await
+    }
+
+    /// Every file in "my files".
+    pub async fn files(&self) -> Result<Vec<FileRecord>, NodeError> {
+        let values = self.values(FILES).await?;
+        Ok(values.into_iter().filter_map(|v| serde_wasm_bindgen::from_value(v).ok()).collect())
+    }
+
+    /// A file in "my files".
+    pub async fn file(&self, manifest_id: &str) -> Result<Option<FileRecord>, NodeError> {
+        let value = self.get_value(FILES, manifest_id).await?;
+        Ok(value.and_then(|v| serde_wasm_bindgen::from_value(v).ok()))
+    }
+
+    /// Removes a file from "my files".
+    pub async fn delete_file(&self, manifest_id: &str) -> Result<(), NodeError> {
+        self.delete_value(FILES, manifest_id).await
+    }
+
+    /// Stores an unfinished transfer's state (a structured-cloneable object).
+    pub async fn put_transfer(&self, id: &str, state: JsValue) -> Result<(), NodeError> {
+        self.put_value(TRANSFERS, id, state).await
+    }
+
+    /// An unfinished transfer's state.
+    pub async fn transfer(&self, id: &str) -> Result<Option<JsValue>, NodeError> {
+        self.get_value(TRANSFERS, id).await
+    }
+
+    /// Every unfinished transfer's state.
+    pub async fn transfers(&self) -> Result<Vec<JsValue>, NodeError> {
+        self.values(TRANSFERS).await
+    }
+
+    /// Forgets a transfer and its recorded stripes.
+    pub async fn delete_transfer(&self, id: &str) -> Result<(), NodeError> {
+        let tx = self.tx(&[TRANSFERS, STRIPES], TransactionMode::Readwrite)?;
+        let raw = raw_tx(&tx);
+        let transfers = tx.object_store(TRANSFERS).map_err(storage)?;
+        transfers.delete(id.to_owned()).primitive().map_err(storage)?;
+        let stripes = tx.object_store(STRIPES).map_err(storage)?;
+        let (from, to) = stripe_range(id);
+        stripes
+            .delete::<String, _>(KeyRange::Bound(from, false, to, false))
+            .primitive()
+            .map_err(storage)?;
+        commit(tx, &raw).await
+    }
+
+    /// Records the shard ids of stripe `stripe` of an upload.
+    pub async fn put_stripe(
+        &self,
+        transfer: &str,
+        stripe: u64,
+        ids: &[ShardId],
+    ) -> Result<(), NodeError> {
+        let bytes: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
+        let key = format!("{transfer}/{stripe:016x}");
+        self.put_value(STRIPES, &key, Uint8Array::from(&bytes[..]).into()).await
+    }
+
+    /// The recorded stripes of an upload, in order: each stripe's index and shard ids.
+    pub async fn stripes(&self, transfer: &str) -> Result<Vec<(u64, Vec<ShardId>)>, NodeError> {
+        let tx = self.tx(&[STRIPES], TransactionMode::Readonly)?;
+        let store = tx.object_store(STRIPES).map_err(storage)?;
+        let (from, to) = stripe_range(transfer);
+        let range = KeyRange::Bound(from.clone(), false, to.clone(), false);
+        let keys = store
+            .get_all_keys::<String>()
+            .with_query::<String, _>(range)
+            .primitive()
+            .map_err(storage)?
+            .await
+            .map_err(storage)?;
+        let values = store
+            .get_all::<JsValue>()
+            .with_query::<String, _>(KeyRange::Bound(from, false, to, false))
+            .primitive()
+            .map_err(storage)?
+            .await
+            .map_err(storage)?;
+        let mut out = Vec::new();
+        for (key, value) in keys.into_iter().zip(values) {
+            let (Ok(key), Ok(value)) = (key, value) else { continue };
+            let Some(index) = key.rsplit('/').next().and_then(|h| u64::from_str_radix(h, 16).ok())
+            else {
+                continue;
+            };
+            let Ok(bytes) = value.dyn_into::<Uint8Array>() else { continue };
+            let ids = bytes
+                .to_vec()
+                .chunks_exact(32)
+                .filter_map(|c| c.try_into().ok().map(ShardId))
+                .collect();
+            out.push((index, ids));
+        }
+        Ok(out)
+    }
+
+    async fn put_value(&self, store: &str, key: &str, value: JsValue) -> Result<(), NodeError> {
+        let tx = self.tx(&[store], TransactionMode::Readwrite)?;
+        let raw = raw_tx(&tx);
+        let object_store = tx.object_store(store).map_err(storage)?;
+        object_store.put(value).with_key(key.to_owned()).primitive().map_err(storage)?;
+        commit(tx, &raw).await
+    }
+
+    async fn get_value(&self, store: &str, key: &str) -> Result<Option<JsValue>, NodeError> {
+        let tx = self.tx(&[store], TransactionMode::Readonly)?;
+        let object_store = tx.object_store(store).map_err(storage)?;
+        let request = object_store.get::<JsValue, _, _>(key.to_owned()).primitive();
+        request.map_err(storage)?.await.map_err(storage)
+    }
+
+    async fn delete_value(&self, store: &str, key: &str) -> Result<(), NodeError> {
+        let tx = self.tx(&[store], TransactionMode::Readwrite)?;
+        let raw = raw_tx(&tx);
+        let object_store = tx.object_store(store).map_err(storage)?;
+        object_store.delete(key.to_owned()).primitive().map_err(storage)?;
+        commit(tx, &raw).await
+    }
+
+    async fn keys(&self, store: &str) -> Result<Vec<String>, NodeError> {
+        let tx = self.tx(&[store], TransactionMode::Readonly)?;
+        let object_store = tx.object_store(store).map_err(storage)?;
+        let keys = object_store.get_all_keys::<String>().primitive().map_err(storage)?;
+        Ok(keys.await.map_err(storage)?.filter_map(Result::ok).collect())
+    }
+
+    async fn values(&self, store: &str) -> Result<Vec<JsValue>, NodeError> {
+        let tx = self.tx(&[store], TransactionMode::Readonly)?;
+        let object_store = tx.object_store(store).map_err(storage)?;
+        let values = object_store.get_all::<JsValue>().primitive().map_err(storage)?;
+        Ok(values.await.map_err(storage)?.filter_map(Result::ok).collect())
+    }
+}
+
+/// The key range of one transfer's stripes.
+fn stripe_range(transfer: &str) -> (String, String) {
+    (format!("{transfer}/"), format!("{transfer}/~"))
+}
+
+async fn read_bytes(
+    meta: &indexed_db_futures::object_store::ObjectStore<'_>,
+) -> Result<u64, NodeError> {
+    let value = meta.get::<JsValue, _, _>(BYTES_KEY).primitive().map_err(storage)?;
+    Ok(value.await.map_err(storage)?.and_then(|v| v.as_f64()).map_or(0, |b| b as u64))
+}
+
+/// The browser's own transaction object, whose `error` says why it aborted.
+fn raw_tx(tx: &Transaction<'_>) -> web_sys::IdbTransaction {
+    tx.as_sys().clone().unchecked_into()
+}
+
+/// Commits, turning an abort for quota into [`NodeError::QuotaExceeded`].
+async fn commit(tx: Transaction<'_>, raw: &web_sys::IdbTransaction) -> Result<(), NodeError> {
+    match tx.commit().await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(match raw.error() {
+            Some(dom) if dom.name() == "QuotaExceededError" => {
+                NodeError::QuotaExceeded { detail: dom.message() }
+            }
+            Some(dom) => {
+                NodeError::Storage { detail: format!("{}: {}", dom.name(), dom.message()) }
+            }
+            None => storage(e),
+        }),
+    }
+}
+
+/// A storage error, telling quota apart from the rest.
+fn storage(e: impl Into<indexed_db_futures::error::Error>) -> NodeError {
+    let e: indexed_db_futures::error::Error = e.into();
+    let text = e.to_string();
+    if text.contains("QuotaExceeded") {
+        NodeError::QuotaExceeded { detail: text }
+    } else {
+        NodeError::Storage { detail: text }
+    }
+}

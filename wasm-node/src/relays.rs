@@ -1,0 +1,153 @@
+//! Relays, from the browser's side: reading a relay's `/api/info`, building the swarm with the
+//! transports a browser has, dialling, and reserving a circuit slot so that other peers can
+//! reach this browser.
+
+use std::time::Duration;
+
+use futures::future::{Either, select};
+use js_sys::{Function, Promise, Reflect};
+use libp2p::core::transport::{OptionalTransport, Transport as _, upgrade};
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::{Multiaddr, PeerId, Swarm, noise, webrtc_websys, websocket_websys, yamux};
+use shardweb_core::node::peer;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::error::{NodeError, describe};
+
+/// How long a relay has to answer `/api/info`.
+const INFO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest `/api/info` answer read.
+const MAX_INFO_BYTES: usize = 64 << 10;
+
+/// What a browser needs of a relay's `/api/info`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Info {
+    /// The relay's peer id.
+    pub peer_id: String,
+    /// Its dialable addresses, each with `/p2p/<peer id>`.
+    pub addrs: Vec<String>,
+}
+
+/// A relay the node knows.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// Its HTTP URL, as given.
+    pub url: String,
+    /// Its peer id.
+    pub peer: PeerId,
+    /// The address dialled.
+    pub addr: Multiaddr,
+    /// The circuit address others reach this browser at, once reserved.
+    pub circuit: Option<Multiaddr>,
+    /// Whether a connection is open now.
+    pub connected: bool,
+}
+
+/// Whether this global scope has WebRTC: a window does; Chromium's workers do not.
+pub fn has_webrtc() -> bool {
+    Reflect::has(&js_sys::global(), &"RTCPeerConnection".into()).unwrap_or(false)
+        && web_sys::window().is_some()
+}
+
+/// The swarm of a browser node: WebSocket always, WebRTC-direct where the scope has WebRTC,
+/// and circuits through relays.
+pub fn swarm(key: Keypair, config: &peer::Config) -> Result<Swarm<peer::Behaviour>, NodeError> {
+    let webrtc = has_webrtc();
+    let failed =
+        |e: &dyn std::fmt::Display| NodeError::Unsupported { what: format!("libp2p: {e}") };
+    Ok(libp2p::SwarmBuilder::with_existing_identity(key)
+        .with_wasm_bindgen()
+        .with_other_transport(|key| {
+            Ok(websocket_websys::Transport::default()
+                .upgrade(upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default())
+                .boxed())
+        })
+        .map_err(|e| failed(&e))?
+        .with_other_transport(|key| {
+            if webrtc {
+                let transport = webrtc_websys::Transport::new(webrtc_websys::Config::new(key));
+                OptionalTransport::some(transport.boxed())
+            } else {
+                OptionalTransport::none()
+            }
+        })
+        .map_err(|e| failed(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| failed(&e))?
+        .with_behaviour(|key, relay| peer::Behaviour::new(key, relay, config))
+        .map_err(|e| failed(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build())
+}
+
+/// Fetches and parses a relay's `/api/info`.
+pub async fn info(url: &str) -> Result<Info, NodeError> {
+    let unreachable = |detail: String| NodeError::NoRelays { detail: format!("{url}: {detail}") };
+    let base = url.trim_end_matches('/');
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(NodeError::invalid(format!(
+            "relay URL {url} must start with http:// or https://"
+        )));
+    }
+    let global = js_sys::global();
+    let fetch = Reflect::get(&global, &"fetch".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<Function>().ok())
+        .ok_or_else(|| NodeError::Unsupported { what: "fetch".into() })?;
+    let request = async {
+        let promise = fetch
+            .call1(&global, &JsValue::from(format!("{base}/api/info")))
+            .map_err(|e| describe(&e))?
+            .unchecked_into::<Promise>();
+        let response: web_sys::Response =
+            JsFuture::from(promise).await.map_err(|e| describe(&e))?.unchecked_into();
+        if !response.ok() {
+            return Err(format!("/api/info answered {}", response.status()));
+        }
+        let text = response.text().map_err(|e| describe(&e))?;
+        let text = JsFuture::from(text).await.map_err(|e| describe(&e))?;
+        text.as_string().ok_or_else(|| "the answer is not text".to_owned())
+    };
+    let timeout = futures_timer::Delay::new(INFO_TIMEOUT);
+    let text = match select(Box::pin(request), timeout).await {
+        Either::Left((result, _)) => result.map_err(unreachable)?,
+        Either::Right(_) => return Err(unreachable("no answer in time".into())),
+    };
+    if text.len() > MAX_INFO_BYTES {
+        return Err(unreachable("/api/info is too large".into()));
+    }
+    serde_json::from_str(&text).map_err(|e| unreachable(format!("/api/info is malformed: {e}")))
+}
+
+/// The addresses of `info` a browser can dial, best first: WebSocket, then WebRTC-direct
+/// where this scope has WebRTC. Each ends with `/p2p/<relay>`.
+pub fn browser_addrs(info: &Info, peer: PeerId) -> Vec<Multiaddr> {
+    let webrtc = has_webrtc();
+    let mut ws = Vec::new();
+    let mut rtc = Vec::new();
+    for addr in info.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+        let protocols: Vec<Protocol> = addr.iter().collect();
+        let is_ws = protocols.iter().any(|p| matches!(p, Protocol::Ws(_)));
+        let is_rtc = protocols.iter().any(|p| matches!(p, Protocol::WebRTCDirect));
+        let circuit = protocols.iter().any(|p| matches!(p, Protocol::P2pCircuit));
+        if circuit {
+            continue;
+        }
+        let addr = if protocols.iter().any(|p| matches!(p, Protocol::P2p(_))) {
+            addr
+        } else {
+            addr.with(Protocol::P2p(peer))
+        };
+        if is_ws {
+            ws.push(addr);
+        } else if is_rtc && webrtc {
+            rtc.push(addr);
+        }
+    }
+    ws.extend(rtc);
+    ws
+}

@@ -1,0 +1,334 @@
+//! Uploads from the browser: read the file by slices, seal each segment with WebCrypto, code
+//! it, keep its shards here and send each once to a relay, recording every acknowledged stripe
+//! so that a reload resumes where the upload stopped.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use js_sys::{Function, Object, Reflect, Uint8Array};
+use shardweb_core::codec::{Encoder, FileId, FileKey, Params, Segment, ShardId};
+use shardweb_core::manifest::FileMeta;
+use shardweb_core::node::Upload;
+use shardweb_core::{Link, Manifest};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{AbortSignal, Blob};
+
+use crate::error::{NodeError, describe};
+use crate::idb_store::FileRecord;
+use crate::net::Holder;
+use crate::node::Node;
+use crate::progress::Progress;
+use crate::webcrypto::WebSealer;
+
+/// Batches of shards in flight to relays at once: enough to keep a connection busy, few
+/// enough to keep the worker's memory bounded.
+const IN_FLIGHT: usize = 4;
+
+/// What `put` may be told.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PutOptions {
+    /// Data shards per stripe (default 4).
+    pub k: Option<usize>,
+    /// Parity shards per stripe (default 2).
+    pub m: Option<usize>,
+    /// Plaintext bytes per segment (default 4 MiB).
+    pub segment_size: Option<usize>,
+    /// The name to record (default: the file's own).
+    pub name: Option<String>,
+    /// The MIME type to record (default: the file's own).
+    #[serde(rename = "type")]
+    pub mime: Option<String>,
+    /// Keep the file in this browser only, served to others through relay circuits.
+    pub local: bool,
+    /// Keep the shards here too (default true; always for `local`).
+    pub keep: Option<bool>,
+}
+
+/// What an upload needs to run, and to resume after a reload: kept in IndexedDB.
+#[derive(Debug, Clone)]
+pub struct UploadState {
+    pub id: String,
+    pub key: FileKey,
+    pub file_id: FileId,
+    pub params: Params,
+    pub name: String,
+    pub mime: String,
+    pub size: u64,
+    pub local: bool,
+    pub keep: bool,
+    pub blob: Blob,
+}
+
+impl UploadState {
+    /// A new upload of `blob` with `options`.
+    pub fn new(blob: Blob, name: String, options: &PutOptions) -> Result<Self, NodeError> {
+        let mut params = Params::new(options.k.unwrap_or(4), options.m.unwrap_or(2))?;
+        if let Some(size) = options.segment_size {
+            params = params.with_segment_size(size)?;
+        }
+        let mime = options.mime.clone().unwrap_or_else(|| blob.type_());
+        let key = FileKey::generate()?;
+        let file_id = FileId::generate()?;
+        Ok(Self {
+            id: format!("up-{}", data_encoding::HEXLOWER.encode(&file_id.0)),
+            key,
+            file_id,
+            params,
+            name: options.name.clone().unwrap_or(name),
+            mime,
+            size: blob.size() as u64,
+            local: options.local,
+            keep: options.local || options.keep.unwrap_or(true),
+            blob,
+        })
+    }
+
+    /// The record kept in IndexedDB (the key stays in this browser).
+    pub fn to_js(&self) -> JsValue {
+        let o = Object::new();
+        let set = |k: &str, v: JsValue| {
+            let _ = Reflect::set(&o, &k.into(), &v);
+        };
+        set("kind", "upload".into());
+        set("id", self.id.as_str().into());
+        set("key", data_encoding::BASE64URL_NOPAD.encode(self.key.as_bytes()).into());
+        set("fileId", data_encoding::HEXLOWER.encode(&self.file_id.0).into());
+        set("k", (self.params.k() as f64).into());
+        set("m", (self.params.m() as f64).into());
+        set("segmentSize", (self.params.segment_size() as f64).into());
+        set("name", self.name.as_str().into());
+        set("type", self.mime.as_str().into());
+        set("size", (self.size as f64).into());
+        set("local", self.local.into());
+        set("keep", self.keep.into());
+        set("blob", self.blob.clone().into());
+        o.into()
+    }
+
+    /// Reads a record back; a damaged record is a storage error.
+    pub fn from_js(value: &JsValue) -> Result<Self, NodeError> {
+        let bad = |what: &str| NodeError::Storage {
+            detail: format!("the upload record's {what} is damaged"),
+        };
+        let get = |k: &str| Reflect::get(value, &k.into()).unwrap_or(JsValue::UNDEFINED);
+        let text = |k: &str| get(k).as_string().ok_or_else(|| bad(k));
+        let number = |k: &str| get(k).as_f64().ok_or_else(|| bad(k)).map(|n| n as u64);
+        let key: [u8; 32] = data_encoding::BASE64URL_NOPAD
+            .decode(text("key")?.as_bytes())
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| bad("key"))?;
+        let file_id: [u8; 16] = data_encoding::HEXLOWER
+            .decode(text("fileId")?.as_bytes())
+            .ok()
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| bad("file id"))?;
+        let (k, m, segment) = (number("k")?, number("m")?, number("segmentSize")?);
+        let params = Params::new(k as usize, m as usize)
+            .and_then(|p| p.with_segment_size(segment as usize))
+            .map_err(|_| bad("parameters"))?;
+        Ok(Self {
+            id: text("id")?,
+            key: FileKey::from_bytes(key),
+            file_id: FileId(file_id),
+            params,
+            name: text("name")?,
+            mime: text("type")?,
+            size: number("size")?,
+            local: get("local").as_bool().unwrap_or(false),
+            keep: get("keep").as_bool().unwrap_or(true),
+            blob: get("blob").dyn_into::<Blob>().map_err(|_| bad("file"))?,
+        })
+    }
+}
+
+/// What a finished upload gives back.
+#[derive(Debug, Clone)]
+pub struct PutResult {
+    pub link: Link,
+    pub name: String,
+    pub size: u64,
+}
+
+/// Reads bytes `start..end` of a blob into wasm memory.
+async fn read(blob: &Blob, start: u64, end: u64) -> Result<Vec<u8>, NodeError> {
+    let unreadable = |e: JsValue| NodeError::FileUnreadable { detail: describe(&e) };
+    let slice = blob.slice_with_f64_and_f64(start as f64, end as f64).map_err(unreadable)?;
+    let buffer = JsFuture::from(slice.array_buffer()).await.map_err(unreadable)?;
+    Ok(Uint8Array::new(&buffer).to_vec())
+}
+
+fn check_running(node: &Node, signal: Option<&AbortSignal>) -> Result<(), NodeError> {
+    if node.is_stopped() {
+        return Err(NodeError::Stopped { what: "the node" });
+    }
+    if signal.is_some_and(AbortSignal::aborted) {
+        return Err(NodeError::Stopped { what: "the upload" });
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) an upload to the end. On a full store or a cancel, every shard it kept
+/// here and its record are removed; on other failures the record stays, to be resumed.
+pub async fn run(
+    node: &Rc<Node>,
+    state: UploadState,
+    on_progress: Option<Function>,
+    signal: Option<AbortSignal>,
+) -> Result<PutResult, NodeError> {
+    node.active.borrow_mut().push(state.id.clone());
+    let mut kept = Vec::new();
+    let result = upload(node, &state, on_progress, signal.as_ref(), &mut kept).await;
+    node.active.borrow_mut().retain(|id| *id != state.id);
+    if let Err(e) = &result
+        && matches!(e, NodeError::QuotaExceeded { .. } | NodeError::Stopped { what: "the upload" })
+    {
+        let recorded = node.store.stripes(&state.id).await.unwrap_or_default();
+        kept.extend(recorded.into_iter().flat_map(|(_, ids)| ids));
+        if state.keep && !kept.is_empty() {
+            let _ = node.store.delete_shards(&kept).await;
+        }
+        let _ = node.store.delete_transfer(&state.id).await;
+    }
+    result
+}
+
+async fn upload(
+    node: &Rc<Node>,
+    state: &UploadState,
+    on_progress: Option<Function>,
+    signal: Option<&AbortSignal>,
+    kept: &mut Vec<ShardId>,
+) -> Result<PutResult, NodeError> {
+    let store = &node.store;
+    let sealer = WebSealer::new(&state.key, state.file_id).await?;
+    let mut encoder = Encoder::new(state.params, &state.key, state.file_id);
+    let recorded: HashMap<u64, Vec<ShardId>> =
+        store.stripes(&state.id).await?.into_iter().collect();
+    let mut upload = if state.local {
+        None
+    } else {
+        let holders: Vec<Holder> =
+            node.connected_relays().into_iter().map(Holder::Remote).collect();
+        if holders.is_empty() {
+            return Err(NodeError::NoRelays { detail: "no relay is connected".into() });
+        }
+        Some(Upload::new(node.net.clone(), holders)?.with_in_flight(IN_FLIGHT))
+    };
+    let mut progress = Progress::new(&state.id, "upload", Some(state.size), on_progress);
+    let mut unacked: HashMap<u64, Vec<ShardId>> = HashMap::new();
+    let segment_size = state.params.segment_size() as u64;
+    let mut offset = 0;
+    let mut step = Step { node, state, recorded: &recorded, kept, unacked: &mut unacked };
+    loop {
+        check_running(node, signal)?;
+        let last = offset >= state.size;
+        let segments: Vec<Segment> = if last {
+            vec![encoder.last_segment()?]
+        } else {
+            let end = (offset + segment_size).min(state.size);
+            let chunk = read(&state.blob, offset, end).await?;
+            offset = end;
+            let mut input = &chunk[..];
+            let mut out = Vec::new();
+            while let Some(segment) = encoder.next_segment(&mut input)? {
+                out.push(segment);
+            }
+            out
+        };
+        for segment in segments {
+            let len = segment.data.len() as u64;
+            step.segment(&sealer, &mut encoder, upload.as_mut(), segment).await?;
+            progress.bytes += len;
+            if let Some(upload) = upload.as_ref() {
+                progress.wire = upload.wire_bytes();
+            }
+            progress.report(false);
+        }
+        if let Some(upload) = upload.as_mut() {
+            step.record_acks(upload).await?;
+        }
+        if last {
+            break;
+        }
+    }
+    if let Some(upload) = upload.as_mut() {
+        upload.flush().await?;
+        step.record_acks(upload).await?;
+    }
+    let encoded = encoder.into_encoded()?;
+    let meta = FileMeta { name: state.name.clone(), mime: state.mime.clone() };
+    let manifest = Manifest::create(&encoded, &meta, &state.key, &node.signing_key()?)?;
+    if state.keep {
+        store.put_manifest(manifest.id(), manifest.bytes()).await?;
+    }
+    if let Some(upload) = upload {
+        upload.finish(&manifest).await?;
+    }
+    let link = Link { manifest: manifest.id(), key: state.key.clone() };
+    if state.keep {
+        let _ = node.peer.provide(manifest.id()).await;
+        store.put_file(&FileRecord::new(&link, &meta, state.size, "uploaded")).await?;
+    }
+    store.delete_transfer(&state.id).await?;
+    progress.report(true);
+    Ok(PutResult { link, name: state.name.clone(), size: state.size })
+}
+
+/// One upload's per-segment work.
+struct Step<'a> {
+    node: &'a Rc<Node>,
+    state: &'a UploadState,
+    recorded: &'a HashMap<u64, Vec<ShardId>>,
+    kept: &'a mut Vec<ShardId>,
+    unacked: &'a mut HashMap<u64, Vec<ShardId>>,
+}
+
+impl Step<'_> {
+    /// Seals, codes, keeps and sends one segment, or only counts it when a run before this
+    /// one already did.
+    async fn segment(
+        &mut self,
+        sealer: &WebSealer,
+        encoder: &mut Encoder,
+        upload: Option<&mut Upload<crate::net::BrowserNet>>,
+        segment: Segment,
+    ) -> Result<(), NodeError> {
+        let index = segment.index;
+        if let Some(ids) = self.recorded.get(&index) {
+            return Ok(encoder.skip_coded(index, ids)?);
+        }
+        let sealed = sealer.seal(index, segment.last, &segment.data).await?;
+        drop(segment);
+        let stripe = encoder.code_sealed(index, sealed)?;
+        if self.state.keep {
+            let pairs: Vec<_> =
+                stripe.ids.iter().copied().zip(stripe.shards.iter().cloned()).collect();
+            self.node.store.put_shards(&pairs).await?;
+            self.kept.extend_from_slice(&stripe.ids);
+        }
+        match upload {
+            Some(upload) => {
+                self.unacked.insert(index, stripe.ids.clone());
+                upload.send(stripe).await?;
+            }
+            None => self.node.store.put_stripe(&self.state.id, index, &stripe.ids).await?,
+        }
+        Ok(())
+    }
+
+    /// Records the stripes every holder has acknowledged, for a resume to skip.
+    async fn record_acks(
+        &mut self,
+        upload: &mut Upload<crate::net::BrowserNet>,
+    ) -> Result<(), NodeError> {
+        for stripe in upload.take_acked() {
+            if let Some(ids) = self.unacked.remove(&stripe) {
+                self.node.store.put_stripe(&self.state.id, stripe, &ids).await?;
+            }
+        }
+        Ok(())
+    }
+}

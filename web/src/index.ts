@@ -1,0 +1,261 @@
+/**
+ * shardweb: a decentralized, end-to-end encrypted file store in which the browser is a full
+ * node.
+ *
+ * ```ts
+ * import { Node } from 'shardweb';
+ * const node = await Node.start({ relays: ['http://127.0.0.1:8080'] });
+ * const { url } = await node.put(file, { k: 4, m: 2, onProgress });
+ * const { name, type, size, stream } = await node.get(url, { onProgress });
+ * ```
+ *
+ * The node runs in a dedicated Web Worker that this module starts; every method here is a
+ * message to it.
+ */
+
+import { ShardwebError, fromWire } from './errors.js';
+import type { Call, Op, RawProgress, Reply } from './protocol.js';
+import type {
+  GetOptions,
+  GetResult,
+  NodeEvent,
+  PeerInfo,
+  Progress,
+  PutOptions,
+  PutResult,
+  StartOptions,
+  Stats,
+  StoredFile,
+  Transfer,
+} from './types.js';
+
+export * from './errors.js';
+export type * from './types.js';
+
+interface Pending {
+  resolve: (value: unknown) => void;
+  reject: (error: ShardwebError) => void;
+  onProgress?: (progress: Progress) => void;
+  rate: Rate;
+}
+
+/** A smoothed transfer rate, for progress reports. */
+class Rate {
+  private started = 0;
+  private lastTime = 0;
+  private lastBytes = 0;
+  private perSecond = 0;
+
+  update(raw: RawProgress): Progress {
+    const now = performance.now();
+    if (this.started === 0) {
+      this.started = now;
+      this.lastTime = now;
+      this.lastBytes = raw.bytes;
+    } else if (now - this.lastTime >= 250 || raw.done) {
+      const sample = ((raw.bytes - this.lastBytes) * 1000) / Math.max(now - this.lastTime, 1);
+      this.perSecond = this.perSecond === 0 ? sample : this.perSecond * 0.7 + sample * 0.3;
+      this.lastTime = now;
+      this.lastBytes = raw.bytes;
+    }
+    const left = raw.total === null ? null : Math.max(raw.total - raw.bytes, 0);
+    const secondsLeft = left === null || this.perSecond <= 0 ? null : left / this.perSecond;
+    return { ...raw, bytesPerSecond: this.perSecond, secondsLeft: raw.done ? 0 : secondsLeft };
+  }
+}
+
+type Listener = (event: NodeEvent) => void;
+
+/** A running shardweb node. */
+export class Node {
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, Pending>();
+  readonly #listeners = new Set<Listener>();
+  #next = 1;
+  #persisted: boolean | null = null;
+  #peerId = '';
+  /** The page that opens share links. */
+  readonly pageUrl: string;
+
+  private constructor(worker: Worker, pageUrl: string) {
+    this.#worker = worker;
+    this.pageUrl = pageUrl;
+    worker.onmessage = (event: MessageEvent<Reply>) => this.#receive(event.data);
+    worker.onerror = (event: ErrorEvent) => this.#fail(`the worker failed: ${event.message}`);
+  }
+
+  /** This node's libp2p peer id. */
+  get peerId(): string {
+    return this.#peerId;
+  }
+
+  /**
+   * Starts a node in its own worker and connects it to the relays. Rejects with
+   * `NoRelaysError` when relays were given and none could be reached.
+   */
+  static async start(options: StartOptions = {}): Promise<Node> {
+    const relays = options.relays ?? (typeof location === 'undefined' ? [] : [location.origin]);
+    const first = relays[0];
+    const pageUrl = options.pageUrl ?? (first === undefined ? '' : `${first.replace(/\/+$/, '')}/`);
+    const url = options.workerUrl ?? new URL('./worker.js', import.meta.url);
+    const node = new Node(new Worker(url, { type: 'module', name: 'shardweb' }), pageUrl);
+    try {
+      const started = (await node.#call('start', [
+        {
+          relays,
+          storeName: options.storeName,
+          maxStoreBytes: options.maxStoreBytes,
+          logLevel: options.logLevel,
+        },
+      ])) as { peerId: string };
+      node.#peerId = started.peerId;
+    } catch (e) {
+      node.#worker.terminate();
+      throw e;
+    }
+    node.#persisted = await persist();
+    return node;
+  }
+
+  /** Uploads a file; resolves with its share link once every shard and the manifest are stored. */
+  async put(file: Blob, options: PutOptions = {}): Promise<PutResult> {
+    const { onProgress, signal, ...rest } = options;
+    const result = (await this.#call('put', [file, rest], onProgress, signal)) as Omit<PutResult, 'url'>;
+    return { ...result, url: this.#url(result.link) };
+  }
+
+  /** Resumes an unfinished upload (see {@link Node.transfers}) after a reload. */
+  async resume(
+    transferId: string,
+    options: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {},
+  ): Promise<PutResult> {
+    const result = (await this.#call('resume', [transferId, {}], options.onProgress, options.signal)) as Omit<
+      PutResult,
+      'url'
+    >;
+    return { ...result, url: this.#url(result.link) };
+  }
+
+  /**
+   * Opens a share link (a page URL with `#…`, `shardweb:…`, or `<id>.<key>`). Rejects early
+   * for a malformed link, an unknown file or a wrong key; the bytes then arrive through
+   * `stream`, verified and in order.
+   */
+  async get(link: string, options: GetOptions = {}): Promise<GetResult> {
+    const { onProgress, ...rest } = options;
+    return (await this.#call('get', [link, rest], onProgress)) as GetResult;
+  }
+
+  /** Unfinished transfers kept across reloads. */
+  async transfers(): Promise<Transfer[]> {
+    return (await this.#call('transfers', [])) as Transfer[];
+  }
+
+  /** Forgets an unfinished transfer and whatever it kept in this browser. */
+  async cancelTransfer(transferId: string): Promise<void> {
+    await this.#call('cancelTransfer', [transferId]);
+  }
+
+  /** The files this browser keeps. */
+  async files(): Promise<StoredFile[]> {
+    return (await this.#call('files', [])) as StoredFile[];
+  }
+
+  /** Removes a file from this browser (its shards and manifest; copies elsewhere remain). */
+  async remove(manifestId: string): Promise<void> {
+    await this.#call('remove', [manifestId]);
+  }
+
+  /** The peers connected now. */
+  async peers(): Promise<PeerInfo[]> {
+    return (await this.#call('peers', [])) as PeerInfo[];
+  }
+
+  /** What the node reports about itself. */
+  async stats(): Promise<Stats> {
+    const stats = (await this.#call('stats', [])) as Stats;
+    stats.store.persisted = this.#persisted;
+    return stats;
+  }
+
+  /** Listens to the node's events; returns a function that stops listening. */
+  on(listener: (event: NodeEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Stops the node and its worker. Calls still waiting reject with code `STOPPED`. */
+  async stop(): Promise<void> {
+    try {
+      await this.#call('stop', []);
+    } finally {
+      this.#worker.terminate();
+      this.#fail('the node was stopped', 'STOPPED');
+    }
+  }
+
+  #url(link: string): string {
+    const fragment = link.replace(/^shardweb:/, '');
+    return this.pageUrl === '' ? link : `${this.pageUrl}#${fragment}`;
+  }
+
+  #call(op: Op, args: unknown[], onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<unknown> {
+    const id = this.#next++;
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) {
+        reject(new ShardwebError('STOPPED', 'the transfer was cancelled before it started'));
+        return;
+      }
+      this.#pending.set(id, { resolve, reject, onProgress, rate: new Rate() });
+      signal?.addEventListener('abort', () => this.#post({ id: this.#next++, op: 'abort', args: [id] }), {
+        once: true,
+      });
+      this.#post({ id, op, args });
+    });
+  }
+
+  #post(call: Call): void {
+    this.#worker.postMessage(call);
+  }
+
+  #receive(reply: Reply): void {
+    if ('event' in reply) {
+      for (const listener of this.#listeners) {
+        listener(reply.event as unknown as NodeEvent);
+      }
+      return;
+    }
+    const pending = this.#pending.get(reply.id);
+    if (pending === undefined) {
+      return;
+    }
+    if ('progress' in reply) {
+      pending.onProgress?.(pending.rate.update(reply.progress));
+    } else if ('error' in reply) {
+      this.#pending.delete(reply.id);
+      pending.reject(fromWire(reply.error));
+    } else {
+      this.#pending.delete(reply.id);
+      pending.resolve(reply.ok);
+    }
+  }
+
+  #fail(message: string, code: 'WORKER' | 'STOPPED' = 'WORKER'): void {
+    for (const pending of this.#pending.values()) {
+      pending.reject(new ShardwebError(code, message));
+    }
+    this.#pending.clear();
+  }
+}
+
+/** Asks the browser to keep this site's storage under pressure; whether it agreed. */
+async function persist(): Promise<boolean | null> {
+  try {
+    if (typeof navigator !== 'undefined' && navigator.storage?.persist) {
+      return await navigator.storage.persist();
+    }
+  } catch {
+    // Not granted, or not in this context: the store still works, and may be evicted.
+  }
+  return null;
+}
