@@ -170,17 +170,20 @@ function linkFromHash() {
   return hash === '' ? null : hash;
 }
 
-async function openLink(link) {
+/** Opens a link and shows its file; `again` (after a save) keeps the status and progress. */
+async function openLink(link, again = false) {
   const panel = $('download-panel');
   panel.hidden = false;
-  $('download-name').textContent = 'Looking for the file…';
-  $('download-size').textContent = '';
   $('download-button').disabled = true;
-  $('download-progress').value = 0;
-  $('download-meta').textContent = '';
   opened?.result.stream.cancel().catch(() => {});
   opened = null;
-  say('Opening the link…');
+  if (!again) {
+    $('download-name').textContent = 'Looking for the file…';
+    $('download-size').textContent = '';
+    $('download-progress').value = 0;
+    $('download-meta').textContent = '';
+    say('Opening the link…');
+  }
   try {
     const progress = { current: null };
     const result = await node.get(link, { onProgress: (p) => progress.current?.(p) });
@@ -188,7 +191,7 @@ async function openLink(link) {
     $('download-name').textContent = result.name || 'unnamed file';
     $('download-size').textContent = bytes(result.size);
     $('download-button').disabled = false;
-    say(`Ready: ${result.name} (${bytes(result.size)}).`);
+    if (!again) say(`Ready: ${result.name} (${bytes(result.size)}).`);
   } catch (e) {
     $('download-name').textContent = 'This link cannot be opened.';
     fail(e);
@@ -264,7 +267,7 @@ async function download() {
     fail(e);
   } finally {
     // The same file can be saved again.
-    if (linkFromHash() === link) openLink(link);
+    if (linkFromHash() === link) openLink(link, true);
   }
 }
 

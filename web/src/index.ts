@@ -35,7 +35,11 @@ export type * from './types.js';
 interface Pending {
   resolve: (value: unknown) => void;
   reject: (error: ShardwebError) => void;
-  onProgress?: (progress: Progress) => void;
+}
+
+/** A progress callback; a download's outlives its call, until the last byte is delivered. */
+interface Watcher {
+  onProgress: (progress: Progress) => void;
   rate: Rate;
 }
 
@@ -70,6 +74,7 @@ type Listener = (event: NodeEvent) => void;
 export class Node {
   readonly #worker: Worker;
   readonly #pending = new Map<number, Pending>();
+  readonly #watchers = new Map<number, Watcher>();
   readonly #listeners = new Set<Listener>();
   #next = 1;
   #persisted: boolean | null = null;
@@ -206,7 +211,10 @@ export class Node {
         reject(new ShardwebError('STOPPED', 'the transfer was cancelled before it started'));
         return;
       }
-      this.#pending.set(id, { resolve, reject, onProgress, rate: new Rate() });
+      this.#pending.set(id, { resolve, reject });
+      if (onProgress !== undefined) {
+        this.#watchers.set(id, { onProgress, rate: new Rate() });
+      }
       signal?.addEventListener('abort', () => this.#post({ id: this.#next++, op: 'abort', args: [id] }), {
         once: true,
       });
@@ -225,17 +233,23 @@ export class Node {
       }
       return;
     }
+    if ('progress' in reply) {
+      const watcher = this.#watchers.get(reply.id);
+      if (reply.progress.done) {
+        this.#watchers.delete(reply.id);
+      }
+      watcher?.onProgress(watcher.rate.update(reply.progress));
+      return;
+    }
     const pending = this.#pending.get(reply.id);
     if (pending === undefined) {
       return;
     }
-    if ('progress' in reply) {
-      pending.onProgress?.(pending.rate.update(reply.progress));
-    } else if ('error' in reply) {
-      this.#pending.delete(reply.id);
+    this.#pending.delete(reply.id);
+    if ('error' in reply) {
+      this.#watchers.delete(reply.id);
       pending.reject(fromWire(reply.error));
     } else {
-      this.#pending.delete(reply.id);
       pending.resolve(reply.ok);
     }
   }
@@ -245,6 +259,7 @@ export class Node {
       pending.reject(new ShardwebError(code, message));
     }
     this.#pending.clear();
+    this.#watchers.clear();
   }
 }
 

@@ -1,0 +1,180 @@
+// Shared pieces of the browser tests: real relay processes on loopback serving the page, the
+// native CLI, headless Chromium through Playwright, and files of random bytes.
+
+import { spawn } from 'node:child_process';
+import { createHash, randomFillSync } from 'node:crypto';
+import { cpSync, createReadStream, mkdirSync, mkdtempSync, openSync, closeSync, rmSync, writeSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/** The `shardweb` binary: the one `cargo test` builds, unless SHARDWEB_BIN names another. */
+export const BIN = process.env.SHARDWEB_BIN ?? join(ROOT, 'target/debug/shardweb');
+/** The built page (scripts/build-web). */
+export const WWW = join(ROOT, 'www/dist');
+
+const CHROMIUM_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-dev-shm-usage',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
+
+/** A fresh temporary directory, removed by `cleanup`. */
+export function tempDir(t) {
+  const dir = mkdtempSync(join(tmpdir(), 'shardweb-browser-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** The page plus the test harness page, as a relay's `--www` directory. */
+export function wwwWithHarness(dir) {
+  const www = join(dir, 'www');
+  cpSync(WWW, www, { recursive: true });
+  cpSync(join(ROOT, 'tests/browser/harness.html'), join(www, 'harness.html'));
+  return www;
+}
+
+function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolvePort(port));
+    });
+    server.on('error', reject);
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until `check()` is truthy, polling, for at most `ms`. */
+export async function until(what, check, ms = 30_000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+/** A `shardweb relay` process on loopback with free ports, stopped when the test ends. */
+export async function startRelay(t, dir, { www = WWW, args = [] } = {}) {
+  const port = await freePort();
+  const data = join(dir, `relay-${port}`);
+  mkdirSync(data, { recursive: true });
+  const log = openSync(`${data}.log`, 'w');
+  const child = spawn(
+    BIN,
+    [
+      'relay', '--data-dir', data, '--http', `127.0.0.1:${port}`, '--www', www,
+      '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/ip4/127.0.0.1/tcp/0/ws',
+      '--listen', '/ip4/127.0.0.1/udp/0/webrtc-direct',
+      ...args,
+    ],
+    { stdio: ['ignore', 'ignore', log], env: { ...process.env, SHARDWEB_LOG: process.env.SHARDWEB_LOG ?? 'info' } },
+  );
+  closeSync(log);
+  const relay = {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    log: `${data}.log`,
+    async info() {
+      try {
+        const response = await fetch(`${this.url}/api/info`);
+        return response.ok ? await response.json() : null;
+      } catch {
+        return null;
+      }
+    },
+    async metric(name) {
+      const text = await (await fetch(`${this.url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(name) && !l.startsWith('#'));
+      return line === undefined ? null : Number(line.split(' ').pop());
+    },
+    kill() {
+      child.kill('SIGKILL');
+    },
+  };
+  t.after(() => relay.kill());
+  await until(`the relay on port ${port} (see ${relay.log})`, async () => (await relay.info())?.addrs?.length >= 3);
+  return relay;
+}
+
+/** Headless Chromium, closed when the test ends. */
+export async function launch(t) {
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', args: CHROMIUM_ARGS });
+  t.after(() => browser.close());
+  return browser;
+}
+
+/**
+ * A page in a browser context of its own (its own storage), with its console errors kept in
+ * `page.errors` for the assertions' messages.
+ */
+export async function openPage(browser, url) {
+  const context = await browser.newContext({ acceptDownloads: true });
+  const page = await context.newPage();
+  page.errors = [];
+  page.on('pageerror', (e) => page.errors.push(String(e)));
+  page.on('console', (m) => m.type() === 'error' && page.errors.push(m.text()));
+  await page.goto(url);
+  return page;
+}
+
+/** The text of the page's status line, once it matches `pattern`. */
+export async function status(page, pattern, timeout = 60_000) {
+  const line = page.getByTestId('status');
+  await line.filter({ hasText: pattern }).waitFor({ timeout });
+  return (await line.textContent()).trim();
+}
+
+/** A file of `size` random bytes; returns its SHA-256. */
+export function randomFile(path, size) {
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(1 << 20);
+  const hash = createHash('sha256');
+  for (let left = size; left > 0; ) {
+    const n = Math.min(left, chunk.length);
+    randomFillSync(chunk, 0, n);
+    writeSync(fd, chunk, 0, n);
+    hash.update(chunk.subarray(0, n));
+    left -= n;
+  }
+  closeSync(fd);
+  return hash.digest('hex');
+}
+
+/** The SHA-256 of a file, streamed. */
+export function sha256File(path) {
+  return new Promise((resolveHash, reject) => {
+    const hash = createHash('sha256');
+    createReadStream(path)
+      .on('data', (d) => hash.update(d))
+      .on('end', () => resolveHash(hash.digest('hex')))
+      .on('error', reject);
+  });
+}
+
+/** Runs the native CLI; resolves to `{ code, stdout, stderr }`, killing it after `timeout`. */
+export function shardweb(args, { cwd = ROOT, timeout = 120_000 } = {}) {
+  return new Promise((resolveRun) => {
+    const child = spawn(BIN, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeout);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolveRun({ code, stdout, stderr });
+    });
+  });
+}
