@@ -95,7 +95,15 @@ impl WasmNode {
             let opts: PutOptions = options(&options_)?;
             let name = Reflect::get(&file, &"name".into()).ok().and_then(|n| n.as_string());
             let state = UploadState::new(file, name.unwrap_or_else(|| "file".into()), &opts)?;
-            node.store.put_transfer(&state.id, state.to_js()).await?;
+            // The record keeps a copy of the file so that a reload can resume; when the store
+            // has no room for it, the upload goes on without that.
+            match node.store.put_transfer(&state.id, state.to_js(true)).await {
+                Err(NodeError::QuotaExceeded { .. }) => {
+                    tracing::info!(id = %state.id, "no room to keep the file: this upload cannot resume");
+                    node.store.put_transfer(&state.id, state.to_js(false)).await?;
+                }
+                other => other?,
+            }
             let done =
                 upload::run(&node, state, function(&options_, "onProgress"), signal(&options_))
                     .await?;

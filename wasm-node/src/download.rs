@@ -107,15 +107,6 @@ pub async fn open(
     let id = format!("down-{}", link.manifest);
     if keep {
         node.store.put_manifest(link.manifest, manifest.bytes()).await?;
-        let record = TransferInfo {
-            id: id.clone(),
-            kind: "download".into(),
-            name: info.meta.name.clone(),
-            mime: info.meta.mime.clone(),
-            size: size as f64,
-            link: Some(link.to_string()),
-        };
-        node.store.put_transfer(&id, record.to_js()).await?;
     }
     node.active.borrow_mut().push(id.clone());
     let state = State {
@@ -127,6 +118,7 @@ pub async fn open(
         meta: info.meta.clone(),
         keep,
         id,
+        recorded: false,
         done: false,
     };
     Ok(Opening {
@@ -147,6 +139,8 @@ struct State {
     meta: shardweb_core::FileMeta,
     keep: bool,
     id: String,
+    /// Whether the transfer is recorded, to be listed after a reload: once reading starts.
+    recorded: bool,
     done: bool,
 }
 
@@ -174,6 +168,18 @@ async fn next(mut state: State) -> Option<(Result<JsValue, JsValue>, State)> {
 async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
     if state.node.is_stopped() {
         return Err(NodeError::Stopped { what: "the node" });
+    }
+    if state.keep && !state.recorded {
+        state.recorded = true;
+        let record = TransferInfo {
+            id: state.id.clone(),
+            kind: "download".into(),
+            name: state.meta.name.clone(),
+            mime: state.meta.mime.clone(),
+            size: state.progress.total.unwrap_or(0) as f64,
+            link: Some(state.link.to_string()),
+        };
+        state.node.store.put_transfer(&state.id, record.to_js()).await?;
     }
     let Some(sealed) = state.download.next_sealed().await? else { return Ok(None) };
     let plaintext = state.sealer.open(&sealed).await?;

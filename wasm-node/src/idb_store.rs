@@ -465,7 +465,13 @@ async fn commit(tx: Transaction<'_>, raw: &web_sys::IdbTransaction) -> Result<()
         Ok(()) => Ok(()),
         Err(e) => Err(match raw.error() {
             Some(dom) if dom.name() == "QuotaExceededError" => {
-                NodeError::QuotaExceeded { detail: dom.message() }
+                let message = dom.message();
+                let detail = if message.is_empty() {
+                    "the browser's quota for this site is reached".to_owned()
+                } else {
+                    message
+                };
+                NodeError::QuotaExceeded { detail }
             }
             Some(dom) => {
                 NodeError::Storage { detail: format!("{}: {}", dom.name(), dom.message()) }

@@ -85,8 +85,9 @@ impl UploadState {
         })
     }
 
-    /// The record kept in IndexedDB (the key stays in this browser).
-    pub fn to_js(&self) -> JsValue {
+    /// The record kept in IndexedDB (the key stays in this browser), with the file itself when
+    /// `with_file`, so that a reload can resume.
+    pub fn to_js(&self, with_file: bool) -> JsValue {
         let o = Object::new();
         let set = |k: &str, v: JsValue| {
             let _ = Reflect::set(&o, &k.into(), &v);
@@ -103,7 +104,9 @@ impl UploadState {
         set("size", (self.size as f64).into());
         set("local", self.local.into());
         set("keep", self.keep.into());
-        set("blob", self.blob.clone().into());
+        if with_file {
+            set("blob", self.blob.clone().into());
+        }
         o.into()
     }
 
@@ -139,7 +142,10 @@ impl UploadState {
             size: number("size")?,
             local: get("local").as_bool().unwrap_or(false),
             keep: get("keep").as_bool().unwrap_or(true),
-            blob: get("blob").dyn_into::<Blob>().map_err(|_| bad("file"))?,
+            blob: get("blob").dyn_into::<Blob>().map_err(|_| NodeError::FileUnreadable {
+                detail: "this upload kept no copy of the file to resume from: choose it again"
+                    .into(),
+            })?,
         })
     }
 }

@@ -68,8 +68,7 @@ async fn data_survives_closing_and_reopening() {
     store.put_shards(std::slice::from_ref(&s)).await.unwrap();
     let manifest = ManifestId([7; 32]);
     store.put_manifest(manifest, b"manifest bytes").await.unwrap();
-    let link: shardweb_core::Link =
-        format!("{}.{}", manifest, "E".repeat(43)).parse().unwrap();
+    let link: shardweb_core::Link = format!("{}.{}", manifest, "E".repeat(43)).parse().unwrap();
     let meta = shardweb_core::FileMeta { name: "a.txt".into(), mime: "text/plain".into() };
     store.put_file(&FileRecord::new(&link, &meta, 5, "uploaded")).await.unwrap();
     store.put_stripe("up-1", 3, &[s.0, s.0]).await.unwrap();
@@ -79,11 +78,18 @@ async fn data_survives_closing_and_reopening() {
 
     let store = IdbStore::open(&db, None).await.unwrap();
     assert_eq!(store.get_shards(&[s.0]).await.unwrap(), [Some(s.1.clone())]);
-    assert_eq!(store.get_manifest(manifest).await.unwrap().as_deref(), Some(&b"manifest bytes"[..]));
+    assert_eq!(
+        store.get_manifest(manifest).await.unwrap().as_deref(),
+        Some(&b"manifest bytes"[..])
+    );
     assert_eq!(store.manifest_ids().await.unwrap(), [manifest]);
     let files = store.files().await.unwrap();
-    assert_eq!((files.len(), files[0].name.as_str(), files[0].origin.as_str()), (1, "a.txt", "uploaded"));
-    let stripes: Vec<u64> = store.stripes("up-1").await.unwrap().into_iter().map(|(i, _)| i).collect();
+    assert_eq!(
+        (files.len(), files[0].name.as_str(), files[0].origin.as_str()),
+        (1, "a.txt", "uploaded")
+    );
+    let stripes: Vec<u64> =
+        store.stripes("up-1").await.unwrap().into_iter().map(|(i, _)| i).collect();
     assert_eq!(stripes, [1, 3], "only this transfer's stripes, in order");
     store.delete_transfer("up-1").await.unwrap();
     assert!(store.stripes("up-1").await.unwrap().is_empty());
@@ -93,7 +99,8 @@ async fn data_survives_closing_and_reopening() {
 #[wasm_bindgen_test]
 async fn two_connections_writing_at_once_keep_the_count_exact() {
     let db = name("two-tabs");
-    let (a, b) = (IdbStore::open(&db, None).await.unwrap(), IdbStore::open(&db, None).await.unwrap());
+    let (a, b) =
+        (IdbStore::open(&db, None).await.unwrap(), IdbStore::open(&db, None).await.unwrap());
     let shards: Vec<_> = (0..12).map(|i| shard(i, 2000)).collect();
     // Overlapping batches from both "tabs" at once.
     let (ra, rb) = futures::join!(a.put_shards(&shards[..8]), b.put_shards(&shards[4..]));

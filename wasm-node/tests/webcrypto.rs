@@ -83,7 +83,10 @@ async fn a_wrong_key_a_moved_segment_or_a_flipped_byte_fail_opaquely() {
     for (result, stripe) in cases {
         match result {
             Err(NodeError::Corrupt { detail }) => {
-                assert_eq!(detail, format!("segment {stripe} failed to decrypt: wrong key or tampered data"));
+                assert_eq!(
+                    detail,
+                    format!("segment {stripe} failed to decrypt: wrong key or tampered data")
+                );
             }
             other => panic!("expected the decrypt error, got {other:?}"),
         }

@@ -1,0 +1,168 @@
+// The browser node against real relay processes: files cross between the native CLI and the
+// browser both ways, a browser serves a file only it holds to another through the relay's
+// circuit, a reload resumes an upload, and a full store fails cleanly.
+
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+
+import {
+  launch,
+  openPage,
+  randomFile,
+  sha256File,
+  shardweb,
+  startRelay,
+  status,
+  tempDir,
+  until,
+  wwwWithHarness,
+} from './lib.mjs';
+
+/** A harness page with a started node in `window.node`. */
+async function harness(browser, relay, options = {}) {
+  const page = await openPage(browser, `${relay.url}/harness.html`);
+  await page.waitForFunction(() => window.ready === true);
+  await page.evaluate(async (opts) => {
+    window.node = await window.shardweb.Node.start({ relays: [opts.url], ...opts.options });
+  }, { url: relay.url, options });
+  return page;
+}
+
+/** Puts the file at `path` through the harness page's node; resolves to the result. */
+async function putFile(page, path, options = {}) {
+  await page.locator('#file').setInputFiles(path);
+  return page.evaluate(async (opts) => {
+    const file = document.getElementById('file').files[0];
+    try {
+      return await window.node.put(file, opts);
+    } catch (e) {
+      return { error: { code: e.code, message: e.message, name: e.name } };
+    }
+  }, options);
+}
+
+/** Gets a link through the harness page's node; resolves to the digest of its bytes. */
+function getLink(page, link) {
+  return page.evaluate(async (l) => {
+    try {
+      const { stream, name, size } = await window.node.get(l);
+      return { name, size, ...(await window.digestStream(stream)) };
+    } catch (e) {
+      return { error: { code: e.code, message: e.message } };
+    }
+  }, link);
+}
+
+test('the native CLI and the browser read each other’s files', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const browser = await launch(t);
+  const page = await harness(browser, relay);
+
+  const fromCli = join(dir, 'from-cli.bin');
+  const cliSha = randomFile(fromCli, 9_000_001);
+  const put = await shardweb(['put', fromCli, '--relay', relay.url, '--k', '3', '--m', '2']);
+  assert.equal(put.code, 0, put.stderr);
+  const got = await getLink(page, put.stdout.trim());
+  assert.deepEqual(got, { name: 'from-cli.bin', size: 9_000_001, sha256: cliSha });
+
+  const fromBrowser = join(dir, 'from-browser.bin');
+  const browserSha = randomFile(fromBrowser, 7_654_321);
+  const result = await putFile(page, fromBrowser);
+  assert.ok(result.link?.startsWith('shardweb:'), JSON.stringify(result));
+  assert.equal(result.url, `${relay.url}/#${result.link.slice('shardweb:'.length)}`);
+  const out = join(dir, 'out.bin');
+  const get = await shardweb(['get', result.url, '-o', out, '--relay', relay.url]);
+  assert.equal(get.code, 0, get.stderr);
+  assert.equal(await sha256File(out), browserSha);
+});
+
+test('a file only one browser holds reaches another browser through the relay circuit', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const browser = await launch(t);
+  const holder = await harness(browser, relay, { storeName: 'holder' });
+  await until('the holder to be reachable through the relay', () =>
+    holder.evaluate(async () => (await window.node.stats()).relays[0]?.reachableAt !== null),
+  );
+  const file = join(dir, 'only-here.bin');
+  const sha = randomFile(file, 6_000_000);
+  const result = await putFile(holder, file, { local: true, k: 2, m: 1 });
+  assert.ok(result.link, JSON.stringify(result));
+  assert.equal(await relay.metric('shardweb_shards_stored'), 0, 'the relay holds nothing of it');
+
+  const reader = await harness(browser, relay, { storeName: 'reader' });
+  const got = await getLink(reader, result.link);
+  assert.deepEqual(got, { name: 'only-here.bin', size: 6_000_000, sha256: sha });
+  const served = await holder.evaluate(async () => (await window.node.stats()).traffic);
+  assert.ok(served.served > 0 && served.bytesOut >= 6_000_000, JSON.stringify(served));
+  assert.equal(await relay.metric('shardweb_shards_stored'), 0);
+});
+
+test('a reload in the middle of an upload resumes it without sending again what was stored', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir);
+  const browser = await launch(t);
+  const size = 96 << 20;
+  const file = join(dir, 'big.bin');
+  const sha = randomFile(file, size);
+  const page = await openPage(browser, `${relay.url}/`);
+  await status(page, /^Ready/);
+  await page.getByTestId('file-input').setInputFiles(file);
+  // Six stripes of six shards stored: a third of the file.
+  await until('part of the upload to be stored', async () => (await relay.metric('shardweb_shards_stored')) >= 36, 120_000);
+  const before = await relay.metric('shardweb_bytes_in_total');
+  await page.reload();
+  assert.match(await status(page, /done$|^error/, 180_000), /^big\.bin uploaded: done$/, page.errors.join('\n'));
+  const link = (await page.getByTestId('share-link').textContent()).trim();
+
+  const wire = (size / 4 + 16) * 6; // (4, 2): every byte goes out as 1.5 bytes of shards.
+  const received = await relay.metric('shardweb_bytes_in_total');
+  // Only what was in flight at the reload (at most four stripes) may go out twice.
+  const window = 4 * 6 * ((4 << 20) / 4 + 16);
+  assert.ok(before > 0 && received <= wire + window, `received ${received}, file ${wire}, before reload ${before}`);
+
+  const out = join(dir, 'out.bin');
+  const get = await shardweb(['get', link, '-o', out, '--relay', relay.url]);
+  assert.equal(get.code, 0, get.stderr);
+  assert.equal(await sha256File(out), sha);
+});
+
+test('a full browser store rejects an upload with QUOTA_EXCEEDED and keeps nothing of it', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const browser = await launch(t);
+  const file = join(dir, 'too-big.bin');
+  randomFile(file, 24_000_000);
+
+  // The node's own limit.
+  const limited = await harness(browser, relay, { storeName: 'limited', maxStoreBytes: 10_000_000 });
+  const result = await putFile(limited, file);
+  assert.equal(result.error?.code, 'QUOTA_EXCEEDED', JSON.stringify(result));
+  assert.equal(result.error.name, 'QuotaExceededError');
+  const left = await limited.evaluate(async () => {
+    const stats = await window.node.stats();
+    return { bytes: stats.store.bytes, transfers: await window.node.transfers(), files: await window.node.files() };
+  });
+  assert.deepEqual(left, { bytes: 0, transfers: [], files: [] });
+
+  // The browser's own quota, as a site running out of disk meets it.
+  const page = await harness(browser, relay, { storeName: 'quota' });
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: relay.url, quotaSize: 40_000_000 });
+  const sent = await relay.metric('shardweb_shards_stored');
+  const refused = await putFile(page, file);
+  assert.equal(refused.error?.code, 'QUOTA_EXCEEDED', JSON.stringify(refused));
+  assert.ok((await relay.metric('shardweb_shards_stored')) > sent, `it failed part way through: ${JSON.stringify(refused)}`);
+  const after = await page.evaluate(async () => ({
+    bytes: (await window.node.stats()).store.bytes,
+    transfers: await window.node.transfers(),
+  }));
+  assert.deepEqual(after, { bytes: 0, transfers: [] });
+  // Within the quota, the same node still works.
+  const small = join(dir, 'small.bin');
+  randomFile(small, 1_000_000);
+  const ok = await putFile(page, small);
+  assert.ok(ok.link, JSON.stringify(ok));
+});
