@@ -54,10 +54,12 @@ setup_npm_dir() {
 }
 
 # npm packages the builds and tests use: TypeScript for the package, a js-libp2p peer for
-# interop, Playwright for the browser tests.
+# interop, Playwright for the browser tests, Vite for the packaging test.
 setup_npm() {
   setup_npm_dir web
   setup_npm_dir tests/interop
+  setup_npm_dir tests/browser
+  setup_npm_dir tests/browser/vite-app
 }
 
 setup_all() {

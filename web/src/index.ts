@@ -102,8 +102,12 @@ export class Node {
     const relays = options.relays ?? (typeof location === 'undefined' ? [] : [location.origin]);
     const first = relays[0];
     const pageUrl = options.pageUrl ?? (first === undefined ? '' : `${first.replace(/\/+$/, '')}/`);
-    const url = options.workerUrl ?? new URL('./worker.js', import.meta.url);
-    const node = new Node(new Worker(url, { type: 'module', name: 'shardweb' }), pageUrl);
+    // Written out in full so that bundlers (Vite, webpack) find the worker and bundle it.
+    const worker =
+      options.workerUrl === undefined
+        ? new Worker(new URL('./worker.js', import.meta.url), { type: 'module', name: 'shardweb' })
+        : new Worker(options.workerUrl, { type: 'module', name: 'shardweb' });
+    const node = new Node(worker, pageUrl);
     try {
       const started = (await node.#call('start', [
         {
