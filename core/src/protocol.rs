@@ -34,8 +34,42 @@ pub const MAX_ERROR_MESSAGE: usize = 256;
 pub trait Message: Sized {
     /// The frame for this message.
     fn encode(&self) -> Vec<u8>;
+    /// The frame in pieces to write one after another; large payloads are shared, not copied.
+    fn frame(&self) -> Frame {
+        Frame { pieces: Vec::new(), head: self.encode() }
+    }
     /// Parses a frame; shard and manifest bytes share `frame`'s allocation.
     fn decode(frame: bytes::Bytes) -> Result<Self, Error>;
+}
+
+/// A frame being built in pieces: fields go into small buffers, and every shard's bytes are a
+/// piece of their own, shared with the shard rather than copied.
+#[derive(Debug, Default)]
+pub struct Frame {
+    pieces: Vec<bytes::Bytes>,
+    head: Vec<u8>,
+}
+
+impl Frame {
+    fn shard(&mut self, bytes: &bytes::Bytes) {
+        if !self.head.is_empty() {
+            self.pieces.push(std::mem::take(&mut self.head).into());
+        }
+        self.pieces.push(bytes.clone());
+    }
+
+    /// The pieces in order.
+    pub fn into_pieces(mut self) -> Vec<bytes::Bytes> {
+        if !self.head.is_empty() {
+            self.pieces.push(self.head.into());
+        }
+        self.pieces
+    }
+
+    /// The whole frame in one buffer.
+    pub fn into_vec(self) -> Vec<u8> {
+        self.into_pieces().concat()
+    }
 }
 
 macro_rules! message {
@@ -51,7 +85,26 @@ macro_rules! message {
         }
     )*};
 }
-message!(ShardRequest, ShardResponse, ManifestRequest, ManifestResponse);
+message!(ManifestRequest, ManifestResponse);
+
+macro_rules! message_in_pieces {
+    ($($t:ty),*) => {$(
+        impl Message for $t {
+            fn encode(&self) -> Vec<u8> {
+                <$t>::encode(self)
+            }
+
+            fn frame(&self) -> Frame {
+                <$t>::frame(self)
+            }
+
+            fn decode(frame: bytes::Bytes) -> Result<Self, Error> {
+                <$t>::decode(frame)
+            }
+        }
+    )*};
+}
+message_in_pieces!(ShardRequest, ShardResponse);
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -93,7 +93,8 @@ pub async fn open(
     let mut holders = vec![Holder::Local];
     holders.extend(node.connected_relays().into_iter().map(Holder::Remote));
     holders.extend(others);
-    let mut download = Download::start(net, holders, &manifest, &link.key, WINDOW).await?;
+    let mut download =
+        Download::start(net, holders, &manifest, &link.key, WINDOW).await?.with_max_batch(1);
     if download.unlocated().is_some() {
         // Some stripe lacks holders among the relays: ask the DHT who else has the file.
         let found = node.peer.providers(link.manifest).await.unwrap_or_default();

@@ -25,7 +25,9 @@ use indexed_db_futures::KeyRange;
 use indexed_db_futures::database::Database;
 use indexed_db_futures::internals::SystemRepr;
 use indexed_db_futures::prelude::*;
-use indexed_db_futures::transaction::{Transaction, TransactionMode};
+use indexed_db_futures::transaction::{
+    Transaction, TransactionDurability, TransactionMode, TransactionOptions,
+};
 use js_sys::Uint8Array;
 use shardweb_core::{ManifestId, ShardId};
 use wasm_bindgen::{JsCast, JsValue};
@@ -155,6 +157,17 @@ impl IdbStore {
         self.db.transaction(stores.to_vec()).with_mode(mode).build().map_err(storage)
     }
 
+    fn relaxed_tx(&self, stores: &[&str]) -> Result<Transaction<'_>, NodeError> {
+        let mut options = TransactionOptions::new();
+        options.set_durability(TransactionDurability::Relaxed);
+        self.db
+            .transaction(stores.to_vec())
+            .with_mode(TransactionMode::Readwrite)
+            .with_options(options)
+            .build()
+            .map_err(storage)
+    }
+
     /// Stores a batch of shards in one transaction, verifying each against its id first.
     /// Returns, per shard, whether it was new. Fails whole (nothing written) on a mismatch, a
     /// full store, or a storage error.
@@ -166,7 +179,7 @@ impl IdbStore {
                 });
             }
         }
-        let tx = self.tx(&[SHARDS, META], TransactionMode::Readwrite)?;
+        let tx = self.relaxed_tx(&[SHARDS, META])?;
         let raw = raw_tx(&tx);
         let store = tx.object_store(SHARDS).map_err(storage)?;
         let meta = tx.object_store(META).map_err(storage)?;

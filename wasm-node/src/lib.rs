@@ -13,6 +13,8 @@ use wasm_bindgen::prelude::*;
 #[cfg(wasm_browser)]
 mod api;
 #[cfg(wasm_browser)]
+mod bench;
+#[cfg(wasm_browser)]
 mod download;
 #[cfg(wasm_browser)]
 pub mod error;
@@ -36,6 +38,8 @@ mod stats;
 mod upload;
 #[cfg(wasm_browser)]
 pub mod webcrypto;
+#[cfg(wasm_browser)]
+pub mod websocket;
 
 #[cfg(wasm_browser)]
 pub use api::WasmNode;

@@ -59,12 +59,23 @@ pub struct BrowserNet {
     pub(crate) counters: Rc<Counters>,
     /// Whether shards fetched from others are kept here.
     keep: Rc<Cell<bool>>,
+    /// Writes of fetched shards under way in the background.
+    keeping: Rc<Cell<usize>>,
 }
+
+/// Writes of fetched shards that may run behind the download before it waits for them.
+const KEEPS_IN_FLIGHT: usize = 2;
 
 impl BrowserNet {
     /// The network over `peer` and `store`.
     pub fn new(peer: Peer, store: Rc<IdbStore>, counters: Rc<Counters>) -> Self {
-        Self { peer, store, counters, keep: Rc::new(Cell::new(false)) }
+        Self {
+            peer,
+            store,
+            counters,
+            keep: Rc::new(Cell::new(false)),
+            keeping: Rc::new(Cell::new(0)),
+        }
     }
 
     /// The same network, keeping (or not) the shards it fetches. The setting is this clone's
@@ -73,8 +84,9 @@ impl BrowserNet {
         Self { keep: Rc::new(Cell::new(keep)), ..self.clone() }
     }
 
-    /// Keeps verified shards fetched from another peer; stops keeping (and says so) when the
-    /// store is full, without failing the download.
+    /// Keeps verified shards fetched from another peer, in the background while few writes
+    /// are under way; stops keeping (and says so) when the store is full, without failing the
+    /// download.
     async fn keep_fetched(&self, ids: &[ShardId], statuses: &[ShardStatus]) {
         if !self.keep.get() {
             return;
@@ -92,13 +104,24 @@ impl BrowserNet {
         if found.is_empty() {
             return;
         }
-        match self.store.put_shards(&found).await {
-            Ok(_) => {}
-            Err(NodeError::QuotaExceeded { detail }) => {
-                tracing::warn!(%detail, "the store is full: downloaded shards are no longer kept");
-                self.keep.set(false);
+        let (store, keep, keeping) =
+            (Rc::clone(&self.store), Rc::clone(&self.keep), Rc::clone(&self.keeping));
+        let write = async move {
+            keeping.set(keeping.get() + 1);
+            match store.put_shards(&found).await {
+                Ok(_) => {}
+                Err(NodeError::QuotaExceeded { detail }) => {
+                    tracing::warn!(%detail, "the store is full: downloaded shards are no longer kept");
+                    keep.set(false);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot keep downloaded shards"),
             }
-            Err(e) => tracing::warn!(error = %e, "cannot keep downloaded shards"),
+            keeping.set(keeping.get() - 1);
+        };
+        if self.keeping.get() < KEEPS_IN_FLIGHT {
+            wasm_bindgen_futures::spawn_local(write);
+        } else {
+            write.await;
         }
     }
 }

@@ -9,7 +9,7 @@ use js_sys::{Function, Promise, Reflect};
 use libp2p::core::transport::{OptionalTransport, Transport as _, upgrade};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, Swarm, noise, webrtc_websys, websocket_websys, yamux};
+use libp2p::{Multiaddr, PeerId, Swarm, noise, webrtc_websys, yamux};
 use shardweb_core::node::peer;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -60,7 +60,7 @@ pub fn swarm(key: Keypair, config: &peer::Config) -> Result<Swarm<peer::Behaviou
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_wasm_bindgen()
         .with_other_transport(|key| {
-            Ok(websocket_websys::Transport::default()
+            Ok(crate::websocket::Transport
                 .upgrade(upgrade::Version::V1Lazy)
                 .authenticate(noise::Config::new(key)?)
                 .multiplex(yamux::Config::default())

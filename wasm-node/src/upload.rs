@@ -2,9 +2,11 @@
 //! it, keep its shards here and send each once to a relay, recording every acknowledged stripe
 //! so that a reload resumes where the upload stopped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
+use bytes::Bytes;
+use futures::channel::oneshot;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use shardweb_core::codec::{Encoder, FileId, FileKey, Params, Segment, ShardId};
 use shardweb_core::manifest::FileMeta;
@@ -15,15 +17,15 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, Blob};
 
 use crate::error::{NodeError, describe};
-use crate::idb_store::FileRecord;
-use crate::net::Holder;
+use crate::idb_store::{FileRecord, IdbStore};
+use crate::net::{BrowserNet, Holder};
 use crate::node::Node;
 use crate::progress::Progress;
 use crate::webcrypto::WebSealer;
 
 /// Batches of shards in flight to relays at once: enough to keep a connection busy, few
 /// enough to keep the worker's memory bounded.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 12;
 
 /// What `put` may be told.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -158,12 +160,70 @@ pub struct PutResult {
     pub size: u64,
 }
 
-/// Reads bytes `start..end` of a blob into wasm memory.
-async fn read(blob: &Blob, start: u64, end: u64) -> Result<Vec<u8>, NodeError> {
-    let unreadable = |e: JsValue| NodeError::FileUnreadable { detail: describe(&e) };
+fn unreadable(e: JsValue) -> NodeError {
+    NodeError::FileUnreadable { detail: describe(&e) }
+}
+
+/// Starts reading bytes `start..end` of a blob: the browser reads while the node works on
+/// what it read before.
+fn start_read(blob: &Blob, start: u64, end: u64) -> Result<JsFuture, NodeError> {
     let slice = blob.slice_with_f64_and_f64(start as f64, end as f64).map_err(unreadable)?;
-    let buffer = JsFuture::from(slice.array_buffer()).await.map_err(unreadable)?;
-    Ok(Uint8Array::new(&buffer).to_vec())
+    Ok(JsFuture::from(slice.array_buffer()))
+}
+
+/// The bytes of a read, copied into wasm memory.
+async fn finish_read(read: JsFuture) -> Result<Vec<u8>, NodeError> {
+    Ok(Uint8Array::new(&read.await.map_err(unreadable)?).to_vec())
+}
+
+/// Writes of shards to this browser's store that run while the upload goes on, at most
+/// [`KEEPS_IN_FLIGHT`] at once.
+#[derive(Debug, Default)]
+struct Keeper {
+    pending: VecDeque<oneshot::Receiver<Result<(), NodeError>>>,
+}
+
+/// Stripes being written to this browser's store at once.
+const KEEPS_IN_FLIGHT: usize = 2;
+
+impl Keeper {
+    /// Starts writing `shards`, first waiting while too many writes are under way.
+    async fn keep(
+        &mut self,
+        store: &Rc<IdbStore>,
+        shards: Vec<(ShardId, Bytes)>,
+    ) -> Result<(), NodeError> {
+        while self.pending.len() >= KEEPS_IN_FLIGHT {
+            self.wait_one().await?;
+        }
+        let (done, rx) = oneshot::channel();
+        let store = Rc::clone(store);
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = done.send(store.put_shards(&shards).await.map(drop));
+        });
+        self.pending.push_back(rx);
+        Ok(())
+    }
+
+    async fn wait_one(&mut self) -> Result<(), NodeError> {
+        match self.pending.pop_front() {
+            Some(rx) => rx.await.unwrap_or(Err(NodeError::Stopped { what: "the upload" })),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for every write; the first error, after all have ended.
+    async fn finish(&mut self) -> Result<(), NodeError> {
+        let mut first = Ok(());
+        while !self.pending.is_empty() {
+            if let Err(e) = self.wait_one().await
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
 }
 
 fn check_running(node: &Node, signal: Option<&AbortSignal>) -> Result<(), NodeError> {
@@ -221,45 +281,20 @@ async fn upload(
         if holders.is_empty() {
             return Err(NodeError::NoRelays { detail: "no relay is connected".into() });
         }
-        Some(Upload::new(node.net.clone(), holders)?.with_in_flight(IN_FLIGHT))
+        Some(Upload::new(node.net.clone(), holders)?.with_in_flight(IN_FLIGHT).with_max_batch(1))
     };
     let mut progress = Progress::new(&state.id, "upload", Some(state.size), on_progress);
     let mut unacked: HashMap<u64, Vec<ShardId>> = HashMap::new();
-    let segment_size = state.params.segment_size() as u64;
-    let mut offset = 0;
-    let mut step = Step { node, state, recorded: &recorded, kept, unacked: &mut unacked };
-    loop {
-        check_running(node, signal)?;
-        let last = offset >= state.size;
-        let segments: Vec<Segment> = if last {
-            vec![encoder.last_segment()?]
-        } else {
-            let end = (offset + segment_size).min(state.size);
-            let chunk = read(&state.blob, offset, end).await?;
-            offset = end;
-            let mut input = &chunk[..];
-            let mut out = Vec::new();
-            while let Some(segment) = encoder.next_segment(&mut input)? {
-                out.push(segment);
-            }
-            out
-        };
-        for segment in segments {
-            let len = segment.data.len() as u64;
-            step.segment(&sealer, &mut encoder, upload.as_mut(), segment).await?;
-            progress.bytes += len;
-            if let Some(upload) = upload.as_ref() {
-                progress.wire = upload.wire_bytes();
-            }
-            progress.report(false);
-        }
-        if let Some(upload) = upload.as_mut() {
-            step.record_acks(upload).await?;
-        }
-        if last {
-            break;
-        }
-    }
+    let mut keeper = Keeper::default();
+    let mut step =
+        Step { node, state, recorded: &recorded, kept, unacked: &mut unacked, keeper: &mut keeper };
+    let result =
+        encode_and_send(&mut step, &sealer, &mut encoder, upload.as_mut(), &mut progress, signal)
+            .await;
+    // Whatever happened, no write to the store may outlive the upload.
+    let kept = step.keeper.finish().await;
+    result?;
+    kept?;
     if let Some(upload) = upload.as_mut() {
         upload.flush().await?;
         step.record_acks(upload).await?;
@@ -283,6 +318,57 @@ async fn upload(
     Ok(PutResult { link, name: state.name.clone(), size: state.size })
 }
 
+/// Reads the file slice by slice (the next read under way while this one is worked on) and
+/// seals, codes, keeps and sends every segment.
+async fn encode_and_send(
+    step: &mut Step<'_>,
+    sealer: &WebSealer,
+    encoder: &mut Encoder,
+    mut upload: Option<&mut Upload<BrowserNet>>,
+    progress: &mut Progress,
+    signal: Option<&AbortSignal>,
+) -> Result<(), NodeError> {
+    let (blob, size) = (&step.state.blob, step.state.size);
+    let segment_size = step.state.params.segment_size() as u64;
+    let mut offset = 0;
+    let mut next = (size > 0).then(|| start_read(blob, 0, segment_size.min(size))).transpose()?;
+    loop {
+        check_running(step.node, signal)?;
+        let segments = match next.take() {
+            Some(read) => {
+                let chunk = finish_read(read).await?;
+                offset += chunk.len() as u64;
+                if offset < size {
+                    next = Some(start_read(blob, offset, (offset + segment_size).min(size))?);
+                }
+                let mut input = &chunk[..];
+                let mut out = Vec::new();
+                while let Some(segment) = encoder.next_segment(&mut input)? {
+                    out.push(segment);
+                }
+                out
+            }
+            None => vec![encoder.last_segment()?],
+        };
+        let last = segments.last().is_some_and(|s| s.last);
+        for segment in segments {
+            let len = segment.data.len() as u64;
+            step.segment(sealer, encoder, upload.as_deref_mut(), segment).await?;
+            progress.bytes += len;
+            if let Some(upload) = upload.as_deref() {
+                progress.wire = upload.wire_bytes();
+            }
+            progress.report(false);
+        }
+        if let Some(upload) = upload.as_deref_mut() {
+            step.record_acks(upload).await?;
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
 /// One upload's per-segment work.
 struct Step<'a> {
     node: &'a Rc<Node>,
@@ -290,6 +376,7 @@ struct Step<'a> {
     recorded: &'a HashMap<u64, Vec<ShardId>>,
     kept: &'a mut Vec<ShardId>,
     unacked: &'a mut HashMap<u64, Vec<ShardId>>,
+    keeper: &'a mut Keeper,
 }
 
 impl Step<'_> {
@@ -299,7 +386,7 @@ impl Step<'_> {
         &mut self,
         sealer: &WebSealer,
         encoder: &mut Encoder,
-        upload: Option<&mut Upload<crate::net::BrowserNet>>,
+        upload: Option<&mut Upload<BrowserNet>>,
         segment: Segment,
     ) -> Result<(), NodeError> {
         let index = segment.index;
@@ -309,18 +396,24 @@ impl Step<'_> {
         let sealed = sealer.seal(index, segment.last, &segment.data).await?;
         drop(segment);
         let stripe = encoder.code_sealed(index, sealed)?;
-        if self.state.keep {
-            let pairs: Vec<_> =
-                stripe.ids.iter().copied().zip(stripe.shards.iter().cloned()).collect();
-            self.node.store.put_shards(&pairs).await?;
-            self.kept.extend_from_slice(&stripe.ids);
-        }
+        let shards: Vec<_> =
+            stripe.ids.iter().copied().zip(stripe.shards.iter().cloned()).collect();
         match upload {
             Some(upload) => {
+                if self.state.keep {
+                    // A copy here while the relays take theirs: written in the background.
+                    self.kept.extend_from_slice(&stripe.ids);
+                    self.keeper.keep(&self.node.store, shards).await?;
+                }
                 self.unacked.insert(index, stripe.ids.clone());
                 upload.send(stripe).await?;
             }
-            None => self.node.store.put_stripe(&self.state.id, index, &stripe.ids).await?,
+            None => {
+                // The only copy: stored before the stripe counts as done.
+                self.node.store.put_shards(&shards).await?;
+                self.kept.extend_from_slice(&stripe.ids);
+                self.node.store.put_stripe(&self.state.id, index, &stripe.ids).await?;
+            }
         }
         Ok(())
     }

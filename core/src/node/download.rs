@@ -73,6 +73,7 @@ pub struct Download<N: Network> {
     wire_bytes: u64,
     corrupt: u64,
     layout_stripes: u64,
+    max_batch: usize,
 }
 
 impl<N: Network + Clone + 'static> Download<N> {
@@ -99,9 +100,16 @@ impl<N: Network + Clone + 'static> Download<N> {
             wire_bytes: 0,
             corrupt: 0,
             layout_stripes: manifest.layout().stripes(),
+            max_batch: usize::MAX,
         };
         download.add_holders(holders).await;
         Ok(download)
+    }
+
+    /// The same download asking for at most `n` (≥ 1) shards per request (see
+    /// [`crate::node::Upload::with_max_batch`] for why smaller requests can be faster).
+    pub fn with_max_batch(self, n: usize) -> Self {
+        Self { max_batch: n.max(1), ..self }
     }
 
     /// Asks more holders which shards they have, and fetches from them too from now on.
@@ -254,7 +262,11 @@ impl<N: Network + Clone + 'static> Download<N> {
         }
         let mut batches: Vec<_> = batches.into_iter().collect();
         batches.sort_by_key(|((h, s), _)| (*s, *h));
-        for ((h, _), batch) in batches {
+        let max = self.max_batch;
+        let batches = batches.into_iter().flat_map(|((h, _), batch)| {
+            batch.chunks(max).map(|c| (h, c.to_vec())).collect::<Vec<_>>()
+        });
+        for (h, batch) in batches {
             let Some(peer) = self.holders.get(h).cloned() else { continue };
             let net = self.net.clone();
             let ids = batch.iter().map(|(_, _, id)| *id).collect();

@@ -39,6 +39,7 @@ pub struct Upload<N: Network> {
     holders: Vec<N::Peer>,
     in_flight: FuturesUnordered<LocalBoxFuture<'static, Result<(u64, u64), UploadError>>>,
     max_in_flight: usize,
+    max_batch: usize,
     wire_bytes: u64,
     /// Batches still in flight, per stripe.
     unacked: HashMap<u64, usize>,
@@ -57,6 +58,7 @@ impl<N: Network + Clone + 'static> Upload<N> {
             holders,
             in_flight: FuturesUnordered::new(),
             max_in_flight: DEFAULT_IN_FLIGHT,
+            max_batch: usize::MAX,
             wire_bytes: 0,
             unacked: HashMap::new(),
             acked: Vec::new(),
@@ -66,6 +68,14 @@ impl<N: Network + Clone + 'static> Upload<N> {
     /// The same upload with at most `n` (≥ 1) batches in flight.
     pub fn with_in_flight(self, n: usize) -> Self {
         Self { max_in_flight: n.max(1), ..self }
+    }
+
+    /// The same upload with at most `n` (≥ 1) shards per request. Each request is a stream of
+    /// its own, and a stream's flow-control window bounds what it has in flight: over a link
+    /// whose window updates are slow to come back (a browser's), more and smaller requests
+    /// keep more bytes moving.
+    pub fn with_max_batch(self, n: usize) -> Self {
+        Self { max_batch: n.max(1), ..self }
     }
 
     /// Shard bytes acknowledged by holders so far.
@@ -91,12 +101,17 @@ impl<N: Network + Clone + 'static> Upload<N> {
             }
         }
         let index = stripe.index;
-        let count = batches.iter().filter(|b| !b.is_empty()).count();
-        self.unacked.insert(index, count);
-        for (first, batch) in batches.into_iter().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
+        let max = self.max_batch;
+        let batches: Vec<(usize, Vec<(ShardId, Bytes)>)> = batches
+            .into_iter()
+            .enumerate()
+            .flat_map(|(first, batch)| {
+                let chunks: Vec<Vec<_>> = batch.chunks(max).map(<[_]>::to_vec).collect();
+                chunks.into_iter().map(move |chunk| (first, chunk))
+            })
+            .collect();
+        self.unacked.insert(index, batches.len());
+        for (first, batch) in batches {
             while self.in_flight.len() >= self.max_in_flight {
                 self.wait_one().await?;
             }

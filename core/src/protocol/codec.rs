@@ -13,8 +13,8 @@ use libp2p::StreamProtocol;
 use libp2p::request_response;
 
 use super::{
-    MANIFEST_PROTOCOL, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, Message, SHARD_PROTOCOL,
-    ShardRequest, ShardResponse,
+    Frame, MANIFEST_PROTOCOL, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, Message,
+    SHARD_PROTOCOL, ShardRequest, ShardResponse,
 };
 use crate::protocol;
 
@@ -57,8 +57,10 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Incom
     Ok(Ok(buf.into()))
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, frame: Vec<u8>) -> io::Result<()> {
-    io.write_all(&frame).await?;
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, frame: Frame) -> io::Result<()> {
+    for piece in frame.into_pieces() {
+        io.write_all(&piece).await?;
+    }
     io.close().await
 }
 
@@ -97,7 +99,7 @@ where
         io: &mut T,
         request: Self::Request,
     ) -> io::Result<()> {
-        write_frame(io, request.map_err(invalid)?.encode()).await
+        write_frame(io, request.map_err(invalid)?.frame()).await
     }
 
     async fn write_response<T: AsyncWrite + Unpin + Send>(
@@ -106,6 +108,6 @@ where
         io: &mut T,
         response: Self::Response,
     ) -> io::Result<()> {
-        write_frame(io, response.encode()).await
+        write_frame(io, response.frame()).await
     }
 }

@@ -13,7 +13,7 @@
 use bytes::Bytes;
 
 use super::{
-    Error, KIND_ERROR, MAX_SHARD_BYTES, Refusal, check_count, check_frame, decode_refusal,
+    Error, Frame, KIND_ERROR, MAX_SHARD_BYTES, Refusal, check_count, check_frame, decode_refusal,
     encode_refusal, finish, put_count, put_len,
 };
 use crate::codec::ShardId;
@@ -92,26 +92,29 @@ pub enum ShardResponse {
 impl ShardRequest {
     /// The frame for this request.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        self.frame().into_vec()
+    }
+
+    /// The frame for this request in pieces, sharing the shards' bytes.
+    pub fn frame(&self) -> Frame {
+        let mut f = Frame::default();
         match self {
             ShardRequest::Put(shards) => {
-                let size = shards.iter().map(|(_, b)| 36 + b.len()).sum::<usize>();
-                out.reserve(3 + size);
-                out.push(PUT);
-                put_count(&mut out, shards.len());
+                f.head.push(PUT);
+                put_count(&mut f.head, shards.len());
                 for (id, bytes) in shards {
-                    out.extend_from_slice(id.as_bytes());
-                    put_len(&mut out, bytes.len());
-                    out.extend_from_slice(bytes);
+                    f.head.extend_from_slice(id.as_bytes());
+                    put_len(&mut f.head, bytes.len());
+                    f.shard(bytes);
                 }
             }
             ShardRequest::Get(ids) | ShardRequest::Has(ids) => {
-                out.push(if matches!(self, ShardRequest::Get(_)) { GET } else { HAS });
-                put_count(&mut out, ids.len());
-                ids.iter().for_each(|id| out.extend_from_slice(id.as_bytes()));
+                f.head.push(if matches!(self, ShardRequest::Get(_)) { GET } else { HAS });
+                put_count(&mut f.head, ids.len());
+                ids.iter().for_each(|id| f.head.extend_from_slice(id.as_bytes()));
             }
         }
-        out
+        f
     }
 
     /// Parses a request frame; shard bytes share `frame`'s allocation.
@@ -147,44 +150,46 @@ impl ShardRequest {
 impl ShardResponse {
     /// The frame for this response.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        self.frame().into_vec()
+    }
+
+    /// The frame for this response in pieces, sharing the shards' bytes.
+    pub fn frame(&self) -> Frame {
+        let mut f = Frame::default();
+        let out = &mut f.head;
         match self {
             ShardResponse::Put(outcomes) => {
                 out.push(PUT_REPLY);
-                put_count(&mut out, outcomes.len());
+                put_count(out, outcomes.len());
                 out.extend(outcomes.iter().map(|o| outcome_byte(*o)));
             }
             ShardResponse::Get(statuses) => {
-                let size = statuses.iter().map(|s| match s {
-                    ShardStatus::Found(b) => 5 + b.len(),
-                    _ => 1,
-                });
-                out.reserve(3 + size.sum::<usize>());
                 out.push(GET_REPLY);
-                put_count(&mut out, statuses.len());
+                put_count(out, statuses.len());
                 for status in statuses {
                     match status {
-                        ShardStatus::Missing => out.push(0),
+                        ShardStatus::Missing => f.head.push(0),
                         ShardStatus::Found(bytes) => {
-                            out.push(1);
-                            put_len(&mut out, bytes.len());
-                            out.extend_from_slice(bytes);
+                            f.head.push(1);
+                            put_len(&mut f.head, bytes.len());
+                            f.shard(bytes);
                         }
-                        ShardStatus::Deferred => out.push(2),
+                        ShardStatus::Deferred => f.head.push(2),
                     }
                 }
+                return f;
             }
             ShardResponse::Has(held) => {
                 out.push(HAS_REPLY);
-                put_count(&mut out, held.len());
+                put_count(out, held.len());
                 for chunk in held.chunks(8) {
                     let bits = chunk.iter().enumerate().map(|(i, &h)| u8::from(h) << i);
                     out.push(bits.fold(0, |a, b| a | b));
                 }
             }
-            ShardResponse::Refused(refusal) => encode_refusal(&mut out, refusal),
+            ShardResponse::Refused(refusal) => encode_refusal(out, refusal),
         }
-        out
+        f
     }
 
     /// Parses a response frame; shard bytes share `frame`'s allocation.

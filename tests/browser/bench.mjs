@@ -1,0 +1,250 @@
+// The browser benchmark: the codec in Chromium beside the native one, upload and download of
+// a file through a local relay beside a plain fetch POST and GET of the same bytes to this
+// machine, and the worker's peak memory while a large file goes up. Every browser figure is
+// measured in one run of one Chromium, launched directly (not through Playwright, which slows
+// large fetch uploads many times over).
+//
+//   cargo build --release -p shardweb && ./scripts/build-web
+//   node tests/browser/bench.mjs [--mib 256] [--memory-mib 1024] [--no-native]
+
+import { spawn, spawnSync } from 'node:child_process';
+import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import { WebSocketServer } from 'ws';
+
+import { ROOT, WWW, startRelay, until } from './lib.mjs';
+
+// The worker's JS heap is read over the DevTools protocol, which needs a WebSocket client:
+// node 20 has one behind a flag.
+if (typeof WebSocket === 'undefined') {
+  const run = spawnSync(process.execPath, ['--experimental-websocket', ...process.argv.slice(1)], { stdio: 'inherit' });
+  process.exit(run.status ?? 1);
+}
+
+const { values } = parseArgs({
+  options: {
+    mib: { type: 'string', default: '256' },
+    'memory-mib': { type: 'string', default: '1024' },
+    'no-native': { type: 'boolean', default: false },
+  },
+});
+process.env.SHARDWEB_BIN ??= join(ROOT, 'target/release/shardweb');
+process.env.SHARDWEB_LOG ??= 'warn';
+
+const cleanups = [];
+const t = { after: (f) => cleanups.push(f) };
+const dir = mkdtempSync(join(tmpdir(), 'shardweb-bench-'));
+cleanups.push(() => rmSync(dir, { recursive: true, force: true, maxRetries: 5 }));
+
+function cors(res) {
+  res.setHeader('Access-Control-Allow-Origin', '*');
+  res.setHeader('Access-Control-Allow-Headers', '*');
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const server = createNetServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** The baseline endpoint (a sink for uploads, a source for downloads) and the results inbox. */
+function sinkServer(onResult) {
+  const server = createServer((req, res) => {
+    cors(res);
+    const url = new URL(req.url, 'http://x');
+    if (req.method === 'OPTIONS') return res.end();
+    if (url.pathname === '/sink') {
+      let n = 0;
+      req.on('data', (d) => (n += d.length));
+      req.on('end', () => res.end(String(n)));
+    } else if (url.pathname === '/source') {
+      let left = Number(url.searchParams.get('bytes'));
+      const chunk = Buffer.alloc(1 << 20, 7);
+      res.setHeader('Content-Length', String(left));
+      const pump = () => {
+        while (left > 0) {
+          const n = Math.min(left, chunk.length);
+          left -= n;
+          if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    } else if (url.pathname === '/result') {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        res.end();
+        onResult(JSON.parse(body));
+      });
+    } else {
+      res.statusCode = 404;
+      res.end();
+    }
+  });
+  // A WebSocket baseline: what the browser moves over a bare WebSocket, in 64 KiB messages.
+  const sockets = new WebSocketServer({ server });
+  sockets.on('connection', (ws, req) => {
+    const url = new URL(req.url, 'http://x');
+    const bytes = Number(url.searchParams.get('bytes'));
+    if (url.pathname === '/ws-sink') {
+      let n = 0;
+      ws.on('message', (d) => {
+        n += d.length;
+        if (n >= bytes) ws.send('done');
+      });
+    } else {
+      const chunk = Buffer.alloc(64 << 10, 7);
+      let left = bytes;
+      const pump = () => {
+        while (left > 0) {
+          ws.send(left >= chunk.length ? chunk : chunk.subarray(0, left));
+          left -= chunk.length;
+          if (ws.bufferedAmount > 8 << 20) return setTimeout(pump, 1);
+        }
+      };
+      pump();
+    }
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/**
+ * Follows the JS heap of every worker of the page over the DevTools protocol; `peak(from, to)`
+ * is the largest heap sampled between two times.
+ */
+async function heapMonitor(port) {
+  const version = await until('DevTools', async () => {
+    try {
+      return await (await fetch(`http://127.0.0.1:${port}/json/version`)).json();
+    } catch {
+      return null;
+    }
+  });
+  const ws = new WebSocket(version.webSocketDebuggerUrl);
+  await new Promise((r) => ws.addEventListener('open', r, { once: true }));
+  let id = 0;
+  const waiting = new Map();
+  const samples = [];
+  const workers = new Set();
+  const send = (method, params = {}, sessionId) =>
+    new Promise((resolve) => {
+      id += 1;
+      waiting.set(id, resolve);
+      ws.send(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }));
+    });
+  ws.addEventListener('message', ({ data }) => {
+    const message = JSON.parse(data);
+    if (message.id && waiting.has(message.id)) {
+      waiting.get(message.id)(message.result ?? {});
+      waiting.delete(message.id);
+    } else if (message.method === 'Target.attachedToTarget' && message.params.targetInfo.type === 'worker') {
+      workers.add(message.params.sessionId);
+    } else if (message.method === 'Target.detachedFromTarget') {
+      workers.delete(message.params.sessionId);
+    }
+  });
+  const page = await until('the benchmark page', async () =>
+    (await send('Target.getTargets')).targetInfos?.find((t) => t.type === 'page' && t.url.includes('bench.html')),
+  );
+  const { sessionId } = await send('Target.attachToTarget', { targetId: page.targetId, flatten: true });
+  await send('Target.setAutoAttach', { autoAttach: true, waitForDebuggerOnStart: false, flatten: true }, sessionId);
+  const timer = setInterval(async () => {
+    for (const worker of workers) {
+      const { usedSize } = await send('Runtime.getHeapUsage', {}, worker);
+      if (usedSize !== undefined) samples.push([Date.now(), usedSize]);
+    }
+  }, 100);
+  return {
+    peak: (from, to) => Math.max(0, ...samples.filter(([t]) => t >= from && t <= to).map(([, s]) => s)),
+    close() {
+      clearInterval(timer);
+      ws.close();
+    },
+  };
+}
+
+const fmt = (n) => (n === null || n === undefined ? 'n/a' : n.toFixed(0).padStart(6));
+const mib = (n) => (n === null || n === undefined ? 'n/a' : `${(n / 2 ** 20).toFixed(1)} MiB`);
+
+async function main() {
+  if (!values['no-native']) {
+    console.log('native codec (cargo bench -p shardweb-core):');
+    spawnSync('cargo', ['bench', '-p', 'shardweb-core', '--bench', 'codec'], { cwd: ROOT, stdio: 'inherit' });
+  }
+  const www = join(dir, 'www');
+  cpSync(WWW, www, { recursive: true });
+  cpSync(join(ROOT, 'tests/browser/bench'), join(www, 'bench'), { recursive: true });
+  const relay = await startRelay(t, dir, { www });
+
+  let finish;
+  let memoryStart = 0;
+  let monitor;
+  const finished = new Promise((resolve, reject) => (finish = { resolve, reject }));
+  const server = await sinkServer(({ kind, value }) => {
+    if (kind === 'codec') {
+      console.log('\nbrowser codec (Chromium, wasm simd128, one worker), MB/s of plaintext:');
+      for (const [params, stages] of Object.entries(value)) {
+        console.log(`  ${params}`);
+        for (const [stage, rate] of Object.entries(stages)) console.log(`    ${stage.padEnd(40)} ${fmt(rate)} MB/s`);
+      }
+    } else if (kind === 'transfer') {
+      const { baseline: b, shardweb: s, shardwebNoKeep: n } = value;
+      console.log(`\ntransfer of ${value.mib} MiB to a local relay, MB/s (plaintext bytes / wall time):`);
+      console.log(`  plain fetch POST / GET to this machine      ${fmt(b.upload)} / ${fmt(b.download)}`);
+      console.log(`  bare WebSocket up / down, 64 KiB messages   ${fmt(b.wsUpload)} / ${fmt(b.wsDownload)}`);
+      console.log(`  shardweb put / get (4, 2), keeping shards   ${fmt(s.upload)} / ${fmt(s.download)}   (${((100 * s.upload) / b.upload).toFixed(0)}% / ${((100 * s.download) / b.download).toFixed(0)}% of the baseline)`);
+      console.log(`  shardweb put / get (4, 2), keep: false      ${fmt(n.upload)} / ${fmt(n.download)}   (${((100 * n.upload) / b.upload).toFixed(0)}% / ${((100 * n.download) / b.download).toFixed(0)}% of the baseline)`);
+    } else if (kind === 'memory-start') {
+      memoryStart = Date.now();
+    } else if (kind === 'memory') {
+      const heap = monitor?.peak(memoryStart, Date.now()) ?? null;
+      console.log(`\nworker memory while ${value.mib} MiB goes up (${fmt(value.mbps)} MB/s, sampled every 200 ms):`);
+      console.log(`  peak wasm linear memory ${mib(value.wasm)}, peak JS heap ${mib(heap)}, together at most ${mib(value.wasm + heap)}`);
+    } else if (kind === 'error') {
+      finish.reject(new Error(value));
+    } else if (kind === 'done') {
+      finish.resolve();
+    }
+  });
+  cleanups.push(() => server.close());
+  const sink = `http://127.0.0.1:${server.address().port}`;
+  const page = `${relay.url}/bench/bench.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&memoryMib=${values['memory-mib']}`;
+  const devtools = await freePort();
+  const chromium = spawn(
+    process.env.CHROMIUM ?? '/usr/bin/chromium',
+    [
+      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--enable-precise-memory-info', `--user-data-dir=${join(dir, 'chromium')}`, `--remote-debugging-port=${devtools}`, page,
+    ],
+    { stdio: 'ignore' },
+  );
+  const exited = new Promise((resolve) => chromium.once('exit', resolve));
+  cleanups.push(async () => {
+    chromium.kill('SIGKILL');
+    await exited;
+  });
+  monitor = await heapMonitor(devtools);
+  cleanups.push(() => monitor.close());
+  const timeout = setTimeout(() => finish.reject(new Error('the benchmark did not finish in 20 minutes')), 20 * 60_000);
+  await finished;
+  clearTimeout(timeout);
+}
+
+main()
+  .catch((e) => {
+    console.error(`benchmark failed: ${e.message}`);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    for (const f of cleanups.reverse()) await f();
+  });

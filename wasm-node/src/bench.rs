@@ -1,0 +1,156 @@
+//! The browser codec's speed, measured where it runs: WebCrypto AES-GCM, Reed–Solomon and
+//! BLAKE3 alone, and the pipelines (seal + code + hash; verify + decode + open) over the same
+//! segments, interleaved round by round so that a busy machine slows all alike. The
+//! benchmark harness (`tests/browser/bench.mjs`) calls it in a worker.
+
+use bytes::Bytes;
+use js_sys::{Function, Object, Reflect};
+use reed_solomon_simd::ReedSolomonEncoder;
+use shardweb_core::codec::{Decoder, Encoder, FileId, FileKey, Layout, Params, SegmentCipher};
+use wasm_bindgen::prelude::*;
+
+use crate::error::NodeError;
+use crate::webcrypto::WebSealer;
+
+const SEGMENT: usize = 4 << 20;
+const SEGMENTS: usize = 8;
+
+fn now() -> f64 {
+    let performance =
+        Reflect::get(&js_sys::global(), &"performance".into()).unwrap_or(JsValue::UNDEFINED);
+    Reflect::get(&performance, &"now".into())
+        .ok()
+        .and_then(|f| f.dyn_into::<Function>().ok())
+        .and_then(|f| f.call0(&performance).ok())
+        .and_then(|t| t.as_f64())
+        .unwrap_or_else(js_sys::Date::now)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Pseudo-random bytes (xorshift): incompressible, and the same every run.
+fn data(len: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Measures `rounds` rounds at (k, m) with 4 MiB segments; resolves to `{ stage: MB/s }`.
+#[wasm_bindgen(js_name = benchCodec)]
+pub async fn bench_codec(k: usize, m: usize, rounds: usize) -> Result<JsValue, JsValue> {
+    run(k, m, rounds.max(1)).await.map_err(|e| e.to_js())
+}
+
+async fn run(k: usize, m: usize, rounds: usize) -> Result<JsValue, NodeError> {
+    let params = Params::new(k, m)?;
+    let key = FileKey::from_bytes([7; 32]);
+    let file_id = FileId([9; 16]);
+    let plain = data(SEGMENT * SEGMENTS);
+    let sealer = WebSealer::new(&key, file_id).await?;
+    let reference = SegmentCipher::new(&key, file_id);
+    let mb = (SEGMENT * SEGMENTS) as f64 / 1e6;
+    let names = [
+        "webcrypto seal",
+        "aes-gcm (software) seal",
+        "reed-solomon encode",
+        "blake3",
+        "seal + code + hash",
+        "verify + decode + open (data shards)",
+        "verify + decode + open (m lost)",
+    ];
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    for _ in 0..rounds {
+        let segments: Vec<&[u8]> = plain.chunks(SEGMENT).collect();
+        // WebCrypto alone.
+        let t = now();
+        for (i, s) in segments.iter().enumerate() {
+            sealer.seal(i as u64, false, s).await?;
+        }
+        samples[0].push(mb / ((now() - t) / 1000.0));
+        // Software AES-GCM in wasm, for comparison.
+        let t = now();
+        for (i, s) in segments.iter().enumerate().take(2) {
+            let mut buf = s.to_vec();
+            reference.seal(i as u64, false, &mut buf);
+        }
+        samples[1].push(mb / SEGMENTS as f64 * 2.0 / ((now() - t) / 1000.0));
+        // Reed–Solomon alone.
+        let len = SEGMENT.div_ceil(k) + (SEGMENT.div_ceil(k) & 1);
+        let mut rs =
+            ReedSolomonEncoder::new(k, m, len).map_err(shardweb_core::codec::Error::from)?;
+        let padded: Vec<u8> = {
+            let mut p = plain[..SEGMENT].to_vec();
+            p.resize(len * k, 0);
+            p
+        };
+        let t = now();
+        for _ in 0..SEGMENTS {
+            for shard in padded.chunks_exact(len) {
+                rs.add_original_shard(shard).map_err(shardweb_core::codec::Error::from)?;
+            }
+            rs.encode().map_err(shardweb_core::codec::Error::from)?;
+        }
+        samples[2].push(mb / ((now() - t) / 1000.0));
+        // BLAKE3 over as many bytes as the shards of the file.
+        let t = now();
+        for s in &segments {
+            std::hint::black_box(blake3::hash(s));
+        }
+        samples[3].push(mb / ((now() - t) / 1000.0));
+        // The upload pipeline, as the node runs it.
+        let t = now();
+        let mut encoder = Encoder::new(params, &key, file_id);
+        let mut input = &plain[..];
+        let mut stripes = Vec::new();
+        let mut pending = Vec::new();
+        while let Some(segment) = encoder.next_segment(&mut input)? {
+            pending.push(segment);
+        }
+        pending.push(encoder.last_segment()?);
+        for segment in pending {
+            let sealed = sealer.seal(segment.index, segment.last, &segment.data).await?;
+            stripes.push(encoder.code_sealed(segment.index, sealed)?);
+        }
+        let encoded = encoder.into_encoded()?;
+        samples[4].push(mb / ((now() - t) / 1000.0));
+        // The download pipeline, from data shards and with m shards of each stripe lost.
+        for (slot, lost) in [(5, 0), (6, m)] {
+            let t = now();
+            let layout = Layout::new(params, encoded.size);
+            let mut decoder = Decoder::new(
+                layout,
+                file_id,
+                encoded.shard_ids.clone(),
+                &key,
+                encoded.plaintext_hash,
+            )
+            .with_window(SEGMENTS + 1);
+            for stripe in &stripes {
+                for (i, shard) in stripe.shards.iter().enumerate().skip(lost).take(k) {
+                    decoder.add_shard(stripe.index, i, Bytes::clone(shard))?;
+                }
+            }
+            while !decoder.is_done() {
+                let sealed = decoder.decode_next_sealed()?;
+                let opened = sealer.open(&sealed).await?;
+                decoder.opened(&opened);
+            }
+            decoder.finish()?;
+            samples[slot].push(mb / ((now() - t) / 1000.0));
+        }
+    }
+    let out = Object::new();
+    for (name, s) in names.iter().zip(samples) {
+        let _ = Reflect::set(&out, &(*name).into(), &median(s).into());
+    }
+    Ok(out.into())
+}
