@@ -366,10 +366,25 @@ function wire() {
   });
 }
 
+/** Uploads a reload interrupted go on by themselves; downloads are offered again. */
 async function resumeUnfinished() {
+  const list = $('interrupted');
   for (const t of await node.transfers()) {
     if (t.kind === 'upload') {
       upload({ name: t.name, size: t.size }, t.id);
+    } else if (t.kind === 'download' && t.link) {
+      const li = document.createElement('li');
+      const open = document.createElement('button');
+      open.type = 'button';
+      open.textContent = 'Continue';
+      open.setAttribute('aria-label', `Continue downloading ${t.name}`);
+      open.addEventListener('click', () => {
+        location.hash = t.link.replace(/^shardweb:/, '');
+        li.remove();
+      });
+      li.append(`${t.name} (${bytes(t.size)}) `, open);
+      list.append(li);
+      list.hidden = false;
     }
   }
 }

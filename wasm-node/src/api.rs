@@ -60,6 +60,25 @@ fn object(fields: &[(&str, JsValue)]) -> JsValue {
     o.into()
 }
 
+fn put_result(done: upload::PutResult) -> JsValue {
+    object(&[
+        ("link", done.link.to_string().into()),
+        ("manifestId", done.link.manifest.to_string().into()),
+        ("name", done.name.into()),
+        ("size", (done.size as f64).into()),
+    ])
+}
+
+/// Runs an upload to the end; resolves to `{ link, manifestId, name, size }`.
+async fn run_upload(
+    node: &Rc<Node>,
+    state: UploadState,
+    options: &JsValue,
+) -> Result<JsValue, NodeError> {
+    let done = upload::run(node, state, function(options, "onProgress"), signal(options)).await?;
+    Ok(put_result(done))
+}
+
 fn promise<F>(f: F) -> Promise
 where
     F: std::future::Future<Output = Result<JsValue, NodeError>> + 'static,
@@ -104,15 +123,7 @@ impl WasmNode {
                 }
                 other => other?,
             }
-            let done =
-                upload::run(&node, state, function(&options_, "onProgress"), signal(&options_))
-                    .await?;
-            Ok(object(&[
-                ("link", done.link.to_string().into()),
-                ("manifestId", done.link.manifest.to_string().into()),
-                ("name", done.name.into()),
-                ("size", (done.size as f64).into()),
-            ]))
+            run_upload(&node, state, &options_).await
         })
     }
 
@@ -130,15 +141,7 @@ impl WasmNode {
                 .await?
                 .ok_or(NodeError::NoSuchTransfer { id: id.clone() })?;
             let state = UploadState::from_js(&record)?;
-            let done =
-                upload::run(&node, state, function(&options_, "onProgress"), signal(&options_))
-                    .await?;
-            Ok(object(&[
-                ("link", done.link.to_string().into()),
-                ("manifestId", done.link.manifest.to_string().into()),
-                ("name", done.name.into()),
-                ("size", (done.size as f64).into()),
-            ]))
+            run_upload(&node, state, &options_).await
         })
     }
 

@@ -29,7 +29,16 @@ import type {
   Transfer,
 } from './types.js';
 
-export * from './errors.js';
+export {
+  BadLinkError,
+  NoRelaysError,
+  NotEnoughShardsError,
+  NotFoundError,
+  QuotaExceededError,
+  ShardwebError,
+  WrongKeyError,
+} from './errors.js';
+export type { ErrorCode } from './errors.js';
 export type * from './types.js';
 
 interface Pending {
