@@ -349,19 +349,40 @@ fn tempfile_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
         .with_context(|| format!("cannot write in {}", dir.display()))
 }
 
+/// Writes the plaintext on a thread of its own, so that writing overlaps fetching, verifying
+/// and opening the next segments; two segments wait at most between them.
 async fn write_all(
     download: &mut Download<Peer>,
-    mut file: &std::fs::File,
+    file: &std::fs::File,
     size: u64,
 ) -> anyhow::Result<()> {
     use std::io::Write;
+    let mut file = file.try_clone()?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        while let Some(segment) = rx.blocking_recv() {
+            file.write_all(&segment)?;
+        }
+        Ok(())
+    });
     let bar = progress_bar(size, "downloading");
     let mut done = 0u64;
-    while let Some(segment) = download.next_segment().await? {
-        file.write_all(&segment)?;
-        done += segment.len() as u64;
-        bar.set_position(done);
+    let fetched = async {
+        while let Some(segment) = download.next_segment().await? {
+            done += segment.len() as u64;
+            // A send fails only when the writer stopped on an error, reported below.
+            if tx.send(segment).await.is_err() {
+                break;
+            }
+            bar.set_position(done);
+        }
+        anyhow::Ok(())
     }
+    .await;
+    drop(tx);
+    let written = writer.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))?;
+    written.context("cannot write the file")?;
+    fetched?;
     bar.finish_and_clear();
     Ok(())
 }

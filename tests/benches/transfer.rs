@@ -5,7 +5,8 @@
 //! ```sh
 //! cargo build --release -p shardweb && cargo bench -p shardweb-tests --bench transfer
 //! ```
-//! `SHARDWEB_BENCH_MIB` sets the file size (default 1024).
+//! `SHARDWEB_BENCH_MIB` sets the file size (default 1024), `SHARDWEB_BENCH_ROUNDS` the number
+//! of rounds (default 3), each of which runs all four transfers.
 
 use std::fs;
 use std::io::Write;
@@ -22,39 +23,59 @@ use shardweb_tests::{Relay, binary};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn main() {
-    let mib: usize =
-        std::env::var("SHARDWEB_BENCH_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
+    let env = |name: &str, default: usize| {
+        std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+    };
+    let mib = env("SHARDWEB_BENCH_MIB", 1024);
+    let rounds = env("SHARDWEB_BENCH_ROUNDS", 3).max(1);
     let dir = tempfile::tempdir_in(".").expect("temp dir");
     let file = dir.path().join("in.bin");
     write_random(&file, mib << 20);
     let bytes = (mib << 20) as f64;
     let rate = |d: Duration| bytes / d.as_secs_f64() / 1e6;
-    println!("shardweb transfer benchmark: {mib} MiB file, loopback, release build");
-
-    let (up, down) = plain_http(dir.path(), &file);
-    println!("  plain HTTP upload (axum, streamed to disk)   {:>8.0} MB/s", rate(up));
-    println!("  plain HTTP download (axum, streamed)         {:>8.0} MB/s", rate(down));
+    println!(
+        "shardweb transfer benchmark: {mib} MiB file, loopback, release build, \
+         median of {rounds} interleaved rounds"
+    );
 
     let relay = Relay::start(
         &dir.path().join("relay"),
         &["--max-storage", "1000000000000", "--max-storage-per-peer", "1000000000000"],
     );
     let url = relay.url();
-    let (put_time, put_rss, link) =
-        timed(dir.path(), &["put", file.to_str().unwrap_or_default(), "--relay", &url]);
-    let (get_time, get_rss, _) =
-        timed(dir.path(), &["get", link.trim(), "-o", "out.bin", "--relay", &url]);
+    let (mut up, mut down, mut put, mut get) = (vec![], vec![], vec![], vec![]);
+    let (mut put_rss, mut get_rss, mut same) = (0, 0, true);
+    for _ in 0..rounds {
+        let (u, d) = plain_http(dir.path(), &file);
+        up.push(u);
+        down.push(d);
+        let _ = fs::remove_file(dir.path().join("plain.bin"));
+        let _ = fs::remove_file(dir.path().join("plain-out.bin"));
+
+        let file_arg = file.to_str().unwrap_or_default();
+        let (time, rss, link) = timed(dir.path(), &["put", file_arg, "--relay", &url]);
+        put.push(time);
+        put_rss = put_rss.max(rss);
+        let (time, rss, _) =
+            timed(dir.path(), &["get", link.trim(), "-o", "out.bin", "--relay", &url]);
+        get.push(time);
+        get_rss = get_rss.max(rss);
+        same &= files_equal(&file, &dir.path().join("out.bin"));
+        let _ = fs::remove_file(dir.path().join("out.bin"));
+    }
     let relay_rss = relay.pid().and_then(peak_rss).unwrap_or(0);
-    let same = files_equal(&file, &dir.path().join("out.bin"));
+    let (up, down, put, get) = (median(up), median(down), median(put), median(get));
+    println!("  plain HTTP upload (axum, streamed to disk)   {:>8.0} MB/s", rate(up));
+    println!("  plain HTTP download (axum, streamed)         {:>8.0} MB/s", rate(down));
     println!(
         "  shardweb put (4, 2)                          {:>8.0} MB/s  {:>5.0} % of plain",
-        rate(put_time),
-        100.0 * up.as_secs_f64() / put_time.as_secs_f64()
+        rate(put),
+        100.0 * up.as_secs_f64() / put.as_secs_f64()
     );
     println!(
         "  shardweb get (4, 2)                          {:>8.0} MB/s  {:>5.0} % of plain",
-        rate(get_time),
-        100.0 * down.as_secs_f64() / get_time.as_secs_f64()
+        rate(get),
+        100.0 * down.as_secs_f64() / get.as_secs_f64()
     );
     println!(
         "  peak RSS: put client {} MiB, get client {} MiB, relay {} MiB",
@@ -62,7 +83,12 @@ fn main() {
         get_rss >> 10,
         relay_rss >> 10
     );
-    println!("  bytes identical after the round trip: {same}");
+    println!("  bytes identical after every round trip: {same}");
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
 }
 
 fn write_random(path: &Path, len: usize) {
@@ -99,7 +125,7 @@ fn timed(dir: &Path, args: &[&str]) -> (Duration, u64, String) {
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("run shardweb");
     let pid = child.id();
@@ -110,7 +136,11 @@ fn timed(dir: &Path, args: &[&str]) -> (Duration, u64, String) {
     }
     let elapsed = start.elapsed();
     let out = child.wait_with_output().expect("shardweb output");
-    assert!(out.status.success(), "shardweb {args:?} failed");
+    assert!(
+        out.status.success(),
+        "shardweb {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (elapsed, rss, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
