@@ -213,13 +213,23 @@ async function saver() {
   return (await answered) ? worker : null;
 }
 
-/** Saves a stream to disk through the service worker, so that it never sits in memory. */
-function saveStreamed(worker, result, stream) {
+/**
+ * Saves a stream to disk through the service worker, so that it never sits in memory. The
+ * download frame opens only once the worker holds the stream: its request could otherwise
+ * reach the worker before the stream does.
+ */
+async function saveStreamed(worker, result, stream) {
   const id = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  const channel = new MessageChannel();
+  const held = new Promise((resolve) => {
+    channel.port1.onmessage = () => resolve(true);
+    setTimeout(() => resolve(false), 10_000);
+  });
   worker.postMessage(
     { type: 'shardweb-download', id, name: result.name, size: result.size, mime: result.type, stream },
-    [stream],
+    [stream, channel.port2],
   );
+  if (!(await held)) throw new Error('The browser did not take the download: reload the page and try again.');
   const frame = document.createElement('iframe');
   frame.hidden = true;
   frame.title = 'download';
@@ -254,10 +264,18 @@ async function download() {
   try {
     // The pipe through a transform stream reports the download's errors here, whoever reads.
     const { readable, writable } = new TransformStream();
-    const piped = result.stream.pipeTo(writable);
-    const worker = await saver();
-    if (worker) saveStreamed(worker, result, readable);
-    else await saveCollected(result, readable);
+    const stop = new AbortController();
+    const piped = result.stream.pipeTo(writable, { signal: stop.signal });
+    try {
+      const worker = await saver();
+      if (worker) await saveStreamed(worker, result, readable);
+      else await saveCollected(result, readable);
+    } catch (e) {
+      // Nothing will read the file: stop fetching it.
+      stop.abort(e);
+      piped.catch(() => {});
+      throw e;
+    }
     await piped;
     await finished;
     $('download-progress').value = 1;

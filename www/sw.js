@@ -12,6 +12,8 @@ self.addEventListener('message', (event) => {
     event.ports[0]?.postMessage({ type: 'shardweb-pong' });
   } else if (data?.type === 'shardweb-download' && data.stream instanceof ReadableStream) {
     downloads.set(data.id, data);
+    // The page opens the download once told that the stream is here.
+    event.ports[0]?.postMessage({ type: 'shardweb-held', id: data.id });
     // A download not claimed within a minute is dropped.
     setTimeout(() => downloads.delete(data.id), 60_000);
   }

@@ -322,6 +322,7 @@ pub fn serve_shards(
                 .map(|id| match store.get_shard(id) {
                     Ok(Some(bytes)) if bytes.len() <= budget => {
                         budget -= bytes.len();
+                        tracing::debug!(%peer, shard = %id, "serving shard");
                         metrics
                             .bytes_out
                             .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);

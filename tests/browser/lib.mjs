@@ -26,10 +26,11 @@ const CHROMIUM_ARGS = [
   '--no-first-run',
 ];
 
-/** A fresh temporary directory, removed by `cleanup`. */
+/** A fresh temporary directory, removed when the test ends unless SHARDWEB_KEEP_TEMP is set. */
 export function tempDir(t) {
   const dir = mkdtempSync(join(tmpdir(), 'shardweb-browser-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  if (process.env.SHARDWEB_KEEP_TEMP) t.diagnostic(`keeping ${dir}`);
+  else t.after(() => rmSync(dir, { recursive: true, force: true }));
   return dir;
 }
 

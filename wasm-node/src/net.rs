@@ -104,10 +104,12 @@ impl BrowserNet {
         if found.is_empty() {
             return;
         }
-        let (store, keep, keeping) =
-            (Rc::clone(&self.store), Rc::clone(&self.keep), Rc::clone(&self.keeping));
+        // Counted before it is spawned, so that several replies in one turn do not all go to
+        // the background; uncounted when done or dropped.
+        let counted = Counted::new(&self.keeping);
+        let (store, keep) = (Rc::clone(&self.store), Rc::clone(&self.keep));
         let write = async move {
-            keeping.set(keeping.get() + 1);
+            let _counted = counted;
             match store.put_shards(&found).await {
                 Ok(_) => {}
                 Err(NodeError::QuotaExceeded { detail }) => {
@@ -116,13 +118,28 @@ impl BrowserNet {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot keep downloaded shards"),
             }
-            keeping.set(keeping.get() - 1);
         };
-        if self.keeping.get() < KEEPS_IN_FLIGHT {
+        if self.keeping.get() <= KEEPS_IN_FLIGHT {
             wasm_bindgen_futures::spawn_local(write);
         } else {
             write.await;
         }
+    }
+}
+
+/// One unit of a counter, from its creation until it is dropped.
+struct Counted(Rc<Cell<usize>>);
+
+impl Counted {
+    fn new(counter: &Rc<Cell<usize>>) -> Self {
+        counter.set(counter.get() + 1);
+        Self(Rc::clone(counter))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
     }
 }
 
