@@ -198,19 +198,24 @@ async function openLink(link, again = false) {
   }
 }
 
+/** Posts `message` to the service worker with a reply port; whether it answers within `ms`. */
+function answers(worker, message, transfer, ms) {
+  const channel = new MessageChannel();
+  const answered = new Promise((resolve) => {
+    channel.port1.onmessage = () => resolve(true);
+    setTimeout(() => resolve(false), ms);
+  });
+  worker.postMessage(message, [...transfer, channel.port2]);
+  return answered;
+}
+
 /** The service worker that saves streams, if one answers. */
 async function saver() {
   if (!navigator.serviceWorker) return null;
   const registration = await Promise.race([navigator.serviceWorker.ready, new Promise((r) => setTimeout(r, 3000))]);
   const worker = navigator.serviceWorker.controller ?? registration?.active;
   if (!worker) return null;
-  const channel = new MessageChannel();
-  const answered = new Promise((resolve) => {
-    channel.port1.onmessage = () => resolve(true);
-    setTimeout(() => resolve(false), 3000);
-  });
-  worker.postMessage({ type: 'shardweb-ping' }, [channel.port2]);
-  return (await answered) ? worker : null;
+  return (await answers(worker, { type: 'shardweb-ping' }, [], 3000)) ? worker : null;
 }
 
 /**
@@ -220,16 +225,8 @@ async function saver() {
  */
 async function saveStreamed(worker, result, stream) {
   const id = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
-  const channel = new MessageChannel();
-  const held = new Promise((resolve) => {
-    channel.port1.onmessage = () => resolve(true);
-    setTimeout(() => resolve(false), 10_000);
-  });
-  worker.postMessage(
-    { type: 'shardweb-download', id, name: result.name, size: result.size, mime: result.type, stream },
-    [stream, channel.port2],
-  );
-  if (!(await held)) throw new Error('The browser did not take the download: reload the page and try again.');
+  const message = { type: 'shardweb-download', id, name: result.name, size: result.size, mime: result.type, stream };
+  if (!(await answers(worker, message, [stream], 10_000))) throw new Error('The browser did not take the download: reload the page and try again.');
   const frame = document.createElement('iframe');
   frame.hidden = true;
   frame.title = 'download';
