@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod config;
+pub mod direct;
 pub mod http;
 pub mod identity;
 pub mod metrics;

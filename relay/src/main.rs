@@ -17,7 +17,7 @@ use shardweb_core::node::{Download, DownloadError, Upload, fetch_manifest};
 use shardweb_core::{Link, Manifest};
 use shardweb_relay::client::{Client, http_get, output_path, relay_info};
 use shardweb_relay::config::Config;
-use shardweb_relay::{http, node};
+use shardweb_relay::{direct, http, node};
 
 const DEFAULT_RELAY: &str = "http://127.0.0.1:8080";
 
@@ -330,7 +330,8 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
     let path = output_path(out, &download.info().meta.name);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir)?;
-    let result = write_all(&mut download, tmp.as_file(), manifest.layout().size()).await;
+    let result =
+        write_all(&mut download, tmp.as_file(), tmp.path(), manifest.layout().size()).await;
     match result {
         Ok(()) => {
             tmp.as_file().sync_all()?;
@@ -350,20 +351,21 @@ fn tempfile_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
 }
 
 /// Writes the plaintext on a thread of its own, so that writing overlaps fetching, verifying
-/// and opening the next segments; two segments wait at most between them.
+/// and opening the next segments; two segments wait at most between them. The file at `path`
+/// is written past the page cache where the file system allows it (see `direct`).
 async fn write_all(
     download: &mut Download<Peer>,
     file: &std::fs::File,
+    path: &Path,
     size: u64,
 ) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut file = file.try_clone()?;
+    let mut out = direct::Writer::new(file.try_clone()?, path);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
         while let Some(segment) = rx.blocking_recv() {
-            file.write_all(&segment)?;
+            out.write_all(&segment)?;
         }
-        Ok(())
+        out.finish().map(drop)
     });
     let bar = progress_bar(size, "downloading");
     let mut done = 0u64;

@@ -12,7 +12,7 @@
 //! and reported as corrupt so that the caller fetches it elsewhere.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use shardweb_core::{Manifest, ManifestId, ShardId};
+
+use crate::direct;
 
 /// shard id → (owner, length in bytes)
 const SHARDS: TableDefinition<&[u8], (&[u8], u64)> = TableDefinition::new("shards");
@@ -339,7 +341,7 @@ impl DiskStore {
         if !self.has_shard(id)? {
             return Ok(None);
         }
-        let bytes = match fs::read(self.shard_path(id)) {
+        let bytes = match direct::read(&self.shard_path(id)) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 self.remove_shard(id)?;
@@ -353,7 +355,7 @@ impl DiskStore {
             self.remove_shard(id)?;
             return Err(Error::Corrupt { id: *id });
         }
-        Ok(Some(Bytes::from(bytes)))
+        Ok(Some(bytes))
     }
 
     /// Removes a shard and refunds its owner. Removing a shard not held does nothing.
@@ -450,9 +452,9 @@ impl DiskStore {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| {
-            let mut file = File::create(&tmp)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
+            let mut writer = direct::Writer::new(File::create(&tmp)?, &tmp);
+            writer.write_all(bytes)?;
+            writer.finish()?.sync_all()?;
             fs::rename(&tmp, path)
         })();
         if result.is_err() {
