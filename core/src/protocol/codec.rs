@@ -6,6 +6,7 @@
 
 use std::io;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -49,26 +50,44 @@ impl<Req, Resp> Clone for FrameCodec<Req, Resp> {
 
 /// Reads one frame of at most [`MAX_FRAME_BYTES`]; `Err(TooLarge)` past that.
 ///
-/// Reads go through one small buffer and are appended to the frame, which costs one copy;
-/// `read_to_end` would zero every growth of a frame of megabytes first, then move it.
+/// Reads land in the frame's own buffer, a piece of [`READ_CHUNK`] at a time (zeroed just
+/// before it is read into, while it is in cache). The buffer starts at the size of the last
+/// large frame read, so that a run of batches of shards does not move each frame as it grows;
+/// a frame that turns out small gives the spare room back.
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Incoming<Bytes>> {
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let mut buf = Vec::new();
+    // One byte over the hint: a frame as large as the last ends without growing the buffer
+    // for the read that finds the end of the stream.
+    let hint = FRAME_HINT.load(Ordering::Relaxed).clamp(READ_CHUNK, MAX_FRAME_BYTES) + 1;
+    let mut buf = Vec::with_capacity(hint);
     loop {
-        let n = io.read(&mut chunk).await?;
+        let len = buf.len();
+        if len == buf.capacity() {
+            buf.reserve((2 * len).min(MAX_FRAME_BYTES + 1) - len);
+        }
+        buf.resize(len + (buf.capacity() - len).min(READ_CHUNK), 0);
+        let n = io.read(buf.get_mut(len..).unwrap_or_default()).await?;
+        buf.truncate(len + n);
         if n == 0 {
-            return Ok(Ok(buf.into()));
+            break;
         }
-        if buf.len() + n > MAX_FRAME_BYTES {
-            let len = buf.len() + n;
-            return Ok(Err(protocol::Error::TooLarge { len, max: MAX_FRAME_BYTES }));
+        if buf.len() > MAX_FRAME_BYTES {
+            return Ok(Err(protocol::Error::TooLarge { len: buf.len(), max: MAX_FRAME_BYTES }));
         }
-        buf.extend_from_slice(chunk.get(..n).unwrap_or_default());
     }
+    if buf.len() >= READ_CHUNK {
+        FRAME_HINT.store(buf.len(), Ordering::Relaxed);
+    }
+    if buf.len() < buf.capacity() / 2 {
+        buf.shrink_to_fit();
+    }
+    Ok(Ok(buf.into()))
 }
 
-/// The buffer [`read_frame`] reads through.
+/// The most a frame reads in one call.
 const READ_CHUNK: usize = 64 << 10;
+
+/// The size of the last frame of at least [`READ_CHUNK`] read in this process.
+static FRAME_HINT: AtomicUsize = AtomicUsize::new(0);
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, frame: Frame) -> io::Result<()> {
     for piece in frame.into_pieces() {
@@ -122,5 +141,32 @@ where
         response: Self::Response,
     ) -> io::Result<()> {
         write_frame(io, response.frame()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn read(bytes: &[u8]) -> Incoming<Bytes> {
+        futures::executor::block_on(read_frame(&mut futures::io::Cursor::new(bytes)))
+            .expect("a cursor does not fail")
+    }
+
+    /// Frames of every size relative to the last one (the size the buffer starts at) arrive
+    /// whole, and one byte over the limit is refused.
+    #[test]
+    fn frames_arrive_whole_whatever_came_before() {
+        for len in [0, 1, READ_CHUNK, 3 << 20, 10, 3 << 20, (3 << 20) + 1, 5 << 20, 70_000] {
+            let bytes = frame(len);
+            assert_eq!(read(&bytes).expect("within the limit"), bytes, "{len} bytes");
+        }
+        let err = read(&frame(MAX_FRAME_BYTES + 1)).expect_err("over the limit");
+        assert!(matches!(err, protocol::Error::TooLarge { max: MAX_FRAME_BYTES, .. }));
+        assert_eq!(read(&frame(MAX_FRAME_BYTES)).expect("at the limit").len(), MAX_FRAME_BYTES);
     }
 }
