@@ -2,6 +2,12 @@
 //! beside a plain HTTP upload and download of the same bytes to a local axum endpoint, in one
 //! run, with the peak resident memory of the client and the relay.
 //!
+//! The plain transfers run twice: writing through the page cache (what a plain server does),
+//! and past it (`O_DIRECT`, as the relay writes shards and `get` writes files; see
+//! `shardweb_relay::direct`). On a virtual machine whose host takes back free guest memory,
+//! page-cache writes swing with how much recently freed memory there is to reuse; the second
+//! pair is the steadier reference.
+//!
 //! ```sh
 //! cargo build --release -p shardweb && cargo bench -p shardweb-tests --bench transfer
 //! ```
@@ -10,7 +16,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,13 +50,21 @@ fn main() {
     );
     let url = relay.url();
     let (mut up, mut down, mut put, mut get) = (vec![], vec![], vec![], vec![]);
+    let (mut up_direct, mut down_direct) = (vec![], vec![]);
     let (mut put_rss, mut get_rss, mut same) = (0, 0, true);
     for _ in 0..rounds {
-        let (u, d) = plain_http(dir.path(), &file);
-        up.push(u);
-        down.push(d);
-        let _ = fs::remove_file(dir.path().join("plain.bin"));
-        let _ = fs::remove_file(dir.path().join("plain-out.bin"));
+        for direct in [false, true] {
+            let (u, d) = plain_http(dir.path(), &file, direct);
+            if direct {
+                up_direct.push(u);
+                down_direct.push(d);
+            } else {
+                up.push(u);
+                down.push(d);
+            }
+            let _ = fs::remove_file(dir.path().join("plain.bin"));
+            let _ = fs::remove_file(dir.path().join("plain-out.bin"));
+        }
 
         let file_arg = file.to_str().unwrap_or_default();
         let (time, rss, link) = timed(dir.path(), &["put", file_arg, "--relay", &url]);
@@ -65,17 +79,23 @@ fn main() {
     }
     let relay_rss = relay.pid().and_then(peak_rss).unwrap_or(0);
     let (up, down, put, get) = (median(up), median(down), median(put), median(get));
+    let (up_direct, down_direct) = (median(up_direct), median(down_direct));
+    let share = |base: Duration, ours: Duration| 100.0 * base.as_secs_f64() / ours.as_secs_f64();
     println!("  plain HTTP upload (axum, streamed to disk)   {:>8.0} MB/s", rate(up));
     println!("  plain HTTP download (axum, streamed)         {:>8.0} MB/s", rate(down));
+    println!("  plain HTTP upload, past the page cache       {:>8.0} MB/s", rate(up_direct));
+    println!("  plain HTTP download, past the page cache     {:>8.0} MB/s", rate(down_direct));
     println!(
-        "  shardweb put (4, 2)                          {:>8.0} MB/s  {:>5.0} % of plain",
+        "  shardweb put (4, 2)                          {:>8.0} MB/s  {:>5.0} % of plain, {:.0} % past the cache",
         rate(put),
-        100.0 * up.as_secs_f64() / put.as_secs_f64()
+        share(up, put),
+        share(up_direct, put)
     );
     println!(
-        "  shardweb get (4, 2)                          {:>8.0} MB/s  {:>5.0} % of plain",
+        "  shardweb get (4, 2)                          {:>8.0} MB/s  {:>5.0} % of plain, {:.0} % past the cache",
         rate(get),
-        100.0 * down.as_secs_f64() / get.as_secs_f64()
+        share(down, get),
+        share(down_direct, get)
     );
     println!(
         "  peak RSS: put client {} MiB, get client {} MiB, relay {} MiB",
@@ -151,15 +171,16 @@ fn peak_rss(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Upload and download `file` through a plain axum endpoint that streams to and from disk.
-fn plain_http(dir: &Path, file: &Path) -> (Duration, Duration) {
+/// Upload and download `file` through a plain axum endpoint that streams to and from disk;
+/// with `direct`, both ends write their file past the page cache.
+fn plain_http(dir: &Path, file: &Path, direct: bool) -> (Duration, Duration) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let stored = dir.join("plain.bin");
         let app = Router::new()
             .route("/upload", post(upload))
             .route("/download", get(download))
-            .with_state(stored.clone());
+            .with_state((stored.clone(), direct));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -189,32 +210,65 @@ fn plain_http(dir: &Path, file: &Path) -> (Duration, Duration) {
         s.write_all(b"GET /download HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .expect("get");
-        let mut out = tokio::fs::File::create(dir.join("plain-out.bin")).await.expect("create");
+        let out = dir.join("plain-out.bin");
+        let mut out = Out::new(fs::File::create(&out).expect("create"), &out, direct);
         loop {
             let n = s.read(&mut buf).await.expect("read");
             if n == 0 {
                 break;
             }
-            out.write_all(&buf[..n]).await.expect("write");
+            tokio::task::block_in_place(|| out.write_all(&buf[..n]));
         }
-        out.sync_all().await.expect("sync");
+        tokio::task::block_in_place(|| out.finish());
         (up, start.elapsed())
     })
 }
 
-async fn upload(State(path): State<std::path::PathBuf>, body: Body) -> &'static str {
-    let mut file = tokio::fs::File::create(&path).await.expect("create");
+async fn upload(State((path, direct)): State<(PathBuf, bool)>, body: Body) -> &'static str {
+    let mut out = Out::new(fs::File::create(&path).expect("create"), &path, direct);
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        file.write_all(&chunk.expect("body")).await.expect("write");
+        tokio::task::block_in_place(|| out.write_all(&chunk.expect("body")));
     }
-    file.sync_all().await.expect("sync");
+    tokio::task::block_in_place(|| out.finish());
     "ok"
 }
 
-async fn download(State(path): State<std::path::PathBuf>) -> Body {
+async fn download(State((path, _)): State<(PathBuf, bool)>) -> Body {
     let file = tokio::fs::File::open(path).await.expect("open");
     Body::from_stream(tokio_util_stream(file))
+}
+
+/// A file written through the page cache, or past it.
+enum Out {
+    Cached(fs::File),
+    Direct(shardweb_relay::direct::Writer),
+}
+
+impl Out {
+    fn new(file: fs::File, path: &Path, direct: bool) -> Self {
+        if direct {
+            Self::Direct(shardweb_relay::direct::Writer::new(file, path))
+        } else {
+            Self::Cached(file)
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Cached(file) => file.write_all(bytes),
+            Self::Direct(writer) => writer.write_all(bytes),
+        }
+        .expect("write");
+    }
+
+    fn finish(self) {
+        let file = match self {
+            Self::Cached(file) => file,
+            Self::Direct(writer) => writer.finish().expect("write"),
+        };
+        file.sync_all().expect("sync");
+    }
 }
 
 /// The file as a stream of 1 MiB chunks.
