@@ -81,11 +81,6 @@ impl Writer {
         Self { file, direct, stage, staged: 0, offset: 0 }
     }
 
-    /// Whether the body goes past the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct.is_some()
-    }
-
     /// Appends `bytes`.
     pub fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         if self.direct.is_none() {
@@ -106,10 +101,9 @@ impl Writer {
     /// Writes what is staged and returns the file (not yet fsynced).
     pub fn finish(mut self) -> io::Result<File> {
         if self.direct.is_some() {
-            let body = self.staged / BLOCK * BLOCK;
-            self.flush_blocks(body)?;
-            let tail = self.stage.get(self.staged);
-            write_at(&self.file, tail, self.offset)?;
+            self.flush_blocks(self.staged / BLOCK * BLOCK)?;
+            // The tail, shorter than a block (nothing if the direct write was refused).
+            write_at(&self.file, self.stage.get(self.staged), self.offset)?;
         }
         if self.stage.vec.len() > STAGE {
             SPARE.set(Some(self.stage));
@@ -118,32 +112,25 @@ impl Writer {
     }
 
     /// Writes the first `len` (a multiple of `BLOCK`) staged bytes at `offset` and keeps the
-    /// rest staged. A file system that refuses the direct write gets it, and all that
-    /// follows, through the page cache.
+    /// rest staged. A file system that refuses the direct write gets what is staged, and all
+    /// that follows, through the caller's file.
     fn flush_blocks(&mut self, len: usize) -> io::Result<()> {
         let Some(direct) = &self.direct else { return Ok(()) };
-        let body = self.stage.get(len);
-        match write_at(direct, body, self.offset) {
-            Ok(()) => {}
+        match write_at(direct, self.stage.get(len), self.offset) {
+            Ok(()) => {
+                let start = self.stage.start;
+                self.stage.vec.copy_within(start + len..start + self.staged, start);
+                self.staged -= len;
+                self.offset += len as u64;
+            }
             Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                 tracing::debug!(error = %e, "direct write refused; writing through the page cache");
-                write_at(&self.file, body, self.offset)?;
                 self.direct = None;
+                self.file.seek(SeekFrom::Start(self.offset))?;
+                self.file.write_all(self.stage.get(self.staged))?;
+                self.staged = 0;
             }
             Err(e) => return Err(e),
-        }
-        self.offset += len as u64;
-        let rest = self.staged - len;
-        self.stage
-            .vec
-            .copy_within(self.stage.start + len..self.stage.start + self.staged, self.stage.start);
-        self.staged = rest;
-        if self.direct.is_none() {
-            // From here on, everything appends through the caller's file at its cursor.
-            self.file.seek(SeekFrom::Start(self.offset))?;
-            let tail = self.stage.get(self.staged);
-            self.file.write_all(tail)?;
-            self.staged = 0;
         }
         Ok(())
     }
