@@ -35,7 +35,11 @@ impl Client {
         let config = peer::Config::new(format!("shardweb-client/{VERSION}"), false);
         let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)?
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                (crate::tls::Config::new, noise::Config::new),
+                yamux_config,
+            )?
             .with_quic()
             .with_relay_client(noise::Config::new, yamux_config)?
             .with_behaviour(|key, relay| peer::Behaviour::new(key, relay, &config))?

@@ -10,3 +10,4 @@ pub mod identity;
 pub mod metrics;
 pub mod node;
 pub mod store;
+pub mod tls;

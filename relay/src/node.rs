@@ -132,7 +132,11 @@ pub async fn swarm(
 ) -> anyhow::Result<Swarm<Behaviour>> {
     Ok(libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux_config)?
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            (crate::tls::Config::new, noise::Config::new),
+            yamux_config,
+        )?
         .with_quic()
         .with_other_transport(|key| {
             libp2p_webrtc::tokio::Transport::new(key.clone(), cert)
