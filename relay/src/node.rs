@@ -118,8 +118,9 @@ impl Behaviour {
     }
 }
 
-/// A yamux configuration for large transfers: the default window holds a stream to a few
-/// hundred KiB in flight, far below a loopback or LAN link.
+/// The yamux configuration of every connection, the relay's and the native client's: yamux's
+/// defaults, whose stream windows grow with use (libp2p-yamux exposes no window or frame-size
+/// setting).
 pub fn yamux_config() -> yamux::Config {
     yamux::Config::default()
 }
