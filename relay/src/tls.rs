@@ -1,5 +1,5 @@
-//! libp2p's TLS handshake (`/tls/1.0.0`) with the cipher order of the machine, not the spec's
-//! example.
+//! libp2p's TLS handshake (`/tls/1.0.0`), preferring AES-GCM where `libp2p-tls` prefers
+//! ChaCha20-Poly1305.
 //!
 //! `libp2p-tls` offers ChaCha20-Poly1305 first and follows the dialer's order, so two Rust
 //! peers always settle on ChaCha. On a CPU with AES instructions AES-GCM seals several times
