@@ -1,9 +1,12 @@
 // The browser node against real relay processes: files cross between the native CLI and the
-// browser both ways, a browser serves a file only it holds to another through the relay's
+// browser both ways, relay sockets run in pump workers (and on the node's worker where a
+// policy forbids those), a browser serves a file only it holds to another through the relay's
 // circuit, a reload resumes an upload, and a full store fails cleanly.
 
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { extname, join, normalize } from 'node:path';
 import { test } from 'node:test';
 
 import {
@@ -76,6 +79,65 @@ test('the native CLI and the browser read each other’s files', async (t) => {
   const get = await shardweb(['get', result.url, '-o', out, '--relay', relay.url]);
   assert.equal(get.code, 0, get.stderr);
   assert.equal(await sha256File(out), browserSha);
+});
+
+/**
+ * Serves `www` on loopback with `headers` on every response, as a site embedding the package
+ * would; stopped when the test ends.
+ */
+async function staticSite(t, www, headers) {
+  const types = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm' };
+  const server = createServer((req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname));
+    try {
+      const body = readFileSync(join(www, path));
+      res.writeHead(200, { 'content-type': types[extname(path)] ?? 'application/octet-stream', ...headers });
+      res.end(body);
+    } catch {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => server.close());
+  return `http://127.0.0.1:${server.address().port}`;
+}
+
+test('the node moves its relay sockets to a pump worker, and where a policy forbids one it keeps them', async (t) => {
+  const dir = tempDir(t);
+  const www = wwwWithHarness(dir);
+  const relay = await startRelay(t, dir, { www });
+  const browser = await launch(t);
+  const file = join(dir, 'both-ways.bin');
+  const sha = randomFile(file, 5_000_001);
+  // The relay's own page allows blob: workers; the other site allows workers of its own
+  // origin only, as strict sites do.
+  const strict = await staticSite(t, www, { 'content-security-policy': "worker-src 'self'" });
+  for (const [origin, pumped] of [[relay.url, true], [strict, false]]) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const workers = [];
+    page.on('worker', (w) => workers.push(w.url()));
+    await page.goto(`${origin}/harness.html`);
+    await page.waitForFunction(() => window.ready === true);
+    await page.evaluate(async (url) => {
+      window.node = await window.shardweb.Node.start({ relays: [url] });
+    }, relay.url);
+    const result = await putFile(page, file, { keep: false });
+    assert.ok(result.link, `${origin}: ${JSON.stringify(result)}`);
+    const out = join(dir, `out-${pumped}.bin`);
+    const get = await shardweb(['get', result.link, '-o', out, '--relay', relay.url]);
+    assert.equal(get.code, 0, get.stderr);
+    assert.equal(await sha256File(out), sha);
+    const got = await page.evaluate(async (link) => {
+      const { stream } = await window.node.get(link, { keep: false });
+      return window.digestStream(stream);
+    }, result.link);
+    assert.equal(got.sha256, sha);
+    const pumps = workers.filter((url) => url.startsWith('blob:'));
+    assert.equal(pumps.length > 0, pumped, `${origin}: workers ${workers.join(', ')}`);
+    await context.close();
+  }
 });
 
 test('a file only one browser holds reaches another browser through the relay circuit', async (t) => {
