@@ -157,14 +157,20 @@ async function heapMonitor(port) {
   );
   const { sessionId } = await send('Target.attachToTarget', { targetId: page.targetId, flatten: true });
   await send('Target.setAutoAttach', { autoAttach: true, waitForDebuggerOnStart: false, flatten: true }, sessionId);
+  // A worker that ends between two samples never answers: each sample waits 500 ms at most.
   const timer = setInterval(async () => {
     for (const worker of workers) {
-      const { usedSize } = await send('Runtime.getHeapUsage', {}, worker);
+      const late = new Promise((resolve) => setTimeout(() => resolve({}), 500));
+      const { usedSize } = await Promise.race([send('Runtime.getHeapUsage', {}, worker), late]);
       if (usedSize !== undefined) samples.push([Date.now(), usedSize]);
     }
   }, 100);
   return {
-    peak: (from, to) => Math.max(0, ...samples.filter(([t]) => t >= from && t <= to).map(([, s]) => s)),
+    /** The largest heap sampled between two times, or null if none was. */
+    peak: (from, to) => {
+      const within = samples.filter(([t]) => t >= from && t <= to).map(([, s]) => s);
+      return within.length ? Math.max(...within) : null;
+    },
     close() {
       clearInterval(timer);
       ws.close();
@@ -208,7 +214,8 @@ async function main() {
     } else if (kind === 'memory') {
       const heap = monitor?.peak(memoryStart, Date.now()) ?? null;
       console.log(`\nworker memory while ${value.mib} MiB goes up (${fmt(value.mbps)} MB/s, sampled every 200 ms):`);
-      console.log(`  peak wasm linear memory ${mib(value.wasm)}, peak JS heap ${mib(heap)}, together at most ${mib(value.wasm + heap)}`);
+      const together = heap === null ? 'n/a (no heap sample)' : mib(value.wasm + heap);
+      console.log(`  peak wasm linear memory ${mib(value.wasm)}, peak JS heap ${mib(heap)}, together at most ${together}`);
     } else if (kind === 'error') {
       finish.reject(new Error(value));
     } else if (kind === 'done') {

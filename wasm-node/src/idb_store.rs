@@ -179,6 +179,16 @@ impl IdbStore {
                 });
             }
         }
+        self.put_own_shards(shards).await
+    }
+
+    /// [`IdbStore::put_shards`] for shards whose ids this node has just computed from these
+    /// very bytes (the encoder's output, or a download's shards checked on arrival): hashing
+    /// them again would cost as much as coding them.
+    pub(crate) async fn put_own_shards(
+        &self,
+        shards: &[(ShardId, Bytes)],
+    ) -> Result<Vec<bool>, NodeError> {
         let tx = self.relaxed_tx(&[SHARDS, META])?;
         let raw = raw_tx(&tx);
         let store = tx.object_store(SHARDS).map_err(storage)?;

@@ -110,7 +110,7 @@ impl BrowserNet {
         let (store, keep) = (Rc::clone(&self.store), Rc::clone(&self.keep));
         let write = async move {
             let _counted = counted;
-            match store.put_shards(&found).await {
+            match store.put_own_shards(&found).await {
                 Ok(_) => {}
                 Err(NodeError::QuotaExceeded { detail }) => {
                     tracing::warn!(%detail, "the store is full: downloaded shards are no longer kept");
@@ -156,7 +156,8 @@ impl Network for BrowserNet {
         shards: Vec<(ShardId, Bytes)>,
     ) -> Result<Vec<PutOutcome>, NetworkError> {
         match holder {
-            Holder::Local => match self.store.put_shards(&shards).await {
+            // The upload engine's shards, named by the encoder from these bytes.
+            Holder::Local => match self.store.put_own_shards(&shards).await {
                 Ok(fresh) => Ok(fresh
                     .into_iter()
                     .map(|new| if new { PutOutcome::Stored } else { PutOutcome::AlreadyHeld })

@@ -199,7 +199,7 @@ impl Keeper {
         let (done, rx) = oneshot::channel();
         let store = Rc::clone(store);
         wasm_bindgen_futures::spawn_local(async move {
-            let _ = done.send(store.put_shards(&shards).await.map(drop));
+            let _ = done.send(store.put_own_shards(&shards).await.map(drop));
         });
         self.pending.push_back(rx);
         Ok(())
@@ -410,7 +410,7 @@ impl Step<'_> {
             }
             None => {
                 // The only copy: stored before the stripe counts as done.
-                self.node.store.put_shards(&shards).await?;
+                self.node.store.put_own_shards(&shards).await?;
                 self.kept.extend_from_slice(&stripe.ids);
                 self.node.store.put_stripe(&self.state.id, index, &stripe.ids).await?;
             }
