@@ -98,6 +98,7 @@ test('a download a reload interrupted is offered again and fetches only what it 
   // shard where a request failed) and the two writes to the store that run behind it.
   const served = (await relay.metric('shardweb_bytes_out_total')) - before;
   const window = (4 * 6 + 2) * ((4 << 20) / 4 + 16);
+  t.diagnostic(`served ${served} bytes for a file of ${size}; at most ${size + 4096 * 6 + window}`);
   assert.ok(served <= size + 4096 * 6 + window, `served ${served} for a file of ${size}`);
   assert.deepEqual(page.errors, []);
 });

@@ -87,6 +87,22 @@ impl BrowserNet {
     /// Keeps verified shards fetched from another peer, in the background while few writes
     /// are under way; stops keeping (and says so) when the store is full, without failing the
     /// download.
+    /// Fetches shards from a relay or another browser and keeps what arrived, if keeping.
+    async fn fetch_and_keep(
+        &self,
+        peer: PeerId,
+        ids: Vec<ShardId>,
+    ) -> Result<Vec<ShardStatus>, NetworkError> {
+        let statuses = self.peer.get_shards(&peer, ids.clone()).await?;
+        let bytes: u64 = statuses
+            .iter()
+            .map(|s| if let ShardStatus::Found(b) = s { b.len() as u64 } else { 0 })
+            .sum();
+        Counters::add(&self.counters.bytes_in, bytes);
+        self.keep_fetched(&ids, &statuses).await;
+        Ok(statuses)
+    }
+
     async fn keep_fetched(&self, ids: &[ShardId], statuses: &[ShardStatus]) {
         if !self.keep.get() {
             return;
@@ -188,14 +204,18 @@ impl Network for BrowserNet {
                     .collect())
             }
             Holder::Remote(peer) => {
-                let statuses = self.peer.get_shards(peer, ids.clone()).await?;
-                let bytes: u64 = statuses
-                    .iter()
-                    .map(|s| if let ShardStatus::Found(b) = s { b.len() as u64 } else { 0 })
-                    .sum();
-                Counters::add(&self.counters.bytes_in, bytes);
-                self.keep_fetched(&ids, &statuses).await;
-                Ok(statuses)
+                // In a task of its own: the download engine polls its requests only while it
+                // waits for the next stripe, and a reply that has arrived should reach the
+                // store then, not when the reader next asks (a reload in between would lose
+                // it and fetch it again).
+                let (done, reply) = futures::channel::oneshot::channel();
+                let (net, peer) = (self.clone(), *peer);
+                wasm_bindgen_futures::spawn_local(async move {
+                    let _ = done.send(net.fetch_and_keep(peer, ids).await);
+                });
+                reply.await.unwrap_or_else(|_| {
+                    Err(NetworkError::Unreachable { detail: "the node stopped".into() })
+                })
             }
         }
     }
