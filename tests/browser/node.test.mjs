@@ -1,6 +1,6 @@
 // The browser node against real relay processes: files cross between the native CLI and the
-// browser both ways, relay sockets run in pump workers (and on the node's worker where a
-// policy forbids those), a browser serves a file only it holds to another through the relay's
+// browser both ways, relay sockets and AES-GCM run in helper workers (and on the node's worker
+// where a policy forbids those), a browser serves a file only it holds to another through the relay's
 // circuit, a reload resumes an upload, and a full store fails cleanly.
 
 import assert from 'node:assert/strict';
@@ -103,7 +103,7 @@ async function staticSite(t, www, headers) {
   return `http://127.0.0.1:${server.address().port}`;
 }
 
-test('the node moves its relay sockets to a pump worker, and where a policy forbids one it keeps them', async (t) => {
+test('the node moves its relay sockets and AES-GCM to helper workers, and where a policy forbids them does both itself', async (t) => {
   const dir = tempDir(t);
   const www = wwwWithHarness(dir);
   const relay = await startRelay(t, dir, { www });
@@ -113,7 +113,7 @@ test('the node moves its relay sockets to a pump worker, and where a policy forb
   // The relay's own page allows blob: workers; the other site allows workers of its own
   // origin only, as strict sites do.
   const strict = await staticSite(t, www, { 'content-security-policy': "worker-src 'self'" });
-  for (const [origin, pumped] of [[relay.url, true], [strict, false]]) {
+  for (const [origin, helped] of [[relay.url, true], [strict, false]]) {
     const context = await browser.newContext();
     const page = await context.newPage();
     const workers = [];
@@ -125,7 +125,7 @@ test('the node moves its relay sockets to a pump worker, and where a policy forb
     }, relay.url);
     const result = await putFile(page, file, { keep: false });
     assert.ok(result.link, `${origin}: ${JSON.stringify(result)}`);
-    const out = join(dir, `out-${pumped}.bin`);
+    const out = join(dir, `out-${helped}.bin`);
     const get = await shardweb(['get', result.link, '-o', out, '--relay', relay.url]);
     assert.equal(get.code, 0, get.stderr);
     assert.equal(await sha256File(out), sha);
@@ -134,8 +134,9 @@ test('the node moves its relay sockets to a pump worker, and where a policy forb
       return window.digestStream(stream);
     }, result.link);
     assert.equal(got.sha256, sha);
-    const pumps = workers.filter((url) => url.startsWith('blob:'));
-    assert.equal(pumps.length > 0, pumped, `${origin}: workers ${workers.join(', ')}`);
+    // A pump for the relay's socket and the crypto worker, or neither.
+    const helpers = workers.filter((url) => url.startsWith('blob:'));
+    assert.equal(helpers.length, helped ? 2 : 0, `${origin}: workers ${workers.join(', ')}`);
     await context.close();
   }
 });

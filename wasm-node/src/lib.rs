@@ -21,6 +21,8 @@ pub mod error;
 #[cfg(wasm_browser)]
 mod files;
 #[cfg(wasm_browser)]
+mod helper_worker;
+#[cfg(wasm_browser)]
 pub mod idb_store;
 #[cfg(wasm_browser)]
 mod net;

@@ -1,14 +1,136 @@
 //! Sealing and opening segments with the browser's WebCrypto AES-GCM, which produces the same
 //! bytes as `core`'s reference sealer (tested on shared vectors) at twenty times its speed in
 //! wasm.
+//!
+//! Chromium runs AES-GCM on the thread that calls it (measured: 16.8 ms of a 17.4 ms
+//! `encrypt` of 4 MiB pass before the call returns), and that thread is the node's, which
+//! also runs the network. So the calls go to a crypto worker of their own, the bytes crossing
+//! as transferred `ArrayBuffer`s; where no worker can start (a content security policy
+//! without `blob:` in `worker-src`), they run here as before.
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures::channel::oneshot;
 use js_sys::{Array, ArrayBuffer, Reflect, Uint8Array};
 use shardweb_core::codec::{FileId, FileKey, SealedSegment, segment_aad, segment_nonce};
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AesGcmParams, CryptoKey, SubtleCrypto};
+use web_sys::{AesGcmParams, CryptoKey, MessageEvent, SubtleCrypto};
 
 use crate::error::NodeError;
+
+/// The crypto worker's script: each request is `[id, decrypt, key, iv, aad, bytes]`, each
+/// reply `[id, result]` or `[id, null, error name]`.
+const CRYPTO: &str = r#"
+onmessage = async ({ data: [id, decrypt, key, iv, additionalData, bytes] }) => {
+  const params = { name: 'AES-GCM', iv, additionalData, tagLength: 128 };
+  try {
+    const subtle = crypto.subtle;
+    const out = await (decrypt ? subtle.decrypt(params, key, bytes) : subtle.encrypt(params, key, bytes));
+    postMessage([id, out], [out]);
+  } catch (e) {
+    postMessage([id, null, String(e?.name ?? e)]);
+  }
+};
+"#;
+
+/// What the crypto worker answered.
+enum Reply {
+    Done(ArrayBuffer),
+    Failed(String),
+    /// The worker could not run here: do it on this thread.
+    Unavailable,
+}
+
+/// The crypto worker of this thread, and the requests waiting for it.
+struct CryptoWorker {
+    worker: web_sys::Worker,
+    waiting: Rc<RefCell<HashMap<u32, oneshot::Sender<Reply>>>>,
+    next: Cell<u32>,
+    broken: Rc<Cell<bool>>,
+    _handlers: [Closure<dyn FnMut(JsValue)>; 2],
+}
+
+thread_local! {
+    static WORKER: Option<Rc<CryptoWorker>> = CryptoWorker::start().map(Rc::new);
+}
+
+impl CryptoWorker {
+    fn start() -> Option<Self> {
+        let worker = crate::helper_worker::start(CRYPTO)?;
+        let waiting: Rc<RefCell<HashMap<u32, oneshot::Sender<Reply>>>> = Rc::default();
+        let broken = Rc::new(Cell::new(false));
+        let message = {
+            let waiting = Rc::clone(&waiting);
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                let reply: Array = event.unchecked_into::<MessageEvent>().data().unchecked_into();
+                let id = reply.get(0).as_f64().unwrap_or(-1.0) as u32;
+                let Some(tx) = waiting.borrow_mut().remove(&id) else { return };
+                let out = reply.get(1);
+                let _ = tx.send(if out.is_instance_of::<ArrayBuffer>() {
+                    Reply::Done(out.unchecked_into())
+                } else {
+                    Reply::Failed(reply.get(2).as_string().unwrap_or_default())
+                });
+            })
+        };
+        let error = {
+            let (waiting, broken) = (Rc::clone(&waiting), Rc::clone(&broken));
+            Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+                broken.set(true);
+                for (_, tx) in waiting.borrow_mut().drain() {
+                    let _ = tx.send(Reply::Unavailable);
+                }
+            })
+        };
+        worker.set_onmessage(Some(message.as_ref().unchecked_ref()));
+        worker.set_onerror(Some(error.as_ref().unchecked_ref()));
+        Some(Self { worker, waiting, next: Cell::new(0), broken, _handlers: [message, error] })
+    }
+
+    /// Runs one operation on the worker; `bytes` are copied out of wasm memory once.
+    async fn run(
+        &self,
+        decrypt: bool,
+        key: &CryptoKey,
+        nonce: &[u8],
+        aad: &[u8],
+        bytes: &[u8],
+    ) -> Reply {
+        if self.broken.get() {
+            return Reply::Unavailable;
+        }
+        let id = self.next.get();
+        self.next.set(id.wrapping_add(1));
+        let copy = Uint8Array::new_with_length(bytes.len() as u32);
+        copy.copy_from(bytes);
+        let request = Array::new();
+        for part in [
+            JsValue::from(id),
+            decrypt.into(),
+            key.into(),
+            Uint8Array::from(nonce).into(),
+            Uint8Array::from(aad).into(),
+            copy.clone().into(),
+        ] {
+            request.push(&part);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiting.borrow_mut().insert(id, tx);
+        if self.worker.post_message_with_transfer(&request, &Array::of1(&copy.buffer())).is_err() {
+            self.waiting.borrow_mut().remove(&id);
+            return Reply::Unavailable;
+        }
+        rx.await.unwrap_or(Reply::Unavailable)
+    }
+}
+
+fn crypto_worker() -> Option<Rc<CryptoWorker>> {
+    WORKER.with(Clone::clone).filter(|w| !w.broken.get())
+}
 
 /// A file's segment key imported into WebCrypto, with the file id its segments are bound to.
 #[derive(Debug, Clone)]
@@ -39,6 +161,14 @@ impl WebSealer {
 
     /// Seals segment `index` (`data` is its plaintext): the ciphertext followed by the tag.
     pub async fn seal(&self, index: u64, last: bool, data: &[u8]) -> Result<Vec<u8>, NodeError> {
+        if let Some(worker) = crypto_worker() {
+            let (nonce, aad) = (segment_nonce(index), segment_aad(&self.file_id, index, last));
+            match worker.run(false, &self.key, &nonce, &aad, data).await {
+                Reply::Done(sealed) => return Ok(bytes_of(&sealed)),
+                Reply::Failed(why) => return Err(NodeError::crypto("encrypt", &why.into())),
+                Reply::Unavailable => {}
+            }
+        }
         let params = self.params(index, last);
         let promise = self
             .subtle
@@ -50,6 +180,17 @@ impl WebSealer {
 
     /// Opens a sealed segment; a wrong key or tampered bytes give the opaque decrypt error.
     pub async fn open(&self, sealed: &SealedSegment) -> Result<Vec<u8>, NodeError> {
+        if let Some(worker) = crypto_worker() {
+            let (index, last) = (sealed.index, sealed.last);
+            let (nonce, aad) = (segment_nonce(index), segment_aad(&self.file_id, index, last));
+            match worker.run(true, &self.key, &nonce, &aad, &sealed.data).await {
+                Reply::Done(plain) => return Ok(bytes_of(&plain)),
+                Reply::Failed(_) => {
+                    return Err(shardweb_core::codec::Error::Decrypt { stripe: index }.into());
+                }
+                Reply::Unavailable => {}
+            }
+        }
         let params = self.params(sealed.index, sealed.last);
         let promise = self
             .subtle
@@ -73,8 +214,7 @@ impl WebSealer {
 
 /// The bytes of an `ArrayBuffer` result, copied into wasm memory.
 fn bytes_of(value: &JsValue) -> Vec<u8> {
-    let buffer: &ArrayBuffer = value.unchecked_ref();
-    Uint8Array::new(buffer).to_vec()
+    Uint8Array::new(value).to_vec()
 }
 
 /// `crypto.subtle` of the current global scope: a window or a worker.

@@ -187,19 +187,6 @@ onmessage = ({ data }) => {
 };
 "#;
 
-thread_local! {
-    /// The pump's script as a `blob:` URL, made once per thread.
-    static PUMP_URL: Option<String> = pump_url();
-}
-
-fn pump_url() -> Option<String> {
-    let options = web_sys::BlobPropertyBag::new();
-    options.set_type("text/javascript");
-    let parts = js_sys::Array::of1(&PUMP.into());
-    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).ok()?;
-    web_sys::Url::create_object_url_with_blob(&blob).ok()
-}
-
 /// Where written bytes go: a WebSocket of this thread's, or one a pump worker owns.
 enum Socket {
     Direct(WebSocket),
@@ -295,8 +282,7 @@ fn direct(url: &str, shared: &Rc<RefCell<Shared>>) -> io::Result<(Socket, Vec<Ha
 /// Opens `url` on a socket a pump worker owns; `Unsupported` if no pump can start here.
 fn pumped(url: &str, shared: &Rc<RefCell<Shared>>) -> io::Result<(Socket, Vec<Handler>)> {
     let unsupported = || io::Error::new(io::ErrorKind::Unsupported, "no pump worker here");
-    let script = PUMP_URL.with(Clone::clone).ok_or_else(unsupported)?;
-    let worker = web_sys::Worker::new(&script).map_err(|_| unsupported())?;
+    let worker = crate::helper_worker::start(PUMP).ok_or_else(unsupported)?;
     let message = {
         let shared = Rc::clone(shared);
         Handler::new(move |event: JsValue| {
