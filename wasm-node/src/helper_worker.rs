@@ -26,3 +26,11 @@ fn url_of(script: &str) -> Option<String> {
     let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).ok()?;
     web_sys::Url::create_object_url_with_blob(&blob).ok()
 }
+
+/// A copy of `bytes` outside wasm memory, in a buffer of its own that can be transferred to a
+/// helper worker.
+pub(crate) fn transferable(bytes: &[u8]) -> js_sys::Uint8Array {
+    let copy = js_sys::Uint8Array::new_with_length(bytes.len() as u32);
+    copy.copy_from(bytes);
+    copy
+}

@@ -84,9 +84,6 @@ impl BrowserNet {
         Self { keep: Rc::new(Cell::new(keep)), ..self.clone() }
     }
 
-    /// Keeps verified shards fetched from another peer, in the background while few writes
-    /// are under way; stops keeping (and says so) when the store is full, without failing the
-    /// download.
     /// Fetches shards from a relay or another browser and keeps what arrived, if keeping.
     async fn fetch_and_keep(
         &self,
@@ -103,6 +100,9 @@ impl BrowserNet {
         Ok(statuses)
     }
 
+    /// Keeps verified shards fetched from another peer, in the background while few writes
+    /// are under way; stops keeping (and says so) when the store is full, without failing the
+    /// download.
     async fn keep_fetched(&self, ids: &[ShardId], statuses: &[ShardStatus]) {
         if !self.keep.get() {
             return;

@@ -105,8 +105,7 @@ impl CryptoWorker {
         }
         let id = self.next.get();
         self.next.set(id.wrapping_add(1));
-        let copy = Uint8Array::new_with_length(bytes.len() as u32);
-        copy.copy_from(bytes);
+        let copy = crate::helper_worker::transferable(bytes);
         let request = Array::new();
         for part in [
             JsValue::from(id),
@@ -161,57 +160,50 @@ impl WebSealer {
 
     /// Seals segment `index` (`data` is its plaintext): the ciphertext followed by the tag.
     pub async fn seal(&self, index: u64, last: bool, data: &[u8]) -> Result<Vec<u8>, NodeError> {
-        if let Some(worker) = crypto_worker() {
-            let (nonce, aad) = (segment_nonce(index), segment_aad(&self.file_id, index, last));
-            match worker.run(false, &self.key, &nonce, &aad, data).await {
-                Reply::Done(sealed) => return Ok(bytes_of(&sealed)),
-                Reply::Failed(why) => return Err(NodeError::crypto("encrypt", &why.into())),
-                Reply::Unavailable => {}
-            }
+        match self.aes_gcm(false, index, last, data).await? {
+            Ok(sealed) => Ok(bytes_of(&sealed)),
+            Err(why) => Err(NodeError::crypto("encrypt", &why)),
         }
-        let params = self.params(index, last);
-        let promise = self
-            .subtle
-            .encrypt_with_object_and_u8_array(&params, &self.key, data)
-            .map_err(|e| NodeError::crypto("encrypt", &e))?;
-        let sealed = JsFuture::from(promise).await.map_err(|e| NodeError::crypto("encrypt", &e))?;
-        Ok(bytes_of(&sealed))
     }
 
     /// Opens a sealed segment; a wrong key or tampered bytes give the opaque decrypt error.
     pub async fn open(&self, sealed: &SealedSegment) -> Result<Vec<u8>, NodeError> {
-        if let Some(worker) = crypto_worker() {
-            let (index, last) = (sealed.index, sealed.last);
-            let (nonce, aad) = (segment_nonce(index), segment_aad(&self.file_id, index, last));
-            match worker.run(true, &self.key, &nonce, &aad, &sealed.data).await {
-                Reply::Done(plain) => return Ok(bytes_of(&plain)),
-                Reply::Failed(_) => {
-                    return Err(shardweb_core::codec::Error::Decrypt { stripe: index }.into());
-                }
-                Reply::Unavailable => {}
-            }
-        }
-        let params = self.params(sealed.index, sealed.last);
-        let promise = self
-            .subtle
-            .decrypt_with_object_and_u8_array(&params, &self.key, &sealed.data)
-            .map_err(|e| NodeError::crypto("decrypt", &e))?;
-        match JsFuture::from(promise).await {
+        match self.aes_gcm(true, sealed.index, sealed.last, &sealed.data).await? {
             Ok(plain) => Ok(bytes_of(&plain)),
             Err(_) => Err(shardweb_core::codec::Error::Decrypt { stripe: sealed.index }.into()),
         }
     }
 
-    fn params(&self, index: u64, last: bool) -> AesGcmParams {
-        let iv = Uint8Array::from(&segment_nonce(index)[..]);
-        let params = AesGcmParams::new("AES-GCM", &iv);
-        let aad = Uint8Array::from(&segment_aad(&self.file_id, index, last)[..]);
-        params.set_additional_data(&aad);
+    /// Encrypts or decrypts segment `index`: on the crypto worker where there is one, else on
+    /// this thread. The inner error is WebCrypto's refusal of the bytes (on opening, a tag
+    /// that does not match); the outer one, a call this browser does not take.
+    async fn aes_gcm(
+        &self,
+        decrypt: bool,
+        index: u64,
+        last: bool,
+        data: &[u8],
+    ) -> Result<Result<JsValue, JsValue>, NodeError> {
+        let (nonce, aad) = (segment_nonce(index), segment_aad(&self.file_id, index, last));
+        if let Some(worker) = crypto_worker() {
+            match worker.run(decrypt, &self.key, &nonce, &aad, data).await {
+                Reply::Done(out) => return Ok(Ok(out.into())),
+                Reply::Failed(why) => return Ok(Err(why.into())),
+                Reply::Unavailable => {}
+            }
+        }
+        let params = AesGcmParams::new("AES-GCM", &Uint8Array::from(&nonce[..]));
+        params.set_additional_data(&Uint8Array::from(&aad[..]));
         params.set_tag_length(128);
-        params
+        let (op, promise) = if decrypt {
+            ("decrypt", self.subtle.decrypt_with_object_and_u8_array(&params, &self.key, data))
+        } else {
+            ("encrypt", self.subtle.encrypt_with_object_and_u8_array(&params, &self.key, data))
+        };
+        let promise = promise.map_err(|e| NodeError::crypto(op, &e))?;
+        Ok(JsFuture::from(promise).await)
     }
 }
-
 /// The bytes of an `ArrayBuffer` result, copied into wasm memory.
 fn bytes_of(value: &JsValue) -> Vec<u8> {
     Uint8Array::new(value).to_vec()

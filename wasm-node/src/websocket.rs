@@ -199,9 +199,7 @@ impl Socket {
         match self {
             Socket::Direct(ws) => ws.send_with_u8_array(bytes),
             Socket::Pumped(worker) => {
-                let copy = js_sys::Uint8Array::new_with_length(bytes.len() as u32);
-                copy.copy_from(bytes);
-                let buffer = copy.buffer();
+                let buffer = crate::helper_worker::transferable(bytes).buffer();
                 worker.post_message_with_transfer(&buffer, &js_sys::Array::of1(&buffer))?;
                 shared.borrow_mut().handed += bytes.len() as u64;
                 Ok(())
