@@ -10,14 +10,13 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 import { WebSocketServer } from 'ws';
 
-import { ROOT, WWW, startRelay, until } from './lib.mjs';
+import { ROOT, WWW, devtools, freePort, startRelay } from './lib.mjs';
 
 // The worker's JS heap is read over the DevTools protocol, which needs a WebSocket client:
 // node 20 has one behind a flag.
@@ -44,15 +43,6 @@ cleanups.push(() => rmSync(dir, { recursive: true, force: true, maxRetries: 5 })
 function cors(res) {
   res.setHeader('Access-Control-Allow-Origin', '*');
   res.setHeader('Access-Control-Allow-Headers', '*');
-}
-
-function freePort() {
-  return new Promise((resolve) => {
-    const server = createNetServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** The baseline endpoint (a sink for uploads, a source for downloads) and the results inbox. */
@@ -122,41 +112,8 @@ function sinkServer(onResult) {
  * is the largest heap sampled between two times.
  */
 async function heapMonitor(port) {
-  const version = await until('DevTools', async () => {
-    try {
-      return await (await fetch(`http://127.0.0.1:${port}/json/version`)).json();
-    } catch {
-      return null;
-    }
-  });
-  const ws = new WebSocket(version.webSocketDebuggerUrl);
-  await new Promise((r) => ws.addEventListener('open', r, { once: true }));
-  let id = 0;
-  const waiting = new Map();
+  const { send, workers, close } = await devtools(port, 'bench.html');
   const samples = [];
-  const workers = new Set();
-  const send = (method, params = {}, sessionId) =>
-    new Promise((resolve) => {
-      id += 1;
-      waiting.set(id, resolve);
-      ws.send(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }));
-    });
-  ws.addEventListener('message', ({ data }) => {
-    const message = JSON.parse(data);
-    if (message.id && waiting.has(message.id)) {
-      waiting.get(message.id)(message.result ?? {});
-      waiting.delete(message.id);
-    } else if (message.method === 'Target.attachedToTarget' && message.params.targetInfo.type === 'worker') {
-      workers.add(message.params.sessionId);
-    } else if (message.method === 'Target.detachedFromTarget') {
-      workers.delete(message.params.sessionId);
-    }
-  });
-  const page = await until('the benchmark page', async () =>
-    (await send('Target.getTargets')).targetInfos?.find((t) => t.type === 'page' && t.url.includes('bench.html')),
-  );
-  const { sessionId } = await send('Target.attachToTarget', { targetId: page.targetId, flatten: true });
-  await send('Target.setAutoAttach', { autoAttach: true, waitForDebuggerOnStart: false, flatten: true }, sessionId);
   // A worker that ends between two samples never answers: each sample waits 500 ms at most.
   const timer = setInterval(async () => {
     for (const worker of workers) {
@@ -173,7 +130,7 @@ async function heapMonitor(port) {
     },
     close() {
       clearInterval(timer);
-      ws.close();
+      close();
     },
   };
 }
@@ -225,13 +182,13 @@ async function main() {
   cleanups.push(() => server.close());
   const sink = `http://127.0.0.1:${server.address().port}`;
   const page = `${relay.url}/bench/bench.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&memoryMib=${values['memory-mib']}`;
-  const devtools = await freePort();
+  const devtoolsPort = await freePort();
   const chromium = spawn(
     process.env.CHROMIUM ?? '/usr/bin/chromium',
     [
       '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--enable-precise-memory-info', `--user-data-dir=${join(dir, 'chromium')}`, `--remote-debugging-port=${devtools}`, page,
+      '--enable-precise-memory-info', `--user-data-dir=${join(dir, 'chromium')}`, `--remote-debugging-port=${devtoolsPort}`, page,
     ],
     { stdio: 'ignore' },
   );
@@ -240,7 +197,7 @@ async function main() {
     chromium.kill('SIGKILL');
     await exited;
   });
-  monitor = await heapMonitor(devtools);
+  monitor = await heapMonitor(devtoolsPort);
   cleanups.push(() => monitor.close());
   const timeout = setTimeout(() => finish.reject(new Error('the benchmark did not finish in 20 minutes')), 20 * 60_000);
   await finished;

@@ -42,7 +42,8 @@ export function wwwWithHarness(dir) {
   return www;
 }
 
-function freePort() {
+/** A TCP port free on loopback now. */
+export function freePort() {
   return new Promise((resolvePort, reject) => {
     const server = createServer();
     server.listen(0, '127.0.0.1', () => {
@@ -178,4 +179,46 @@ export function shardweb(args, { cwd = ROOT, timeout = 120_000 } = {}) {
       resolveRun({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * A DevTools protocol client for the Chromium listening on `port`, attached to its page whose
+ * URL contains `page`, following that page's workers (their session ids in `workers`).
+ */
+export async function devtools(port, page) {
+  const version = await until('DevTools', async () => {
+    try {
+      return await (await fetch(`http://127.0.0.1:${port}/json/version`)).json();
+    } catch {
+      return null;
+    }
+  });
+  const ws = new WebSocket(version.webSocketDebuggerUrl);
+  await new Promise((r) => ws.addEventListener('open', r, { once: true }));
+  let id = 0;
+  const waiting = new Map();
+  const workers = new Set();
+  const send = (method, params = {}, sessionId) =>
+    new Promise((resolve) => {
+      id += 1;
+      waiting.set(id, resolve);
+      ws.send(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }));
+    });
+  ws.addEventListener('message', ({ data }) => {
+    const message = JSON.parse(data);
+    if (message.id && waiting.has(message.id)) {
+      waiting.get(message.id)(message.result ?? {});
+      waiting.delete(message.id);
+    } else if (message.method === 'Target.attachedToTarget' && message.params.targetInfo.type === 'worker') {
+      workers.add(message.params.sessionId);
+    } else if (message.method === 'Target.detachedFromTarget') {
+      workers.delete(message.params.sessionId);
+    }
+  });
+  const target = await until(`the page ${page}`, async () =>
+    (await send('Target.getTargets')).targetInfos?.find((t) => t.type === 'page' && t.url.includes(page)),
+  );
+  const { sessionId } = await send('Target.attachToTarget', { targetId: target.targetId, flatten: true });
+  await send('Target.setAutoAttach', { autoAttach: true, waitForDebuggerOnStart: false, flatten: true }, sessionId);
+  return { send, workers, close: () => ws.close() };
 }

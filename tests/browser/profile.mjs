@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
-import { ROOT, WWW, startRelay, until } from './lib.mjs';
+import { ROOT, WWW, devtools, freePort, startRelay } from './lib.mjs';
 
 // The DevTools protocol needs a WebSocket client: node 20 has one behind a flag.
 if (typeof WebSocket === 'undefined') {
@@ -66,42 +66,9 @@ function cpuTicks(pid) {
   }
 }
 
-/** A DevTools client that follows the page's workers and profiles them on demand. */
-async function devtools(port) {
-  const version = await until('DevTools', async () => {
-    try {
-      return await (await fetch(`http://127.0.0.1:${port}/json/version`)).json();
-    } catch {
-      return null;
-    }
-  });
-  const ws = new WebSocket(version.webSocketDebuggerUrl);
-  await new Promise((r) => ws.addEventListener('open', r, { once: true }));
-  let id = 0;
-  const waiting = new Map();
-  const workers = new Set();
-  const send = (method, params = {}, sessionId) =>
-    new Promise((resolve) => {
-      id += 1;
-      waiting.set(id, resolve);
-      ws.send(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }));
-    });
-  ws.addEventListener('message', ({ data }) => {
-    const message = JSON.parse(data);
-    if (message.id && waiting.has(message.id)) {
-      waiting.get(message.id)(message.result ?? {});
-      waiting.delete(message.id);
-    } else if (message.method === 'Target.attachedToTarget' && message.params.targetInfo.type === 'worker') {
-      workers.add(message.params.sessionId);
-    } else if (message.method === 'Target.detachedFromTarget') {
-      workers.delete(message.params.sessionId);
-    }
-  });
-  const page = await until('the profile page', async () =>
-    (await send('Target.getTargets')).targetInfos?.find((t) => t.type === 'page' && t.url.includes('profile.html')),
-  );
-  const { sessionId } = await send('Target.attachToTarget', { targetId: page.targetId, flatten: true });
-  await send('Target.setAutoAttach', { autoAttach: true, waitForDebuggerOnStart: false, flatten: true }, sessionId);
+/** Profiles the workers of the page on demand, over the DevTools protocol. */
+async function profiler(port) {
+  const { send, workers, close } = await devtools(port, 'profile.html');
   return {
     async start() {
       for (const worker of workers) {
@@ -133,14 +100,14 @@ async function devtools(port) {
         }
       }
     },
-    close: () => ws.close(),
+    close,
   };
 }
 
 async function main() {
   const www = join(dir, 'www');
   cpSync(WWW, www, { recursive: true });
-  cpSync(join(ROOT, 'tests/browser/profile'), join(www, 'profile'), { recursive: true });
+  cpSync(join(ROOT, 'tests/browser/bench'), join(www, 'bench'), { recursive: true });
   const relay = await startRelay({ after: (f) => cleanups.push(f) }, dir, { www });
   let tools;
   let before = {};
@@ -179,13 +146,8 @@ async function main() {
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
   cleanups.push(() => server.close());
   const sink = `http://127.0.0.1:${server.address().port}`;
-  const port = await new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port: free } = probe.address();
-      probe.close(() => resolve(free));
-    });
-  });
-  const page = `${relay.url}/profile/profile.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&keep=${values.keep ? 1 : 0}`;
+  const port = await freePort();
+  const page = `${relay.url}/bench/profile.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&keep=${values.keep ? 1 : 0}`;
   const chromium = spawn(
     process.env.CHROMIUM ?? '/usr/bin/chromium',
     [
@@ -200,7 +162,7 @@ async function main() {
     chromium.kill('SIGKILL');
     await exited;
   });
-  tools = await devtools(port);
+  tools = await profiler(port);
   cleanups.push(() => tools.close());
   const timeout = setTimeout(() => finish.reject(new Error('the profile did not finish in 10 minutes')), 10 * 60_000);
   await finished;
