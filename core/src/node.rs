@@ -6,6 +6,7 @@
 //! a bounded number in flight, so the same code runs on tokio and in a browser.
 
 mod download;
+pub mod mux;
 mod network;
 pub mod peer;
 mod upload;

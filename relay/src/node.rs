@@ -13,10 +13,10 @@ use libp2p::multiaddr::Protocol as Addr;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, Swarm, Transport, autonat, gossipsub, identify, kad, noise, ping, relay,
-    tcp, yamux,
+    Multiaddr, PeerId, Swarm, Transport, autonat, gossipsub, identify, kad, noise, ping, relay, tcp,
 };
 use shardweb_core::ManifestId;
+use shardweb_core::node::mux;
 use shardweb_core::node::peer::{IDENTIFY_PROTOCOL, KAD_PROTOCOL};
 use shardweb_core::protocol::{
     ErrorCode, Incoming, MANIFEST, MAX_FRAME_BYTES, ManifestCodec, ManifestOutcome,
@@ -118,11 +118,10 @@ impl Behaviour {
     }
 }
 
-/// The yamux configuration of every connection, the relay's and the native client's: yamux's
-/// defaults, whose stream windows grow with use (libp2p-yamux exposes no window or frame-size
-/// setting).
-pub fn yamux_config() -> yamux::Config {
-    yamux::Config::default()
+/// The multiplexer of every connection, the relay's and the native client's: yamux with
+/// large data frames (see [`shardweb_core::node::mux`]); its stream windows grow with use.
+pub fn yamux_config() -> mux::Config {
+    mux::config()
 }
 
 /// Builds the relay's swarm on TCP, QUIC, WebRTC-direct and WebSocket.

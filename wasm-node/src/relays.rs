@@ -9,8 +9,8 @@ use js_sys::{Function, Promise, Reflect};
 use libp2p::core::transport::{OptionalTransport, Transport as _, upgrade};
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol;
-use libp2p::{Multiaddr, PeerId, Swarm, noise, webrtc_websys, yamux};
-use shardweb_core::node::peer;
+use libp2p::{Multiaddr, PeerId, Swarm, noise, webrtc_websys};
+use shardweb_core::node::{mux, peer};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
@@ -63,7 +63,7 @@ pub fn swarm(key: Keypair, config: &peer::Config) -> Result<Swarm<peer::Behaviou
             Ok(crate::websocket::Transport
                 .upgrade(upgrade::Version::V1Lazy)
                 .authenticate(noise::Config::new(key)?)
-                .multiplex(yamux::Config::default())
+                .multiplex(mux::config())
                 .boxed())
         })
         .map_err(|e| failed(&e))?
@@ -76,7 +76,7 @@ pub fn swarm(key: Keypair, config: &peer::Config) -> Result<Swarm<peer::Behaviou
             }
         })
         .map_err(|e| failed(&e))?
-        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .with_relay_client(noise::Config::new, mux::config)
         .map_err(|e| failed(&e))?
         .with_behaviour(|key, relay| peer::Behaviour::new(key, relay, config))
         .map_err(|e| failed(&e))?
