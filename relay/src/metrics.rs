@@ -25,6 +25,8 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     /// Peers connected now.
     pub peers: AtomicU64,
+    /// Connections open now (a peer may have several).
+    pub connections: AtomicU64,
 }
 
 /// Which protocol a request came on.
@@ -56,6 +58,12 @@ impl Metrics {
             store.used_bytes(),
         );
         gauge("shardweb_peers", "Peers connected.", "gauge", self.peers.load(Ordering::Relaxed));
+        gauge(
+            "shardweb_connections",
+            "Connections open.",
+            "gauge",
+            self.connections.load(Ordering::Relaxed),
+        );
         gauge(
             "shardweb_bytes_in_total",
             "Shard and manifest bytes received.",

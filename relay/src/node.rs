@@ -231,6 +231,9 @@ fn on_event(
         SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
             let peers = swarm.connected_peers().count() as u64;
             shared.metrics.peers.store(peers, std::sync::atomic::Ordering::Relaxed);
+            let connections =
+                u64::from(swarm.network_info().connection_counters().num_connections());
+            shared.metrics.connections.store(connections, std::sync::atomic::Ordering::Relaxed);
         }
         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
             peer_id,

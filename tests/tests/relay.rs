@@ -4,6 +4,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use shardweb_relay::client::Client;
 use shardweb_tests::{Relay, get, put, random_file, shardweb_in};
 
 use shardweb_tests::LIMIT;
@@ -32,6 +33,24 @@ fn put_through_one_relay_get_through_another() {
     let link = put(dir.path(), &file, &[&a], &["--k", "2", "--m", "1"]);
     let got = get(dir.path(), &link, &[&b], "out.bin").expect("get through the other relay");
     assert_eq!(got, fs::read(&file).unwrap());
+}
+
+/// The native client opens two connections to a relay (requests spread over both, so a
+/// transfer's TLS and yamux work runs on two cores); the relay counts them.
+#[test]
+fn the_client_opens_two_connections_to_a_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("r"), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = runtime.block_on(async {
+        let client = Client::start().unwrap();
+        client.connect(&[relay.url()]).await.expect("connect");
+        client
+    });
+    wait_until("two connections", || relay.metric("shardweb_connections") == Some(2));
+    assert_eq!(relay.metric("shardweb_peers"), Some(1));
+    drop(client);
+    wait_until("the connections to close", || relay.metric("shardweb_connections") == Some(0));
 }
 
 #[test]

@@ -19,7 +19,7 @@ use libp2p::core::transport::ListenerId;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as Addr;
 use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping, relay};
 
@@ -156,7 +156,7 @@ pub struct Incoming {
 type Reply<T> = oneshot::Sender<Result<T, NetworkError>>;
 
 enum Command {
-    Dial { peer: PeerId, addrs: Vec<Multiaddr>, reply: Reply<()> },
+    Dial { peer: PeerId, addrs: Vec<Multiaddr>, another: bool, reply: Reply<()> },
     Listen { addr: Multiaddr, reply: Reply<Multiaddr> },
     Shard { peer: PeerId, request: ShardRequest, reply: Reply<ShardResponse> },
     Manifest { peer: PeerId, request: ManifestRequest, reply: Reply<ManifestResponse> },
@@ -231,7 +231,21 @@ impl Peer {
     /// addresses of peers that speak the DHT are added to its routing table.
     pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NetworkError> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Dial { peer, addrs, reply }).await?;
+        self.send(Command::Dial { peer, addrs, another: false, reply }).await?;
+        within(DIAL_TIMEOUT, rx).await
+    }
+
+    /// Opens one more connection to `peer` at `addrs`, beside any there is. Requests to a peer
+    /// are spread over its connections, and each connection's secure channel and multiplexer
+    /// run in one task, on one core at a time: a second connection lets a large transfer use
+    /// two.
+    pub async fn dial_another(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+    ) -> Result<(), NetworkError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Dial { peer, addrs, another: true, reply }).await?;
         within(DIAL_TIMEOUT, rx).await
     }
 
@@ -406,15 +420,19 @@ impl Driver {
         let swarm = &mut self.swarm;
         let pending = &mut self.pending;
         match command {
-            Command::Dial { peer, addrs, reply } => {
-                if swarm.is_connected(&peer) {
+            Command::Dial { peer, addrs, another, reply } => {
+                if swarm.is_connected(&peer) && !another {
                     let _ = reply.send(Ok(()));
                     return;
                 }
                 for addr in &addrs {
                     swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
                 }
-                let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+                let mut opts = DialOpts::peer_id(peer).addresses(addrs);
+                if another {
+                    opts = opts.condition(PeerCondition::Always);
+                }
+                let opts = opts.build();
                 match swarm.dial(opts) {
                     Ok(()) => pending.dials.entry(peer).or_default().push(reply),
                     // A dial already under way (a holder found in the DHT): wait for it.
