@@ -39,6 +39,10 @@ pub struct Limits {
     pub max_bytes_per_peer: u64,
 }
 
+/// How much of a shard is hashed at a time while it is written: small enough that the copy
+/// that follows each piece reads it from cache.
+const VERIFY_PIECE: usize = 64 << 10;
+
 /// What went wrong in the store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -188,26 +192,29 @@ impl DiskStore {
     }
 
     /// Stores a batch of shards for `owner`, one result per shard in order. Each shard is
-    /// verified, admitted against the quotas, written and fsynced outside the lock, and the
-    /// batch is recorded in one commit before any result says `New`.
+    /// admitted against the quotas, then verified as it is written (one pass over its bytes)
+    /// and fsynced, outside the lock; one that does not match its id is removed before it is
+    /// renamed into place. The batch is recorded in one commit before any result says `New`.
+    /// Shards already held are still checked, so wrong bytes are refused either way.
     pub fn put_shards(
         &self,
         owner: &[u8],
         shards: &[(ShardId, &[u8])],
     ) -> Vec<Result<Stored, Error>> {
-        let mut results: Vec<Option<Result<Stored, Error>>> = shards
-            .iter()
-            .map(|(id, bytes)| {
-                (ShardId::of(bytes) != *id).then_some(Err(Error::Mismatch { id: *id }))
-            })
-            .collect();
+        let mut results: Vec<Option<Result<Stored, Error>>> =
+            std::iter::repeat_with(|| None).take(shards.len()).collect();
         let admitted = self.admit_batch(owner, shards, &mut results);
+        for ((id, bytes), result) in shards.iter().zip(&mut results) {
+            if matches!(result, Some(Ok(Stored::AlreadyHeld))) && ShardId::of(bytes) != *id {
+                *result = Some(Err(Error::Mismatch { id: *id }));
+            }
+        }
         let mut written = Vec::new();
         let mut dirs = std::collections::BTreeSet::new();
         for &i in &admitted {
             let (id, bytes) = shards[i];
             let path = self.shard_path(&id);
-            match self.write_file(&path, bytes) {
+            match self.write_shard_file(&path, &id, bytes) {
                 Ok(()) => {
                     written.push(i);
                     if let Some(dir) = path.parent() {
@@ -439,9 +446,11 @@ impl DiskStore {
         self.root.join("shards").join(hex.get(..2).unwrap_or("00")).join(hex)
     }
 
-    /// Writes `bytes` to a temporary file, fsyncs it and renames it to `path`. The caller
-    /// fsyncs the directory.
-    fn write_file(&self, path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    /// Writes `bytes` to a temporary file, hashing each piece just before it is copied out (so
+    /// the copy reads it from cache), and, if they are shard `id`, fsyncs the file and renames
+    /// it to `path`; if not, removes it and returns [`Error::Mismatch`]. The caller fsyncs the
+    /// directory.
+    fn write_shard_file(&self, path: &Path, id: &ShardId, bytes: &[u8]) -> Result<(), Error> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir)?;
@@ -451,16 +460,24 @@ impl DiskStore {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
-        let result = (|| {
+        let result = (|| -> Result<(), Error> {
             let mut writer = direct::Writer::new(File::create(&tmp)?, &tmp);
-            writer.write_all(bytes)?;
-            writer.finish()?.sync_all()?;
-            fs::rename(&tmp, path)
+            let mut hasher = blake3::Hasher::new();
+            for piece in bytes.chunks(VERIFY_PIECE) {
+                hasher.update(piece);
+                writer.write_all(piece)?;
+            }
+            let file = writer.finish()?;
+            if hasher.finalize().as_bytes() != id.as_bytes() {
+                return Err(Error::Mismatch { id: *id });
+            }
+            file.sync_all()?;
+            Ok(fs::rename(&tmp, path)?)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
-        Ok(result?)
+        result
     }
 
     /// Makes the files and the database agree after a crash, and loads the totals.
@@ -603,6 +620,32 @@ mod tests {
         assert!(matches!(err, Error::Mismatch { id: i } if i == id));
         assert_eq!(files_under(&dir.path().join("shards")), 0);
         assert_eq!(store.usage(ALICE).unwrap(), 0);
+
+        // Shards of several hashing pieces, in one batch: the one whose last byte is wrong
+        // is refused and leaves no file, the others are stored whole.
+        let len = 3 * VERIFY_PIECE + 77;
+        let (good, good_bytes) = shard(3, len);
+        let (bad, mut bad_bytes) = shard(4, len);
+        bad_bytes[len - 1] ^= 1;
+        let (next, next_bytes) = shard(5, len);
+        let batch = [(good, &good_bytes[..]), (bad, &bad_bytes[..]), (next, &next_bytes[..])];
+        let store = DiskStore::open(&dir.path().join("big"), limits(1 << 20, 1 << 20)).unwrap();
+        let results = store.put_shards(ALICE, &batch);
+        assert!(matches!(results[0], Ok(Stored::New)));
+        assert!(matches!(results[1], Err(Error::Mismatch { id: i }) if i == bad));
+        assert!(matches!(results[2], Ok(Stored::New)));
+        assert_eq!(files_under(&dir.path().join("big").join("shards")), 2);
+        assert_eq!(files_under(&dir.path().join("big").join("tmp")), 0);
+        assert_eq!(store.usage(ALICE).unwrap(), 2 * len as u64);
+        assert_eq!(store.get_shard(&good).unwrap().unwrap(), good_bytes);
+        assert_eq!(store.get_shard(&next).unwrap().unwrap(), next_bytes);
+
+        // Wrong bytes under the id of a shard already held are refused too, and the held
+        // shard is untouched.
+        let err = store.put_shard(BOB, &good, &bad_bytes).unwrap_err();
+        assert!(matches!(err, Error::Mismatch { id: i } if i == good));
+        assert_eq!(store.get_shard(&good).unwrap().unwrap(), good_bytes);
+        assert_eq!(store.usage(BOB).unwrap(), 0);
     }
 
     #[test]
