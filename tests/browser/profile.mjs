@@ -155,11 +155,17 @@ async function main() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       `--user-data-dir=${dir}/chromium`, `--remote-debugging-port=${port}`, page,
     ],
-    { stdio: 'ignore' },
+    // A process group of its own, so that its helper processes go with it and stop writing
+    // into the profile directory before that is removed.
+    { stdio: 'ignore', detached: true },
   );
   const exited = new Promise((resolve) => chromium.once('exit', resolve));
   cleanups.push(async () => {
-    chromium.kill('SIGKILL');
+    try {
+      process.kill(-chromium.pid, 'SIGKILL');
+    } catch {
+      chromium.kill('SIGKILL');
+    }
     await exited;
   });
   tools = await profiler(port);

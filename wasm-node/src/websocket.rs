@@ -6,9 +6,12 @@
 //!   node's own thread stands still while that thread seals and codes (measured: a worker
 //!   busy 1 ms in every 1.3 ms sends at 135 instead of 212 MB/s). So each socket is owned by a
 //!   small pump worker of its own, which is never busy, and bytes cross to it and back as
-//!   transferred `ArrayBuffer`s. Where no worker can start (a content security policy without
-//!   `blob:` in `worker-src`), the socket stays on the node's thread.
-//! - libp2p flushes after every frame (~16 KiB); what is written in one turn of the event loop
+//!   transferred `ArrayBuffer`s; the pump gives each buffer back once sent, and the node
+//!   reuses it (filling fresh memory costs several times a plain copy). Where no worker can
+//!   start (a content security policy without `blob:` in `worker-src`), the socket stays on
+//!   the node's thread.
+//! - libp2p writes and flushes frame by frame (Noise frames are under 64 KiB, and yamux's
+//!   headers are written apart from their bodies); what is written in one turn of the event loop
 //!   goes out as one message (up to [`MAX_MESSAGE`]), sent from a microtask, since the
 //!   browser's cost is per message more than per byte.
 //! - Writes go on while fewer than [`SEND_HIGH_WATER`] bytes wait to be sent: a pump reports
@@ -42,8 +45,12 @@ pub const SEND_HIGH_WATER: u64 = 8 << 20;
 /// How long a write waits before looking at the send buffer again.
 const SEND_RETRY: Duration = Duration::from_millis(2);
 /// Writes are gathered into messages of up to this many bytes: every `send` costs the browser
-/// a message to its network process, and libp2p writes in frames of 16 KiB.
+/// a message to its network process, and libp2p writes in frames of under 64 KiB.
 const MAX_MESSAGE: usize = 256 << 10;
+/// Buffers for the pump are made in multiples of this.
+const BUFFER_STEP: usize = 64 << 10;
+/// The most bytes of spare buffers kept for the pump (as much again as may wait unsent).
+const MAX_SPARE: usize = 8 << 20;
 /// The most bytes received and not yet read; a remote past it is dropped.
 pub const MAX_READ_BUFFER: usize = 64 << 20;
 
@@ -120,6 +127,10 @@ struct Shared {
     /// Bytes handed to a pump worker, and how many of those it has sent on.
     handed: u64,
     drained: u64,
+    /// Buffers the pump worker has sent on and given back, to carry later messages: filling
+    /// a fresh buffer costs the first touch of new memory, several times a plain copy.
+    spare: Vec<js_sys::ArrayBuffer>,
+    spare_bytes: usize,
     reader: Option<Waker>,
     writer: Option<Waker>,
     opener: Option<Waker>,
@@ -131,6 +142,36 @@ impl Shared {
             [self.reader.take(), self.writer.take(), self.opener.take()].into_iter().flatten()
         {
             waker.wake();
+        }
+    }
+
+    /// `bytes` in a buffer to transfer to the pump: the smallest spare one that fits, else a
+    /// new one (rounded up, so that it fits later messages of about the same size).
+    fn outgoing(&mut self, bytes: &[u8]) -> js_sys::Uint8Array {
+        let len = bytes.len();
+        let fit = (self.spare.iter().enumerate())
+            .filter(|(_, b)| b.byte_length() as usize >= len)
+            .min_by_key(|(_, b)| b.byte_length())
+            .map(|(i, _)| i);
+        let buffer = match fit {
+            Some(i) => {
+                let buffer = self.spare.swap_remove(i);
+                self.spare_bytes -= buffer.byte_length() as usize;
+                buffer
+            }
+            None => js_sys::ArrayBuffer::new(len.next_multiple_of(BUFFER_STEP) as u32),
+        };
+        let view = js_sys::Uint8Array::new_with_byte_offset_and_length(&buffer, 0, len as u32);
+        view.copy_from(bytes);
+        view
+    }
+
+    /// Keeps a buffer the pump gave back, while the spare ones stay under [`MAX_SPARE`].
+    fn keep_spare(&mut self, buffer: js_sys::ArrayBuffer) {
+        let len = buffer.byte_length() as usize;
+        if self.spare_bytes + len <= MAX_SPARE {
+            self.spare_bytes += len;
+            self.spare.push(buffer);
         }
     }
 
@@ -162,9 +203,10 @@ const report = () => {
   if (ws.bufferedAmount > 0) timer = setTimeout(report, 1);
 };
 onmessage = ({ data }) => {
-  if (data instanceof ArrayBuffer) {
+  if (data instanceof Uint8Array) {
     ws.send(data);
     handed += data.byteLength;
+    postMessage({ spare: data.buffer }, [data.buffer]);
     if (!timer) timer = setTimeout(report, 1);
   } else if (data === 'close') {
     ws?.close(1000);
@@ -199,8 +241,8 @@ impl Socket {
         match self {
             Socket::Direct(ws) => ws.send_with_u8_array(bytes),
             Socket::Pumped(worker) => {
-                let buffer = crate::helper_worker::transferable(bytes).buffer();
-                worker.post_message_with_transfer(&buffer, &js_sys::Array::of1(&buffer))?;
+                let view = shared.borrow_mut().outgoing(bytes);
+                worker.post_message_with_transfer(&view, &js_sys::Array::of1(&view.buffer()))?;
                 shared.borrow_mut().handed += bytes.len() as u64;
                 Ok(())
             }
@@ -292,6 +334,8 @@ fn pumped(url: &str, shared: &Rc<RefCell<Shared>>) -> io::Result<(Socket, Vec<Ha
             let field = |name: &str| Reflect::get(&data, &name.into()).unwrap_or_default();
             if let Some(drained) = field("drained").as_f64() {
                 s.drained = drained as u64;
+            } else if let Ok(buffer) = field("spare").dyn_into::<js_sys::ArrayBuffer>() {
+                return s.keep_spare(buffer);
             } else if field("open").is_truthy() {
                 s.open = true;
             } else if field("closed").is_truthy() {
