@@ -9,10 +9,11 @@ use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as Addr;
 use libp2p::{Multiaddr, PeerId, noise, tcp};
 use shardweb_core::ManifestId;
+use shardweb_core::node::mux;
 use shardweb_core::node::peer::{self, Peer};
 
 use crate::http::Info;
-use crate::node::{VERSION, yamux_config};
+use crate::node::VERSION;
 
 /// Connections the client opens to each relay. Requests to a peer are spread over its
 /// connections, and each connection's TLS and yamux work runs in one task: with two, a transfer
@@ -44,10 +45,10 @@ impl Client {
             .with_tcp(
                 tcp::Config::default().nodelay(true),
                 (crate::tls::Config::new, noise::Config::new),
-                yamux_config,
+                mux::config,
             )?
             .with_quic()
-            .with_relay_client(noise::Config::new, yamux_config)?
+            .with_relay_client(noise::Config::new, mux::config)?
             .with_behaviour(|key, relay| peer::Behaviour::new(key, relay, &config))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();

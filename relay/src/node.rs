@@ -118,12 +118,6 @@ impl Behaviour {
     }
 }
 
-/// The multiplexer of every connection, the relay's and the native client's: yamux with
-/// large data frames (see [`shardweb_core::node::mux`]); its stream windows grow with use.
-pub fn yamux_config() -> mux::Config {
-    mux::config()
-}
-
 /// Builds the relay's swarm on TCP, QUIC, WebRTC-direct and WebSocket.
 pub async fn swarm(
     key: Keypair,
@@ -135,7 +129,7 @@ pub async fn swarm(
         .with_tcp(
             tcp::Config::default().nodelay(true),
             (crate::tls::Config::new, noise::Config::new),
-            yamux_config,
+            mux::config,
         )?
         .with_quic()
         .with_other_transport(|key| {
@@ -143,7 +137,7 @@ pub async fn swarm(
                 .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
         })?
         .with_dns()?
-        .with_websocket(noise::Config::new, yamux_config)
+        .with_websocket(noise::Config::new, mux::config)
         .await?
         .with_behaviour(|key| Behaviour::new(key, config).map_err(Into::into))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))

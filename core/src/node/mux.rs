@@ -197,6 +197,7 @@ mod tests {
         pool.spawner().spawn_local(drive(client.clone())).unwrap();
         pool.spawner().spawn_local(drive(server.clone())).unwrap();
         let sent: Vec<u8> = (0..3 * FRAME + 12_345).map(|i| (i % 251) as u8).collect();
+        let expected = sent.clone();
         let received = pool.run_until(async {
             let mut outbound =
                 future::poll_fn(|cx| client.borrow_mut().poll_outbound_unpin(cx)).await.unwrap();
@@ -213,7 +214,6 @@ mod tests {
             };
             future::join(writer, reader).await.1
         });
-        let expected: Vec<u8> = (0..3 * FRAME + 12_345).map(|i| (i % 251) as u8).collect();
         assert!(received == expected, "{} bytes received of {}", received.len(), expected.len());
         let largest = writes.lock().unwrap().iter().copied().max().unwrap_or(0);
         assert!(largest > 64 << 10, "largest write to the connection: {largest} bytes");
