@@ -47,7 +47,9 @@ fn the_client_opens_two_connections_to_a_relay() {
         client.connect(&[relay.url()]).await.expect("connect");
         client
     });
-    wait_until("two connections", || relay.metric("shardweb_connections") == Some(2));
+    // At least two: a dial tries the relay's TCP and QUIC addresses at once, and the relay may
+    // count the attempt that lost until it closes.
+    wait_until("two connections", || relay.metric("shardweb_connections") >= Some(2));
     assert_eq!(relay.metric("shardweb_peers"), Some(1));
     drop(client);
     wait_until("the connections to close", || relay.metric("shardweb_connections") == Some(0));
