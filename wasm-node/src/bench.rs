@@ -73,7 +73,7 @@ async fn run(k: usize, m: usize, rounds: usize) -> Result<JsValue, NodeError> {
         // WebCrypto alone.
         let t = now();
         for (i, s) in segments.iter().enumerate() {
-            sealer.seal(i as u64, false, s).await?;
+            sealer.seal(i as u64, false, s.to_vec()).await?;
         }
         samples[0].push(mb / ((now() - t) / 1000.0));
         // Software AES-GCM in wasm, for comparison.
@@ -117,7 +117,7 @@ async fn run(k: usize, m: usize, rounds: usize) -> Result<JsValue, NodeError> {
         }
         pending.push(encoder.last_segment()?);
         for segment in pending {
-            let sealed = sealer.seal(segment.index, segment.last, &segment.data).await?;
+            let sealed = sealer.seal(segment.index, segment.last, segment.data).await?;
             stripes.push(encoder.code_sealed(segment.index, sealed)?);
         }
         let encoded = encoder.into_encoded()?;

@@ -2,8 +2,11 @@
 //! key, and stream the plaintext out as a `ReadableStream` that pulls one segment at a time,
 //! with a bounded window of stripes in flight.
 
+use std::collections::VecDeque;
 use std::rc::Rc;
 
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
 use futures::stream::{self, Stream};
 use js_sys::{Function, Uint8Array};
 use shardweb_core::manifest::Opened;
@@ -121,6 +124,8 @@ pub async fn open(
         id,
         recorded: false,
         done: false,
+        opening: VecDeque::new(),
+        scratch: Vec::new(),
     };
     Ok(Opening {
         manifest: manifest.id(),
@@ -143,6 +148,10 @@ struct State {
     /// Whether the transfer is recorded, to be listed after a reload: once reading starts.
     recorded: bool,
     done: bool,
+    /// Segments being opened, in order.
+    opening: VecDeque<LocalBoxFuture<'static, Result<Uint8Array, NodeError>>>,
+    /// Where each opened segment is copied for the file's hash.
+    scratch: Vec<u8>,
 }
 
 async fn next(mut state: State) -> Option<(Result<JsValue, JsValue>, State)> {
@@ -182,14 +191,34 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
         };
         state.node.store.put_transfer(&state.id, record.to_js()).await?;
     }
-    let Some(sealed) = state.download.next_sealed().await? else { return Ok(None) };
-    let plaintext = state.sealer.open(&sealed).await?;
-    state.download.opened(&plaintext);
-    state.progress.bytes += plaintext.len() as u64;
+    // One segment opens on the crypto worker while the next is fetched and decoded here. The
+    // call that finds no more segments checks the file's hash, so it waits until every
+    // segment before it has been opened and counted.
+    if state.opening.is_empty() {
+        let Some(sealed) = state.download.next_sealed().await? else { return Ok(None) };
+        state.opening.push_back(state.sealer.open_to_js(sealed).boxed_local());
+    }
+    let (next, stripes) = state.download.position();
+    if state.opening.len() <= OPEN_AHEAD
+        && next < stripes
+        && let Some(sealed) = state.download.next_sealed().await?
+    {
+        state.opening.push_back(state.sealer.open_to_js(sealed).boxed_local());
+    }
+    let Some(opening) = state.opening.pop_front() else { return Ok(None) };
+    let plaintext = opening.await?;
+    // The file's hash needs the bytes in wasm memory; the stream takes the browser's buffer.
+    state.scratch.resize(plaintext.length() as usize, 0);
+    plaintext.copy_to(&mut state.scratch);
+    state.download.opened(&state.scratch);
+    state.progress.bytes += state.scratch.len() as u64;
     state.progress.wire = state.download.wire_bytes();
     state.progress.report(false);
-    Ok(Some(Uint8Array::from(&plaintext[..]).into()))
+    Ok(Some(plaintext.into()))
 }
+
+/// Segments opening ahead of the one handed out.
+const OPEN_AHEAD: usize = 1;
 
 /// Records the finished file and announces it, when its shards were kept.
 async fn finish(state: &mut State) {

@@ -193,12 +193,17 @@ impl IdbStore {
         let raw = raw_tx(&tx);
         let store = tx.object_store(SHARDS).map_err(storage)?;
         let meta = tx.object_store(META).map_err(storage)?;
+        // Every question goes to the database before any answer is awaited: one round trip
+        // to the browser's storage for the batch, not one per shard.
+        let mut held = Vec::with_capacity(shards.len());
+        for (id, _) in shards {
+            held.push(store.count().with_query(id.to_string()).primitive().map_err(storage)?);
+        }
         let mut used = read_bytes(&meta).await?;
         let mut fresh = Vec::with_capacity(shards.len());
         let mut added = 0u64;
-        for (id, bytes) in shards {
+        for ((id, bytes), held) in shards.iter().zip(held) {
             let key = id.to_string();
-            let held = store.count().with_query(key.clone()).primitive().map_err(storage)?;
             let is_new = held.await.map_err(storage)? == 0;
             if is_new {
                 added += bytes.len() as u64;

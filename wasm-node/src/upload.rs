@@ -6,7 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use bytes::Bytes;
+use futures::FutureExt;
 use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
 use js_sys::{Function, Object, Reflect, Uint8Array};
 use shardweb_core::codec::{Encoder, FileId, FileKey, Params, Segment, ShardId};
 use shardweb_core::manifest::FileMeta;
@@ -319,7 +321,7 @@ async fn upload(
 }
 
 /// Reads the file slice by slice (the next read under way while this one is worked on) and
-/// seals, codes, keeps and sends every segment.
+/// seals, codes, keeps and sends every segment, the next one sealing while this one is coded.
 async fn encode_and_send(
     step: &mut Step<'_>,
     sealer: &WebSealer,
@@ -331,6 +333,7 @@ async fn encode_and_send(
     let (blob, size) = (&step.state.blob, step.state.size);
     let segment_size = step.state.params.segment_size() as u64;
     let mut offset = 0;
+    let mut sealing = VecDeque::new();
     let mut next = (size > 0).then(|| start_read(blob, 0, segment_size.min(size))).transpose()?;
     loop {
         check_running(step.node, signal)?;
@@ -352,13 +355,16 @@ async fn encode_and_send(
         };
         let last = segments.last().is_some_and(|s| s.last);
         for segment in segments {
-            let len = segment.data.len() as u64;
-            step.segment(sealer, encoder, upload.as_deref_mut(), segment).await?;
-            progress.bytes += len;
-            if let Some(upload) = upload.as_deref() {
-                progress.wire = upload.wire_bytes();
+            sealing.push_back(step.start(sealer, segment));
+            while sealing.len() > SEAL_AHEAD || (last && !sealing.is_empty()) {
+                let Some(pending) = sealing.pop_front() else { break };
+                progress.bytes += pending.len;
+                step.finish(encoder, upload.as_deref_mut(), pending).await?;
+                if let Some(upload) = upload.as_deref() {
+                    progress.wire = upload.wire_bytes();
+                }
+                progress.report(false);
             }
-            progress.report(false);
         }
         if let Some(upload) = upload.as_deref_mut() {
             step.record_acks(upload).await?;
@@ -367,6 +373,17 @@ async fn encode_and_send(
             return Ok(());
         }
     }
+}
+
+/// Segments sealed ahead of the one being coded: the crypto worker seals the next while this
+/// thread codes and sends the one before.
+const SEAL_AHEAD: usize = 1;
+
+/// A segment started: being sealed, or (`sealed` is `None`) coded by a run before this one.
+struct Pending {
+    index: u64,
+    len: u64,
+    sealed: Option<LocalBoxFuture<'static, Result<Vec<u8>, NodeError>>>,
 }
 
 /// One upload's per-segment work.
@@ -380,22 +397,28 @@ struct Step<'a> {
 }
 
 impl Step<'_> {
-    /// Seals, codes, keeps and sends one segment, or only counts it when a run before this
-    /// one already did.
-    async fn segment(
+    /// Starts one segment: sealing it, unless a run before this one already coded it.
+    fn start(&self, sealer: &WebSealer, segment: Segment) -> Pending {
+        let (index, len) = (segment.index, segment.data.len() as u64);
+        let sealed = (!self.recorded.contains_key(&index))
+            .then(|| sealer.seal(index, segment.last, segment.data).boxed_local());
+        Pending { index, len, sealed }
+    }
+
+    /// Codes, keeps and sends a started segment, or only counts it when a run before this one
+    /// already did. Segments finish in order.
+    async fn finish(
         &mut self,
-        sealer: &WebSealer,
         encoder: &mut Encoder,
         upload: Option<&mut Upload<BrowserNet>>,
-        segment: Segment,
+        pending: Pending,
     ) -> Result<(), NodeError> {
-        let index = segment.index;
-        if let Some(ids) = self.recorded.get(&index) {
+        let index = pending.index;
+        let Some(sealed) = pending.sealed else {
+            let ids = self.recorded.get(&index).map_or(&[][..], Vec::as_slice);
             return Ok(encoder.skip_coded(index, ids)?);
-        }
-        let sealed = sealer.seal(index, segment.last, &segment.data).await?;
-        drop(segment);
-        let stripe = encoder.code_sealed(index, sealed)?;
+        };
+        let stripe = encoder.code_sealed(index, sealed.await?)?;
         let shards: Vec<_> =
             stripe.ids.iter().copied().zip(stripe.shards.iter().cloned()).collect();
         match upload {

@@ -91,17 +91,18 @@ impl CryptoWorker {
         Some(Self { worker, waiting, next: Cell::new(0), broken, _handlers: [message, error] })
     }
 
-    /// Runs one operation on the worker; `bytes` are copied out of wasm memory once.
-    async fn run(
+    /// Sends one operation to the worker; `bytes` are copied out of wasm memory once, before
+    /// this returns. `None` when the worker cannot take it.
+    fn post(
         &self,
         decrypt: bool,
         key: &CryptoKey,
         nonce: &[u8],
         aad: &[u8],
         bytes: &[u8],
-    ) -> Reply {
+    ) -> Option<oneshot::Receiver<Reply>> {
         if self.broken.get() {
-            return Reply::Unavailable;
+            return None;
         }
         let id = self.next.get();
         self.next.set(id.wrapping_add(1));
@@ -121,9 +122,9 @@ impl CryptoWorker {
         self.waiting.borrow_mut().insert(id, tx);
         if self.worker.post_message_with_transfer(&request, &Array::of1(&copy.buffer())).is_err() {
             self.waiting.borrow_mut().remove(&id);
-            return Reply::Unavailable;
+            return None;
         }
-        rx.await.unwrap_or(Reply::Unavailable)
+        Some(rx)
     }
 }
 
@@ -159,10 +160,21 @@ impl WebSealer {
     }
 
     /// Seals segment `index` (`data` is its plaintext): the ciphertext followed by the tag.
-    pub async fn seal(&self, index: u64, last: bool, data: &[u8]) -> Result<Vec<u8>, NodeError> {
-        match self.aes_gcm(false, index, last, data).await? {
-            Ok(sealed) => Ok(bytes_of(&sealed)),
-            Err(why) => Err(NodeError::crypto("encrypt", &why)),
+    /// The work starts before this returns, so a caller can code one segment while the next
+    /// is being sealed.
+    pub fn seal(
+        &self,
+        index: u64,
+        last: bool,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<Vec<u8>, NodeError>> + 'static {
+        let started = self.start(false, index, last, &data);
+        let this = self.clone();
+        async move {
+            match this.finish(started, false, index, last, &data).await? {
+                Ok(sealed) => Ok(bytes_of(&sealed)),
+                Err(why) => Err(NodeError::crypto("encrypt", &why)),
+            }
         }
     }
 
@@ -174,9 +186,23 @@ impl WebSealer {
         }
     }
 
-    /// Encrypts or decrypts segment `index`: on the crypto worker where there is one, else on
-    /// this thread. The inner error is WebCrypto's refusal of the bytes (on opening, a tag
-    /// that does not match); the outer one, a call this browser does not take.
+    /// [`WebSealer::open`], started before this returns, with the plaintext left in the
+    /// browser's own buffer (not copied into wasm memory).
+    pub fn open_to_js(
+        &self,
+        sealed: SealedSegment,
+    ) -> impl Future<Output = Result<Uint8Array, NodeError>> + 'static {
+        let started = self.start(true, sealed.index, sealed.last, &sealed.data);
+        let this = self.clone();
+        async move {
+            match this.finish(started, true, sealed.index, sealed.last, &sealed.data).await? {
+                Ok(plain) => Ok(Uint8Array::new(&plain)),
+                Err(_) => Err(shardweb_core::codec::Error::Decrypt { stripe: sealed.index }.into()),
+            }
+        }
+    }
+
+    /// Encrypts or decrypts segment `index` to the end; see [`WebSealer::start`].
     async fn aes_gcm(
         &self,
         decrypt: bool,
@@ -184,26 +210,73 @@ impl WebSealer {
         last: bool,
         data: &[u8],
     ) -> Result<Result<JsValue, JsValue>, NodeError> {
+        let started = self.start(decrypt, index, last, data);
+        self.finish(started, decrypt, index, last, data).await
+    }
+
+    /// Starts encrypting or decrypting segment `index`: on the crypto worker where there is
+    /// one, else on this thread. Either way the bytes have been taken when this returns.
+    fn start(&self, decrypt: bool, index: u64, last: bool, data: &[u8]) -> Started {
         let (nonce, aad) = (segment_nonce(index), segment_aad(&self.file_id, index, last));
-        if let Some(worker) = crypto_worker() {
-            match worker.run(decrypt, &self.key, &nonce, &aad, data).await {
+        match crypto_worker().and_then(|w| w.post(decrypt, &self.key, &nonce, &aad, data)) {
+            Some(reply) => Started::Worker(reply),
+            None => Started::Here(self.here(decrypt, &nonce, &aad, data)),
+        }
+    }
+
+    /// Waits for an operation [`WebSealer::start`] began; if the crypto worker failed under
+    /// it, runs it again on this thread with the same `data`. The inner error is WebCrypto's
+    /// refusal of the bytes (on opening, a tag that does not match); the outer one, a call
+    /// this browser does not take.
+    async fn finish(
+        &self,
+        started: Started,
+        decrypt: bool,
+        index: u64,
+        last: bool,
+        data: &[u8],
+    ) -> Result<Result<JsValue, JsValue>, NodeError> {
+        let promise = match started {
+            Started::Worker(reply) => match reply.await.unwrap_or(Reply::Unavailable) {
                 Reply::Done(out) => return Ok(Ok(out.into())),
                 Reply::Failed(why) => return Ok(Err(why.into())),
-                Reply::Unavailable => {}
-            }
-        }
-        let params = AesGcmParams::new("AES-GCM", &Uint8Array::from(&nonce[..]));
-        params.set_additional_data(&Uint8Array::from(&aad[..]));
+                Reply::Unavailable => {
+                    let (nonce, aad) =
+                        (segment_nonce(index), segment_aad(&self.file_id, index, last));
+                    self.here(decrypt, &nonce, &aad, data)
+                }
+            },
+            Started::Here(promise) => promise,
+        };
+        Ok(JsFuture::from(promise?).await)
+    }
+
+    /// Calls WebCrypto on this thread.
+    fn here(
+        &self,
+        decrypt: bool,
+        nonce: &[u8],
+        aad: &[u8],
+        data: &[u8],
+    ) -> Result<js_sys::Promise, NodeError> {
+        let params = AesGcmParams::new("AES-GCM", &Uint8Array::from(nonce));
+        params.set_additional_data(&Uint8Array::from(aad));
         params.set_tag_length(128);
         let (op, promise) = if decrypt {
             ("decrypt", self.subtle.decrypt_with_object_and_u8_array(&params, &self.key, data))
         } else {
             ("encrypt", self.subtle.encrypt_with_object_and_u8_array(&params, &self.key, data))
         };
-        let promise = promise.map_err(|e| NodeError::crypto(op, &e))?;
-        Ok(JsFuture::from(promise).await)
+        promise.map_err(|e| NodeError::crypto(op, &e))
     }
 }
+
+/// An operation under way: on the crypto worker, or WebCrypto's promise on this thread.
+enum Started {
+    Worker(oneshot::Receiver<Reply>),
+    Here(Result<js_sys::Promise, NodeError>),
+}
+
 /// The bytes of an `ArrayBuffer` result, copied into wasm memory.
 fn bytes_of(value: &JsValue) -> Vec<u8> {
     Uint8Array::new(value).to_vec()

@@ -30,6 +30,12 @@ async fn batches_are_stored_read_back_verified_and_deleted() {
     assert_eq!(store.put_shards(&shards[..4]).await.unwrap(), vec![false; 4]);
     let total: u64 = shards.iter().map(|(_, b)| b.len() as u64).sum();
     assert_eq!(store.usage().await.unwrap(), (total, 16));
+    // Held and new in one batch: each answered for itself, only the new one charged.
+    let extra = shard(50, 700);
+    let mixed = [shards[5].clone(), extra.clone(), shards[0].clone()];
+    assert_eq!(store.put_shards(&mixed).await.unwrap(), [false, true, false]);
+    assert_eq!(store.usage().await.unwrap(), (total + 700, 17));
+    assert_eq!(store.delete_shards(&[extra.0]).await.unwrap(), 700);
 
     let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
     let (unknown, _) = shard(99, 10);

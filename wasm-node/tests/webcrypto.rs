@@ -34,7 +34,7 @@ async fn the_golden_encode_sealed_by_webcrypto_matches() {
     segments.push(encoder.last_segment().unwrap());
     let mut all = blake3::Hasher::new();
     for segment in segments {
-        let sealed = sealer.seal(segment.index, segment.last, &segment.data).await.unwrap();
+        let sealed = sealer.seal(segment.index, segment.last, segment.data).await.unwrap();
         let stripe = encoder.code_sealed(segment.index, sealed).unwrap();
         for (shard, id) in stripe.shards.iter().zip(&stripe.ids) {
             assert_eq!(*id, ShardId::of(shard));
@@ -57,7 +57,7 @@ async fn random_segments_seal_and_open_as_the_reference_does() {
         let mut expected = data.clone();
         reference.seal(index, last, &mut expected);
         let sealer = WebSealer::new(&key, file_id).await.unwrap();
-        let sealed = sealer.seal(index, last, &data).await.unwrap();
+        let sealed = sealer.seal(index, last, data.clone()).await.unwrap();
         assert_eq!(sealed, expected, "segment of {len} bytes");
         let opened = sealer.open(&SealedSegment { index, last, data: sealed }).await.unwrap();
         assert_eq!(opened, data);
@@ -69,7 +69,7 @@ async fn a_wrong_key_a_moved_segment_or_a_flipped_byte_fail_opaquely() {
     let key = FileKey::from_bytes([1; 32]);
     let file_id = FileId([2; 16]);
     let sealer = WebSealer::new(&key, file_id).await.unwrap();
-    let sealed = sealer.seal(3, false, b"some plaintext").await.unwrap();
+    let sealed = sealer.seal(3, false, b"some plaintext".to_vec()).await.unwrap();
     let wrong = WebSealer::new(&FileKey::from_bytes([9; 32]), file_id).await.unwrap();
     let mut flipped = sealed.clone();
     flipped[4] ^= 1;
@@ -90,5 +90,26 @@ async fn a_wrong_key_a_moved_segment_or_a_flipped_byte_fail_opaquely() {
             }
             other => panic!("expected the decrypt error, got {other:?}"),
         }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn seals_started_together_each_come_back_as_the_reference_seals() {
+    let key = FileKey::from_bytes([5; 32]);
+    let file_id = FileId([6; 16]);
+    let sealer = WebSealer::new(&key, file_id).await.unwrap();
+    let reference = SegmentCipher::new(&key, file_id);
+    let inputs: Vec<Vec<u8>> = (0..4u8).map(|i| vec![i; 100_000 + usize::from(i)]).collect();
+    // All four are under way before any is awaited, as an upload seals ahead of coding.
+    let started: Vec<_> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, data)| sealer.seal(i as u64, i == 3, data.clone()))
+        .collect();
+    // Awaited last first: each reply reaches the seal that asked for it.
+    for (i, sealing) in started.into_iter().enumerate().rev() {
+        let mut expected = inputs[i].clone();
+        reference.seal(i as u64, i == 3, &mut expected);
+        assert_eq!(sealing.await.unwrap(), expected, "segment {i}");
     }
 }
