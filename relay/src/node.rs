@@ -225,8 +225,10 @@ fn on_event(
         SwarmEvent::ConnectionEstablished { .. } | SwarmEvent::ConnectionClosed { .. } => {
             let peers = swarm.connected_peers().count() as u64;
             shared.metrics.peers.store(peers, std::sync::atomic::Ordering::Relaxed);
+            // Established only: a dial still pending when this event fires may fail later
+            // without another event, and would be counted until the next one.
             let connections =
-                u64::from(swarm.network_info().connection_counters().num_connections());
+                u64::from(swarm.network_info().connection_counters().num_established());
             shared.metrics.connections.store(connections, std::sync::atomic::Ordering::Relaxed);
         }
         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
