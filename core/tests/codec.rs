@@ -14,7 +14,7 @@ use bytes::Bytes;
 use files::{download, upload};
 use rng::Rng;
 use shardweb_core::codec::{
-    DEFAULT_SEGMENT_SIZE, Decoder, Encoder, Error, FileId, FileKey, Layout, Params,
+    DEFAULT_SEGMENT_SIZE, Decoder, Encoder, Error, FileId, FileKey, Layout, Params, SegmentCipher,
 };
 
 /// Cases per property: fewer in the browser, where debug wasm is slower.
@@ -265,4 +265,55 @@ fn out_of_range_shards_and_stripes_are_typed_errors() {
     assert!(matches!(err, Error::NoSuchShard { stripe: 0, index: 3, shards: 3 }), "{err}");
     assert!(matches!(decoder.stripe_ids(2), Err(Error::NoSuchStripe { stripe: 2, stripes: 2 })));
     assert!(matches!(decoder.add_shard(2, 0, shard), Err(Error::OutsideWindow { .. })));
+}
+
+/// Encodes `data` handed over in 37-byte pieces, through `next_segment` or, `in_place`,
+/// `next_segment_from`; sealed with the reference cipher. Returns every shard id and the
+/// plaintext hash.
+fn encode_by_segments(
+    params: Params,
+    key: &FileKey,
+    file_id: FileId,
+    data: &[u8],
+    in_place: bool,
+) -> (Vec<shardweb_core::codec::ShardId>, [u8; 32]) {
+    let cipher = SegmentCipher::new(key, file_id);
+    let mut encoder = Encoder::new(params, key, file_id);
+    let mut segments = Vec::new();
+    for piece in data.chunks(37) {
+        if in_place {
+            let mut taken = 0;
+            while taken < piece.len() {
+                let rest = &piece[taken..];
+                let (segment, n) = encoder
+                    .next_segment_from(rest.len(), |dst| dst.copy_from_slice(&rest[..dst.len()]))
+                    .unwrap();
+                segments.extend(segment);
+                taken += n;
+            }
+        } else {
+            let mut input = piece;
+            while let Some(segment) = encoder.next_segment(&mut input).unwrap() {
+                segments.push(segment);
+            }
+        }
+    }
+    segments.push(encoder.last_segment().unwrap());
+    let mut ids = Vec::new();
+    for mut segment in segments {
+        cipher.seal(segment.index, segment.last, &mut segment.data);
+        ids.extend(encoder.code_sealed(segment.index, segment.data).unwrap().ids);
+    }
+    (ids, encoder.into_encoded().unwrap().plaintext_hash)
+}
+
+#[test]
+fn segments_filled_in_place_encode_as_pushed_ones() {
+    let (key, file_id) = (FileKey::from_bytes([3; 32]), FileId([4; 16]));
+    for size in [0, 1, 99, 100, 101, 250, 300] {
+        let data = Rng::new(size as u64).bytes(size);
+        let pushed = encode_by_segments(params(3, 2, 100), &key, file_id, &data, false);
+        let filled = encode_by_segments(params(3, 2, 100), &key, file_id, &data, true);
+        assert_eq!(filled, pushed, "{size} bytes");
+    }
 }

@@ -173,9 +173,24 @@ fn start_read(blob: &Blob, start: u64, end: u64) -> Result<JsFuture, NodeError> 
     Ok(JsFuture::from(slice.array_buffer()))
 }
 
-/// The bytes of a read, copied into wasm memory.
-async fn finish_read(read: JsFuture) -> Result<Vec<u8>, NodeError> {
-    Ok(Uint8Array::new(&read.await.map_err(unreadable)?).to_vec())
+/// The bytes of a read, still in the browser's buffer.
+async fn finish_read(read: JsFuture) -> Result<Uint8Array, NodeError> {
+    Ok(Uint8Array::new(&read.await.map_err(unreadable)?))
+}
+
+/// Copies `chunk` into wasm memory straight into the segments being built; returns those
+/// it completed.
+fn segments_of(encoder: &mut Encoder, chunk: &Uint8Array) -> Result<Vec<Segment>, NodeError> {
+    let (len, mut taken) = (chunk.length(), 0);
+    let mut out = Vec::new();
+    while taken < len {
+        let rest = chunk.subarray(taken, len);
+        let (segment, n) =
+            encoder.next_segment_from(rest.length() as usize, |dst| rest.copy_to(dst))?;
+        out.extend(segment);
+        taken += n as u32;
+    }
+    Ok(out)
 }
 
 /// Writes of shards to this browser's store that run while the upload goes on, at most
@@ -340,16 +355,11 @@ async fn encode_and_send(
         let segments = match next.take() {
             Some(read) => {
                 let chunk = finish_read(read).await?;
-                offset += chunk.len() as u64;
+                offset += u64::from(chunk.length());
                 if offset < size {
                     next = Some(start_read(blob, offset, (offset + segment_size).min(size))?);
                 }
-                let mut input = &chunk[..];
-                let mut out = Vec::new();
-                while let Some(segment) = encoder.next_segment(&mut input)? {
-                    out.push(segment);
-                }
-                out
+                segments_of(encoder, &chunk)?
             }
             None => vec![encoder.last_segment()?],
         };

@@ -110,6 +110,22 @@ impl Encoder {
         segment.map(|s| self.hashed(s)).transpose()
     }
 
+    /// [`Encoder::next_segment`] for a source that copies into memory it is handed: see
+    /// [`crate::codec::Segmenter::push_from`]. Returns a segment, if one completed, and how
+    /// many of the `len` bytes offered `fill` wrote.
+    pub fn next_segment_from(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Result<(Option<Segment>, usize), Error> {
+        let Some(segmenter) = self.segmenter.as_mut() else {
+            return Err(Error::Finished);
+        };
+        let (segment, taken) = segmenter.push_from(len, fill);
+        self.size += taken as u64;
+        Ok((segment.map(|s| self.hashed(s)).transpose()?, taken))
+    }
+
     /// The file's final segment (possibly empty), after which no more input is taken.
     pub fn last_segment(&mut self) -> Result<Segment, Error> {
         let segmenter = self.segmenter.take().ok_or(Error::Finished)?;

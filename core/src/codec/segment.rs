@@ -51,6 +51,34 @@ impl Segmenter {
         None
     }
 
+    /// [`Segmenter::push`] for a source that copies into memory it is handed (a browser's
+    /// `ArrayBuffer`): `fill` writes bytes straight into the segment being built, so they are
+    /// copied once, not into a buffer of the caller's first. Offers up to `len` bytes; returns
+    /// a completed segment, if one was waiting, and how many bytes `fill` was asked for (its
+    /// whole argument): call again with the rest while any is left.
+    pub fn push_from(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> (Option<Segment>, usize) {
+        if len == 0 {
+            return (None, 0);
+        }
+        if self.buf.len() == self.size {
+            return (Some(self.take(false)), 0);
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(self.size + self.reserve);
+        }
+        let start = self.buf.len();
+        let n = (self.size - start).min(len);
+        self.buf.resize(start + n, 0);
+        if let Some(dst) = self.buf.get_mut(start..) {
+            fill(dst);
+        }
+        (None, n)
+    }
+
     /// The final segment: whatever is buffered, possibly empty.
     pub fn finish(mut self) -> Segment {
         self.take(true)
@@ -104,6 +132,31 @@ mod tests {
                 assert!(segs.iter().rev().skip(1).all(|s| !s.last));
                 assert!(segs.last().unwrap().last);
                 assert_eq!(segs.concat_data(), data);
+            }
+        }
+    }
+
+    /// Bytes written in through `push_from` are cut exactly as `push` cuts them.
+    #[test]
+    fn filling_in_place_cuts_as_pushing_does() {
+        for len in [0, 1, 15, 16, 17, 32, 33, 50] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            for chunk in [1, 5, 16, 100] {
+                let mut s = Segmenter::new(16, 3);
+                let mut out = Vec::new();
+                for piece in data.chunks(chunk) {
+                    let mut taken = 0;
+                    while taken < piece.len() {
+                        let rest = &piece[taken..];
+                        let (segment, n) =
+                            s.push_from(rest.len(), |dst| dst.copy_from_slice(&rest[..dst.len()]));
+                        out.extend(segment);
+                        taken += n;
+                    }
+                }
+                out.push(s.finish());
+                assert_eq!(out, cut(16, &data, chunk), "len {len} chunk {chunk}");
+                assert!(out.iter().all(|s| s.data.capacity() >= 16 + 3 || s.data.is_empty()));
             }
         }
     }
