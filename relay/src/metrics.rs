@@ -60,7 +60,7 @@ impl Metrics {
         gauge("shardweb_peers", "Peers connected.", "gauge", self.peers.load(Ordering::Relaxed));
         gauge(
             "shardweb_connections",
-            "Connections open.",
+            "Connections established.",
             "gauge",
             self.connections.load(Ordering::Relaxed),
         );

@@ -202,9 +202,12 @@ impl IdbStore {
         let mut used = read_bytes(&meta).await?;
         let mut fresh = Vec::with_capacity(shards.len());
         let mut added = 0u64;
+        // A batch can name one shard twice (a stripe's zero padding shards share an id): the
+        // answers above predate every write, so a repeat counts as held here.
+        let mut seen = std::collections::HashSet::with_capacity(shards.len());
         for ((id, bytes), held) in shards.iter().zip(held) {
             let key = id.to_string();
-            let is_new = held.await.map_err(storage)? == 0;
+            let is_new = held.await.map_err(storage)? == 0 && seen.insert(*id);
             if is_new {
                 added += bytes.len() as u64;
                 store

@@ -185,8 +185,9 @@ fn segments_of(encoder: &mut Encoder, chunk: &Uint8Array) -> Result<Vec<Segment>
     let mut out = Vec::new();
     while taken < len {
         let rest = chunk.subarray(taken, len);
-        let (segment, n) =
-            encoder.next_segment_from(rest.length() as usize, |dst| rest.copy_to(dst))?;
+        let (segment, n) = encoder.next_segment_from(rest.length() as usize, |dst| {
+            rest.subarray(0, dst.len() as u32).copy_to(dst);
+        })?;
         out.extend(segment);
         taken += n as u32;
     }
@@ -368,8 +369,9 @@ async fn encode_and_send(
             sealing.push_back(step.start(sealer, segment));
             while sealing.len() > SEAL_AHEAD || (last && !sealing.is_empty()) {
                 let Some(pending) = sealing.pop_front() else { break };
-                progress.bytes += pending.len;
+                let len = pending.len;
                 step.finish(encoder, upload.as_deref_mut(), pending).await?;
+                progress.bytes += len;
                 if let Some(upload) = upload.as_deref() {
                     progress.wire = upload.wire_bytes();
                 }
@@ -389,11 +391,18 @@ async fn encode_and_send(
 /// thread codes and sends the one before.
 const SEAL_AHEAD: usize = 1;
 
-/// A segment started: being sealed, or (`sealed` is `None`) coded by a run before this one.
+/// A segment started.
 struct Pending {
     index: u64,
     len: u64,
-    sealed: Option<LocalBoxFuture<'static, Result<Vec<u8>, NodeError>>>,
+    work: Work,
+}
+
+enum Work {
+    /// Coded by a run before this one, into these shards.
+    Coded(Vec<ShardId>),
+    /// Being sealed.
+    Sealing(LocalBoxFuture<'static, Result<Vec<u8>, NodeError>>),
 }
 
 /// One upload's per-segment work.
@@ -410,9 +419,11 @@ impl Step<'_> {
     /// Starts one segment: sealing it, unless a run before this one already coded it.
     fn start(&self, sealer: &WebSealer, segment: Segment) -> Pending {
         let (index, len) = (segment.index, segment.data.len() as u64);
-        let sealed = (!self.recorded.contains_key(&index))
-            .then(|| sealer.seal(index, segment.last, segment.data).boxed_local());
-        Pending { index, len, sealed }
+        let work = match self.recorded.get(&index) {
+            Some(ids) => Work::Coded(ids.clone()),
+            None => Work::Sealing(sealer.seal(index, segment.last, segment.data).boxed_local()),
+        };
+        Pending { index, len, work }
     }
 
     /// Codes, keeps and sends a started segment, or only counts it when a run before this one
@@ -424,11 +435,11 @@ impl Step<'_> {
         pending: Pending,
     ) -> Result<(), NodeError> {
         let index = pending.index;
-        let Some(sealed) = pending.sealed else {
-            let ids = self.recorded.get(&index).map_or(&[][..], Vec::as_slice);
-            return Ok(encoder.skip_coded(index, ids)?);
+        let sealed = match pending.work {
+            Work::Coded(ids) => return Ok(encoder.skip_coded(index, &ids)?),
+            Work::Sealing(sealed) => sealed.await?,
         };
-        let stripe = encoder.code_sealed(index, sealed.await?)?;
+        let stripe = encoder.code_sealed(index, sealed)?;
         let shards: Vec<_> =
             stripe.ids.iter().copied().zip(stripe.shards.iter().cloned()).collect();
         match upload {

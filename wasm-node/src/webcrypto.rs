@@ -220,7 +220,7 @@ impl WebSealer {
         let (nonce, aad) = (segment_nonce(index), segment_aad(&self.file_id, index, last));
         match crypto_worker().and_then(|w| w.post(decrypt, &self.key, &nonce, &aad, data)) {
             Some(reply) => Started::Worker(reply),
-            None => Started::Here(self.here(decrypt, &nonce, &aad, data)),
+            None => Started::Here(self.here(decrypt, &nonce, &aad, data).map(JsFuture::from)),
         }
     }
 
@@ -236,19 +236,19 @@ impl WebSealer {
         last: bool,
         data: &[u8],
     ) -> Result<Result<JsValue, JsValue>, NodeError> {
-        let promise = match started {
+        let here = match started {
             Started::Worker(reply) => match reply.await.unwrap_or(Reply::Unavailable) {
                 Reply::Done(out) => return Ok(Ok(out.into())),
                 Reply::Failed(why) => return Ok(Err(why.into())),
                 Reply::Unavailable => {
                     let (nonce, aad) =
                         (segment_nonce(index), segment_aad(&self.file_id, index, last));
-                    self.here(decrypt, &nonce, &aad, data)
+                    self.here(decrypt, &nonce, &aad, data).map(JsFuture::from)
                 }
             },
-            Started::Here(promise) => promise,
+            Started::Here(here) => here,
         };
-        Ok(JsFuture::from(promise?).await)
+        Ok(here?.await)
     }
 
     /// Calls WebCrypto on this thread.
@@ -271,10 +271,11 @@ impl WebSealer {
     }
 }
 
-/// An operation under way: on the crypto worker, or WebCrypto's promise on this thread.
+/// An operation under way: on the crypto worker, or WebCrypto's promise on this thread
+/// (already a future, so that a rejection is handled even if nobody awaits it).
 enum Started {
     Worker(oneshot::Receiver<Reply>),
-    Here(Result<js_sys::Promise, NodeError>),
+    Here(Result<JsFuture, NodeError>),
 }
 
 /// The bytes of an `ArrayBuffer` result, copied into wasm memory.

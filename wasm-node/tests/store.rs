@@ -36,6 +36,14 @@ async fn batches_are_stored_read_back_verified_and_deleted() {
     assert_eq!(store.put_shards(&mixed).await.unwrap(), [false, true, false]);
     assert_eq!(store.usage().await.unwrap(), (total + 700, 17));
     assert_eq!(store.delete_shards(&[extra.0]).await.unwrap(), 700);
+    // One shard twice in a batch (a stripe's zero padding shards share an id): stored and
+    // charged once.
+    let twice = shard(60, 300);
+    let batch = [twice.clone(), shards[1].clone(), twice.clone()];
+    assert_eq!(store.put_shards(&batch).await.unwrap(), [true, false, false]);
+    assert_eq!(store.usage().await.unwrap(), (total + 300, 17));
+    assert_eq!(store.delete_shards(&[twice.0]).await.unwrap(), 300);
+    assert_eq!(store.usage().await.unwrap(), (total, 16));
 
     let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
     let (unknown, _) = shard(99, 10);

@@ -190,8 +190,8 @@ impl<N: Network + Clone + 'static> Download<N> {
     }
 
     /// The next sealed segment, for a host that opens segments itself and reports each
-    /// plaintext with [`Download::opened`] before asking for the next; `None` after the last
-    /// one, once the file's hash has been checked.
+    /// plaintext with [`Download::opened`], in order, every one before the call that returns
+    /// `None`: that call, after the last segment, checks the file's hash.
     pub async fn next_sealed(&mut self) -> Result<Option<SealedSegment>, DownloadError> {
         loop {
             let Some(decoder) = self.decoder.as_mut() else { return Ok(None) };
