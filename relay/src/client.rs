@@ -103,10 +103,27 @@ impl Client {
         if addrs.is_empty() {
             bail!("relay {url} lists no TCP or QUIC address");
         }
-        self.peer
-            .dial(peer, addrs.clone())
-            .await
-            .map_err(|e| anyhow!("cannot connect to relay {url}: {e}"))?;
+        // TCP first, QUIC only where no TCP address answers. A dial given both races them,
+        // and the winner carries every transfer: over QUIC a 1 GiB put on loopback took
+        // 4.8 s and half again the client's CPU, against 3.3 s over TLS on TCP with large
+        // multiplexer frames.
+        let (tcp, quic): (Vec<_>, Vec<_>) =
+            addrs.into_iter().partition(|a| !a.iter().any(|p| p == Addr::QuicV1));
+        let mut dialed = None;
+        let mut failed = None;
+        for addrs in [tcp, quic].into_iter().filter(|a| !a.is_empty()) {
+            match self.peer.dial(peer, addrs.clone()).await {
+                Ok(()) => {
+                    dialed = Some(addrs);
+                    break;
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        let Some(addrs) = dialed else {
+            let why = failed.map_or_else(|| "no address".to_owned(), |e| e.to_string());
+            bail!("cannot connect to relay {url}: {why}");
+        };
         for _ in 1..CONNECTIONS_PER_RELAY {
             if let Err(e) = self.peer.dial_another(peer, addrs.clone()).await {
                 tracing::debug!(relay = %url, error = %e, "transfers keep to fewer connections");

@@ -35,7 +35,7 @@ fn put_through_one_relay_get_through_another() {
     assert_eq!(got, fs::read(&file).unwrap());
 }
 
-/// The native client opens two connections to a relay (requests spread over both, so a
+/// The native client opens two TCP connections to a relay (requests spread over both, so a
 /// transfer's TLS and yamux work runs on two cores); the relay counts them.
 #[test]
 fn the_client_opens_two_connections_to_a_relay() {
@@ -45,6 +45,10 @@ fn the_client_opens_two_connections_to_a_relay() {
     let client = runtime.block_on(async {
         let client = Client::start().unwrap();
         client.connect(&[relay.url()]).await.expect("connect");
+        // The relay also listens on QUIC; bulk transfers go over TCP, which costs less CPU.
+        let connected = client.peer().connected().await.unwrap();
+        let addrs: Vec<String> = connected.iter().map(|(_, a)| a.to_string()).collect();
+        assert!(addrs.len() == 1 && addrs[0].contains("/tcp/"), "connected over {addrs:?}");
         client
     });
     // At least two: a dial tries the relay's TCP and QUIC addresses at once, and the relay may
