@@ -51,6 +51,8 @@ struct CryptoWorker {
     waiting: Rc<RefCell<HashMap<u32, oneshot::Sender<Reply>>>>,
     next: Cell<u32>,
     broken: Rc<Cell<bool>>,
+    /// Whether the worker has answered at least once: it runs here.
+    answered: Rc<Cell<bool>>,
     _handlers: [Closure<dyn FnMut(JsValue)>; 2],
 }
 
@@ -63,9 +65,11 @@ impl CryptoWorker {
         let worker = crate::helper_worker::start(CRYPTO)?;
         let waiting: Rc<RefCell<HashMap<u32, oneshot::Sender<Reply>>>> = Rc::default();
         let broken = Rc::new(Cell::new(false));
+        let answered = Rc::new(Cell::new(false));
         let message = {
-            let waiting = Rc::clone(&waiting);
+            let (waiting, answered) = (Rc::clone(&waiting), Rc::clone(&answered));
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                answered.set(true);
                 let reply: Array = event.unchecked_into::<MessageEvent>().data().unchecked_into();
                 let id = reply.get(0).as_f64().unwrap_or(-1.0) as u32;
                 let Some(tx) = waiting.borrow_mut().remove(&id) else { return };
@@ -88,7 +92,14 @@ impl CryptoWorker {
         };
         worker.set_onmessage(Some(message.as_ref().unchecked_ref()));
         worker.set_onerror(Some(error.as_ref().unchecked_ref()));
-        Some(Self { worker, waiting, next: Cell::new(0), broken, _handlers: [message, error] })
+        Some(Self {
+            worker,
+            waiting,
+            next: Cell::new(0),
+            broken,
+            answered,
+            _handlers: [message, error],
+        })
     }
 
     /// Sends one operation to the worker; `bytes` are copied out of wasm memory once, before
@@ -169,9 +180,10 @@ impl WebSealer {
         data: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, NodeError>> + 'static {
         let started = self.start(false, index, last, &data);
+        let data = started.retry_needs(data);
         let this = self.clone();
         async move {
-            match this.finish(started, false, index, last, &data).await? {
+            match this.finish(started, false, index, last, data.as_deref()).await? {
                 Ok(sealed) => Ok(bytes_of(&sealed)),
                 Err(why) => Err(NodeError::crypto("encrypt", &why)),
             }
@@ -192,12 +204,14 @@ impl WebSealer {
         &self,
         sealed: SealedSegment,
     ) -> impl Future<Output = Result<Uint8Array, NodeError>> + 'static {
-        let started = self.start(true, sealed.index, sealed.last, &sealed.data);
+        let (index, last) = (sealed.index, sealed.last);
+        let started = self.start(true, index, last, &sealed.data);
+        let data = started.retry_needs(sealed.data);
         let this = self.clone();
         async move {
-            match this.finish(started, true, sealed.index, sealed.last, &sealed.data).await? {
+            match this.finish(started, true, index, last, data.as_deref()).await? {
                 Ok(plain) => Ok(Uint8Array::new(&plain)),
-                Err(_) => Err(shardweb_core::codec::Error::Decrypt { stripe: sealed.index }.into()),
+                Err(_) => Err(shardweb_core::codec::Error::Decrypt { stripe: index }.into()),
             }
         }
     }
@@ -211,7 +225,7 @@ impl WebSealer {
         data: &[u8],
     ) -> Result<Result<JsValue, JsValue>, NodeError> {
         let started = self.start(decrypt, index, last, data);
-        self.finish(started, decrypt, index, last, data).await
+        self.finish(started, decrypt, index, last, Some(data)).await
     }
 
     /// Starts encrypting or decrypting segment `index`: on the crypto worker where there is
@@ -225,22 +239,27 @@ impl WebSealer {
     }
 
     /// Waits for an operation [`WebSealer::start`] began; if the crypto worker failed under
-    /// it, runs it again on this thread with the same `data`. The inner error is WebCrypto's
-    /// refusal of the bytes (on opening, a tag that does not match); the outer one, a call
-    /// this browser does not take.
+    /// it, runs it again on this thread with the same `data` (an error where the caller kept
+    /// none). The inner error is WebCrypto's refusal of the bytes (on opening, a tag that does
+    /// not match); the outer one, a call this browser does not take.
     async fn finish(
         &self,
         started: Started,
         decrypt: bool,
         index: u64,
         last: bool,
-        data: &[u8],
+        data: Option<&[u8]>,
     ) -> Result<Result<JsValue, JsValue>, NodeError> {
+        let op = if decrypt { "decrypt" } else { "encrypt" };
         let here = match started {
             Started::Worker(reply) => match reply.await.unwrap_or(Reply::Unavailable) {
                 Reply::Done(out) => return Ok(Ok(out.into())),
                 Reply::Failed(why) => return Ok(Err(why.into())),
                 Reply::Unavailable => {
+                    let Some(data) = data else {
+                        let why = JsValue::from_str("the crypto worker stopped");
+                        return Err(NodeError::crypto(op, &why));
+                    };
                     let (nonce, aad) =
                         (segment_nonce(index), segment_aad(&self.file_id, index, last));
                     self.here(decrypt, &nonce, &aad, data).map(JsFuture::from)
@@ -276,6 +295,17 @@ impl WebSealer {
 enum Started {
     Worker(oneshot::Receiver<Reply>),
     Here(Result<JsFuture, NodeError>),
+}
+
+impl Started {
+    /// `data` if redoing this operation on this thread may need it: only while the crypto
+    /// worker has not yet answered anything (a policy that forbids it shows as an error event
+    /// after it starts). Once it has, it runs, and the bytes, already copied to it, can go:
+    /// a segment in flight holds no second copy of its plaintext in wasm memory.
+    fn retry_needs(&self, data: Vec<u8>) -> Option<Vec<u8>> {
+        let proven = WORKER.with(|w| w.as_ref().is_some_and(|w| w.answered.get()));
+        (matches!(self, Started::Worker(_)) && !proven).then_some(data)
+    }
 }
 
 /// The bytes of an `ArrayBuffer` result, copied into wasm memory.
