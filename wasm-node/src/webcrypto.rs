@@ -179,11 +179,9 @@ impl WebSealer {
         last: bool,
         data: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, NodeError>> + 'static {
-        let started = self.start(false, index, last, &data);
-        let data = started.retry_needs(data);
-        let this = self.clone();
+        let run = self.run(false, index, last, data);
         async move {
-            match this.finish(started, false, index, last, data.as_deref()).await? {
+            match run.await? {
                 Ok(sealed) => Ok(bytes_of(&sealed)),
                 Err(why) => Err(NodeError::crypto("encrypt", &why)),
             }
@@ -204,19 +202,32 @@ impl WebSealer {
         &self,
         sealed: SealedSegment,
     ) -> impl Future<Output = Result<Uint8Array, NodeError>> + 'static {
-        let (index, last) = (sealed.index, sealed.last);
-        let started = self.start(true, index, last, &sealed.data);
-        let data = started.retry_needs(sealed.data);
-        let this = self.clone();
+        let index = sealed.index;
+        let run = self.run(true, index, sealed.last, sealed.data);
         async move {
-            match this.finish(started, true, index, last, data.as_deref()).await? {
+            match run.await? {
                 Ok(plain) => Ok(Uint8Array::new(&plain)),
                 Err(_) => Err(shardweb_core::codec::Error::Decrypt { stripe: index }.into()),
             }
         }
     }
 
-    /// Encrypts or decrypts segment `index` to the end; see [`WebSealer::start`].
+    /// Encrypts or decrypts segment `index`, started before this returns (see
+    /// [`WebSealer::start`]); `data` is kept only while a redo on this thread may need it.
+    fn run(
+        &self,
+        decrypt: bool,
+        index: u64,
+        last: bool,
+        data: Vec<u8>,
+    ) -> impl Future<Output = Result<Result<JsValue, JsValue>, NodeError>> + 'static {
+        let started = self.start(decrypt, index, last, &data);
+        let data = started.retry_needs(data);
+        let this = self.clone();
+        async move { this.finish(started, decrypt, index, last, data.as_deref()).await }
+    }
+
+    /// [`WebSealer::run`] for bytes the caller keeps.
     async fn aes_gcm(
         &self,
         decrypt: bool,
