@@ -6,7 +6,6 @@
 
 use std::io;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -50,44 +49,95 @@ impl<Req, Resp> Clone for FrameCodec<Req, Resp> {
 
 /// Reads one frame of at most [`MAX_FRAME_BYTES`]; `Err(TooLarge)` past that.
 ///
-/// Reads land in the frame's own buffer, a piece of [`READ_CHUNK`] at a time (zeroed just
-/// before it is read into, while it is in cache). The buffer starts at the size of the last
-/// large frame read, so that a run of batches of shards does not move each frame as it grows;
-/// a frame that turns out small gives the spare room back.
+/// Reads land in the frame's own buffer, a piece of [`READ_CHUNK`] at a time. A large frame
+/// (a batch of shards) reads into a buffer taken from [`FramePool`] and hands it back when the
+/// last `Bytes` sliced from it is dropped: a run of batches reuses the same memory instead of
+/// having each frame's pages faulted in and zeroed anew. A small frame is copied out and its
+/// buffer returned at once; so is a frame much smaller than the buffer it landed in.
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Incoming<Bytes>> {
-    // One byte over the hint: a frame as large as the last ends without growing the buffer
-    // for the read that finds the end of the stream.
-    let hint = FRAME_HINT.load(Ordering::Relaxed).clamp(READ_CHUNK, MAX_FRAME_BYTES) + 1;
-    let mut buf = Vec::with_capacity(hint);
+    let mut buf = POOL.take();
+    let mut filled = 0;
     loop {
-        let len = buf.len();
-        if len == buf.capacity() {
-            buf.reserve((2 * len).min(MAX_FRAME_BYTES + 1) - len);
+        if filled == buf.len() {
+            if buf.len() > MAX_FRAME_BYTES {
+                POOL.give(buf);
+                return Ok(Err(protocol::Error::TooLarge { len: filled, max: MAX_FRAME_BYTES }));
+            }
+            // One byte over the limit, so that a frame of exactly the limit can be told from a
+            // longer one; zeroed once, then reused as it is.
+            let grown = (2 * filled).clamp(READ_CHUNK, MAX_FRAME_BYTES + 1);
+            buf.resize(grown, 0);
         }
-        buf.resize(len + (buf.capacity() - len).min(READ_CHUNK), 0);
-        let n = io.read(buf.get_mut(len..).unwrap_or_default()).await?;
-        buf.truncate(len + n);
+        let end = filled + (buf.len() - filled).min(READ_CHUNK);
+        let n = io.read(buf.get_mut(filled..end).unwrap_or_default()).await?;
         if n == 0 {
             break;
         }
-        if buf.len() > MAX_FRAME_BYTES {
-            return Ok(Err(protocol::Error::TooLarge { len: buf.len(), max: MAX_FRAME_BYTES }));
-        }
+        filled += n;
     }
-    if buf.len() >= READ_CHUNK {
-        FRAME_HINT.store(buf.len(), Ordering::Relaxed);
+    // A small frame, or one that would pin a buffer four times its size, is copied out.
+    if filled < READ_CHUNK || filled < buf.len() / 4 {
+        let small = Bytes::copy_from_slice(buf.get(..filled).unwrap_or_default());
+        POOL.give(buf);
+        return Ok(Ok(small));
     }
-    if buf.len() < buf.capacity() / 2 {
-        buf.shrink_to_fit();
-    }
-    Ok(Ok(buf.into()))
+    Ok(Ok(Bytes::from_owner(Pooled { buf, len: filled })))
 }
 
-/// The most a frame reads in one call.
+/// The most a frame reads in one call, and the smallest frame read into a pooled buffer.
 const READ_CHUNK: usize = 64 << 10;
 
-/// The size of the last frame of at least [`READ_CHUNK`] read in this process.
-static FRAME_HINT: AtomicUsize = AtomicUsize::new(0);
+/// Frame buffers kept for the next frames: at most this many bytes of them (on a relay, a
+/// batch of shards is a few MiB and a client keeps up to eight in flight).
+const POOL_BYTES: usize = if cfg!(target_arch = "wasm32") { 16 << 20 } else { 64 << 20 };
+
+static POOL: FramePool = FramePool { free: std::sync::Mutex::new(Vec::new()) };
+
+/// Buffers of frames that have been dropped, each fully initialized (by earlier reads), so
+/// that reading into them again needs no zeroing.
+struct FramePool {
+    free: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl FramePool {
+    /// The largest free buffer, or an empty one.
+    fn take(&self) -> Vec<u8> {
+        let mut free = self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        free.pop().unwrap_or_default()
+    }
+
+    /// Keeps `buf` if it is worth keeping and the pool has room; frees it otherwise.
+    fn give(&self, buf: Vec<u8>) {
+        if buf.len() < READ_CHUNK {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let kept: usize = free.iter().map(Vec::len).sum();
+        if kept + buf.len() <= POOL_BYTES {
+            // Largest last, so that `take` finds it first.
+            let at = free.partition_point(|b| b.len() <= buf.len());
+            free.insert(at, buf);
+        }
+    }
+}
+
+/// The owner of a pooled frame's bytes: returns its buffer to the pool when dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        POOL.give(std::mem::take(&mut self.buf));
+    }
+}
 
 async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, frame: Frame) -> io::Result<()> {
     for piece in frame.into_pieces() {
@@ -168,5 +218,27 @@ mod tests {
         let err = read(&frame(MAX_FRAME_BYTES + 1)).expect_err("over the limit");
         assert!(matches!(err, protocol::Error::TooLarge { max: MAX_FRAME_BYTES, .. }));
         assert_eq!(read(&frame(MAX_FRAME_BYTES)).expect("at the limit").len(), MAX_FRAME_BYTES);
+    }
+
+    /// A frame's bytes stay its own while it is held, whatever is read after it into reused
+    /// buffers, and the pool keeps no more than its bound.
+    #[test]
+    fn pooled_frames_do_not_share_bytes_and_the_pool_is_bounded() {
+        // Twice what the pool may keep, so that dropping them all must turn some away.
+        let held: Vec<(Vec<u8>, Bytes)> = (0..8)
+            .map(|i| {
+                let mut bytes = frame(POOL_BYTES / 4 + i * 4097);
+                bytes.iter_mut().for_each(|b| *b ^= i as u8);
+                let got = read(&bytes).expect("within the limit");
+                (bytes, got)
+            })
+            .collect();
+        for (i, (sent, got)) in held.iter().enumerate() {
+            assert_eq!(got, sent, "frame {i}");
+        }
+        drop(held);
+        let kept: usize = POOL.free.lock().expect("not poisoned").iter().map(Vec::len).sum();
+        assert!(kept <= POOL_BYTES, "{kept} bytes pooled");
+        assert_eq!(read(&frame(200_000)).expect("within the limit"), frame(200_000));
     }
 }
