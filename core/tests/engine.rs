@@ -29,6 +29,8 @@ struct Holder {
     gone: bool,
     capacity: Option<usize>,
     corrupt: bool,
+    /// Requests that reached this holder, answered or not.
+    asked: usize,
 }
 
 /// Holders in one process, shared by every clone.
@@ -43,6 +45,7 @@ impl Swarm {
     fn holder<T>(&self, peer: usize, f: impl FnOnce(&mut Holder) -> T) -> Result<T, NetworkError> {
         let mut holders = self.0.borrow_mut();
         let holder = &mut holders[peer];
+        holder.asked += 1;
         if holder.gone {
             return Err(NetworkError::Unreachable { detail: format!("holder {peer} is gone") });
         }
@@ -205,6 +208,8 @@ fn full_or_gone_holders_pass_shards_on() {
     let (id, key) = put(&swarm, (0..3).collect(), params(2, 1), &data);
     assert_eq!(swarm.0.borrow()[0].shards.len(), 1);
     assert_eq!(swarm.0.borrow()[2].shards.len(), 3 * 3 - 1, "3 stripes of 3 shards");
+    // A holder that could not be reached is not asked again (nor for the manifest).
+    assert_eq!(swarm.0.borrow()[1].asked, 1);
     assert_eq!(get(&swarm, vec![0, 2], id, &key).unwrap().0, data);
 }
 

@@ -320,13 +320,12 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
         }
         Err(e) => return Err(e.into()),
     };
-    // Holders of shards the relays asked first do not have: whoever announced the manifest.
-    for peer in client.providers(link.manifest).await.unwrap_or_default() {
-        if !holders.contains(&peer) {
-            holders.push(peer);
-        }
-    }
     let mut download = Download::start(client.peer(), holders, &manifest, &link.key, 8).await?;
+    if download.unlocated().is_some() {
+        // Some stripe lacks holders among the relays: ask the DHT who else has the file.
+        let found = client.providers(link.manifest).await.unwrap_or_default();
+        download.add_holders(found).await;
+    }
     let path = output_path(out, &download.info().meta.name);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir)?;

@@ -13,7 +13,7 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -69,6 +69,83 @@ fn a_relay_killed_after_a_put_across_two_loses_nothing() {
     a.kill9();
     let got = get(dir.path(), &link, &[&b], "out.bin").expect("get after kill -9");
     assert_eq!(got, fs::read(&file).unwrap());
+}
+
+/// Starts `shardweb args...` in `dir`, output discarded; the caller waits for it.
+fn spawn_shardweb(dir: &Path, args: &[&str]) -> std::process::Child {
+    std::process::Command::new(shardweb_tests::binary("shardweb"))
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` (killing it past [`LIMIT`]); returns its stdout, or its stderr on failure.
+fn finish(child: std::process::Child) -> Result<String, String> {
+    let pid = child.id();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    let deadline = Instant::now() + LIMIT;
+    while !waiter.is_finished() {
+        if Instant::now() > deadline {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("shardweb did not finish within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = waiter.join().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A file big enough that a transfer on loopback is still going when a relay is killed.
+const MID_TRANSFER_BYTES: usize = 200_000_000;
+
+#[test]
+fn a_relay_killed_in_the_middle_of_a_put_across_two_leaves_the_file_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = pair(dir.path());
+    let file = random_file(dir.path(), "in.bin", MID_TRANSFER_BYTES, 11);
+    let relays = format!("{},{}", a.url(), b.url());
+    // Two holders, four shards a stripe: whatever of a stripe `a` took, `b` can take the rest.
+    let mut uploading = spawn_shardweb(
+        dir.path(),
+        &["put", file.to_str().unwrap(), "--relay", &relays, "--k", "2", "--m", "2"],
+    );
+    wait_until("the upload to reach both relays", || {
+        a.metric("shardweb_shards_stored").unwrap_or(0) > 8
+            && b.metric("shardweb_shards_stored").unwrap_or(0) > 8
+    });
+    a.kill9();
+    assert!(uploading.try_wait().unwrap().is_none(), "the upload ended before the kill");
+    let link = finish(uploading).expect("the put goes on with the relay left");
+    let got = get(dir.path(), &link, &[&b], "out.bin").expect("get from the relay left");
+    assert!(got == fs::read(&file).unwrap(), "the file came back different");
+}
+
+#[test]
+fn a_relay_killed_in_the_middle_of_a_get_does_not_stop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = pair(dir.path());
+    let file = random_file(dir.path(), "in.bin", MID_TRANSFER_BYTES, 12);
+    let link = put(dir.path(), &file, &[&a, &b], &["--k", "2", "--m", "2"]);
+    let relays = format!("{},{}", a.url(), b.url());
+    let out_before = a.metric("shardweb_bytes_out_total").unwrap_or(0);
+    let mut downloading =
+        spawn_shardweb(dir.path(), &["get", &link, "-o", "out.bin", "--relay", &relays]);
+    wait_until("the download to start", || {
+        a.metric("shardweb_bytes_out_total").unwrap_or(0) > out_before + 8_000_000
+    });
+    a.kill9();
+    assert!(downloading.try_wait().unwrap().is_none(), "the download ended before the kill");
+    finish(downloading).expect("the get goes on from the relay left");
+    let got = fs::read(dir.path().join("out.bin")).unwrap();
+    assert!(got == fs::read(&file).unwrap(), "the file came back different");
 }
 
 #[test]

@@ -265,10 +265,12 @@ impl Peer {
             Either::Left((found, _)) => found.unwrap_or_default(),
             Either::Right(_) => Vec::new(),
         };
+        // All at once: one holder that does not answer delays the others by nothing.
+        let dials = found.iter().map(|&peer| self.dial(peer, Vec::new()));
         let mut connected = Vec::new();
-        for peer in found {
-            match self.dial(peer, Vec::new()).await {
-                Ok(()) => connected.push(peer),
+        for (peer, result) in found.iter().zip(futures::future::join_all(dials).await) {
+            match result {
+                Ok(()) => connected.push(*peer),
                 Err(e) => tracing::debug!(%peer, error = %e, "cannot reach a holder"),
             }
         }

@@ -1,7 +1,9 @@
 //! The upload engine: place each stripe's shards on holders and send them, a bounded number of
 //! batches in flight, retrying refused shards on the next holder.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use futures::future::{LocalBoxFuture, join_all};
@@ -33,10 +35,14 @@ pub enum UploadError {
 /// Sends stripes to holders. Shard `i` of stripe `s` goes first to holder `(s + i) mod n`, so
 /// that with n ≥ k + m holders no holder keeps two shards of one stripe, and with fewer each
 /// keeps at most ⌈(k + m) / n⌉. A shard refused (full, failed, unreachable) moves on to the
-/// next holder in turn.
+/// next holder in turn. A holder that a request could not reach (gone, unreachable, timed out)
+/// is passed over for the rest of the upload while any other is left, so that a relay that
+/// dies mid-upload costs one failure, not one for each stripe still to come.
 pub struct Upload<N: Network> {
     net: N,
     holders: Vec<N::Peer>,
+    /// Per holder, whether a request to it failed.
+    down: Rc<RefCell<Vec<bool>>>,
     in_flight: FuturesUnordered<LocalBoxFuture<'static, Result<(u64, u64), UploadError>>>,
     max_in_flight: usize,
     max_batch: usize,
@@ -55,6 +61,7 @@ impl<N: Network + Clone + 'static> Upload<N> {
         }
         Ok(Self {
             net,
+            down: Rc::new(RefCell::new(vec![false; holders.len()])),
             holders,
             in_flight: FuturesUnordered::new(),
             max_in_flight: DEFAULT_IN_FLIGHT,
@@ -115,23 +122,29 @@ impl<N: Network + Clone + 'static> Upload<N> {
             while self.in_flight.len() >= self.max_in_flight {
                 self.wait_one().await?;
             }
-            let (net, holders) = (self.net.clone(), self.holders.clone());
+            let (net, holders, down) = (self.net.clone(), self.holders.clone(), self.down.clone());
             self.in_flight.push(Box::pin(async move {
-                put_batch(&net, holders, first, batch).await.map(|sent| (index, sent))
+                put_batch(&net, holders, &down, first, batch).await.map(|sent| (index, sent))
             }));
         }
         Ok(())
     }
 
-    /// Waits for every queued shard, then stores the manifest on every holder. Succeeds when
-    /// at least one holder stored the manifest; returns how many did.
+    /// Waits for every queued shard, then stores the manifest on every holder still reachable.
+    /// Succeeds when at least one holder stored the manifest; returns how many did.
     pub async fn finish(mut self, manifest: &Manifest) -> Result<usize, UploadError> {
         self.flush().await?;
         let bytes = manifest.bytes().clone();
-        let puts = self.holders.iter().map(|h| self.net.put_manifest(h, bytes.clone()));
+        let down = self.down.borrow().clone();
+        let all_down = down.iter().all(|&d| d);
+        let holders: Vec<&N::Peer> = (self.holders.iter().zip(&down))
+            .filter(|&(_, &d)| all_down || !d)
+            .map(|(h, _)| h)
+            .collect();
+        let puts = holders.iter().map(|h| self.net.put_manifest(h, bytes.clone()));
         let mut stored = 0;
         let mut last = String::from("no reply");
-        for (holder, result) in self.holders.iter().zip(join_all(puts).await) {
+        for (holder, result) in holders.iter().zip(join_all(puts).await) {
             match result {
                 Ok(ManifestOutcome::Stored | ManifestOutcome::AlreadyHeld) => stored += 1,
                 Ok(other) => last = format!("{holder}: {other:?}"),
@@ -139,7 +152,7 @@ impl<N: Network + Clone + 'static> Upload<N> {
             }
         }
         if stored == 0 {
-            return Err(UploadError::ManifestNotStored { tried: self.holders.len(), last });
+            return Err(UploadError::ManifestNotStored { tried: holders.len(), last });
         }
         Ok(stored)
     }
@@ -178,17 +191,27 @@ impl<N: Network> std::fmt::Debug for Upload<N> {
     }
 }
 
-/// Puts `pending` on holder `first`, moving whatever it does not store on to the next holders.
+/// Puts `pending` on holder `first`, moving whatever it does not store on to the next holders;
+/// holders marked `down` are passed over unless all are, and one that fails is marked.
 async fn put_batch<N: Network>(
     net: &N,
     holders: Vec<N::Peer>,
+    down: &RefCell<Vec<bool>>,
     first: usize,
     mut pending: Vec<(ShardId, Bytes)>,
 ) -> Result<u64, UploadError> {
     let mut sent = 0u64;
     let mut last = String::new();
     for attempt in 0..holders.len() {
-        let Some(peer) = holders.get((first + attempt) % holders.len()) else { break };
+        let at = (first + attempt) % holders.len();
+        let Some(peer) = holders.get(at) else { break };
+        let skip = {
+            let down = down.borrow();
+            down.get(at).copied().unwrap_or(false) && !down.iter().all(|&d| d)
+        };
+        if skip {
+            continue;
+        }
         match net.put_shards(peer, pending.clone()).await {
             Ok(outcomes) if outcomes.len() == pending.len() => {
                 let mut refused = Vec::new();
@@ -204,7 +227,12 @@ async fn put_batch<N: Network>(
                 pending = refused;
             }
             Ok(_) => last = format!("{peer} sent the wrong number of outcomes"),
-            Err(e) => last = format!("{peer}: {e}"),
+            Err(e) => {
+                last = format!("{peer}: {e}");
+                if let Some(d) = down.borrow_mut().get_mut(at) {
+                    *d = true;
+                }
+            }
         }
         if pending.is_empty() {
             return Ok(sent);
