@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use futures::FutureExt;
-use futures::future::LocalBoxFuture;
+use futures::future::{self, Either, LocalBoxFuture};
 use futures::stream::{self, Stream};
 use js_sys::{Function, Uint8Array};
 use shardweb_core::manifest::Opened;
@@ -126,6 +126,7 @@ pub async fn open(
         done: false,
         opening: VecDeque::new(),
         scratch: Vec::new(),
+        failed: None,
     };
     Ok(Opening {
         manifest: manifest.id(),
@@ -152,6 +153,8 @@ struct State {
     opening: VecDeque<LocalBoxFuture<'static, Result<Uint8Array, NodeError>>>,
     /// Where each opened segment is copied for the file's hash.
     scratch: Vec<u8>,
+    /// Why fetching ahead failed, reported once the segments before it are handed out.
+    failed: Option<NodeError>,
 }
 
 async fn next(mut state: State) -> Option<(Result<JsValue, JsValue>, State)> {
@@ -195,18 +198,47 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
     // call that finds no more segments checks the file's hash, so it waits until every
     // segment before it has been opened and counted.
     if state.opening.is_empty() {
+        if let Some(e) = state.failed.take() {
+            return Err(e);
+        }
         let Some(sealed) = state.download.next_sealed().await? else { return Ok(None) };
         state.opening.push_back(state.sealer.open_to_js(sealed).boxed_local());
     }
     let (next, stripes) = state.download.position();
     if state.opening.len() <= OPEN_AHEAD
         && next < stripes
-        && let Some(sealed) = state.download.next_sealed().await?
+        && state.failed.is_none()
+        && let Some(front) = state.opening.front_mut()
     {
-        state.opening.push_back(state.sealer.open_to_js(sealed).boxed_local());
+        // Fetch the next segment while this one opens, but hand this one out as soon as it is
+        // open: a slow or failing stripe does not hold back one that is ready. A failure is
+        // kept for the call after this segment (fetching is cancel-safe: replies stay queued
+        // in the download).
+        let first = {
+            let fetch = std::pin::pin!(state.download.next_sealed());
+            match future::select(fetch, front).await {
+                Either::Left((fetched, _)) => Either::Left(fetched),
+                Either::Right((opened, _)) => Either::Right(opened),
+            }
+        };
+        match first {
+            Either::Left(Ok(Some(sealed))) => {
+                state.opening.push_back(state.sealer.open_to_js(sealed).boxed_local());
+            }
+            Either::Left(Ok(None)) => {}
+            Either::Left(Err(e)) => state.failed = Some(e.into()),
+            Either::Right(opened) => {
+                state.opening.pop_front();
+                return handed_out(state, opened?).map(Some);
+            }
+        }
     }
     let Some(opening) = state.opening.pop_front() else { return Ok(None) };
-    let plaintext = opening.await?;
+    handed_out(state, opening.await?).map(Some)
+}
+
+/// Counts an opened segment into the file's hash and the progress, and gives it to the stream.
+fn handed_out(state: &mut State, plaintext: Uint8Array) -> Result<JsValue, NodeError> {
     // The file's hash needs the bytes in wasm memory; the stream takes the browser's buffer.
     state.scratch.resize(plaintext.length() as usize, 0);
     plaintext.copy_to(&mut state.scratch);
@@ -214,7 +246,7 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
     state.progress.bytes += state.scratch.len() as u64;
     state.progress.wire = state.download.wire_bytes();
     state.progress.report(false);
-    Ok(Some(plaintext.into()))
+    Ok(plaintext.into())
 }
 
 /// Segments opening ahead of the one handed out.
