@@ -38,7 +38,7 @@ process.env.SHARDWEB_LOG ??= 'warn';
 const cleanups = [];
 const t = { after: (f) => cleanups.push(f) };
 const dir = mkdtempSync(join(tmpdir(), 'shardweb-bench-'));
-cleanups.push(() => rmSync(dir, { recursive: true, force: true, maxRetries: 5 }));
+cleanups.push(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 }));
 
 function cors(res) {
   res.setHeader('Access-Control-Allow-Origin', '*');
@@ -190,11 +190,17 @@ async function main() {
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
       '--enable-precise-memory-info', `--user-data-dir=${join(dir, 'chromium')}`, `--remote-debugging-port=${devtoolsPort}`, page,
     ],
-    { stdio: 'ignore' },
+    // A process group of its own, so that its renderer, network and utility processes stop
+    // with it instead of writing into the profile while it is being removed.
+    { stdio: 'ignore', detached: true },
   );
   const exited = new Promise((resolve) => chromium.once('exit', resolve));
   cleanups.push(async () => {
-    chromium.kill('SIGKILL');
+    try {
+      process.kill(-chromium.pid, 'SIGKILL');
+    } catch {
+      chromium.kill('SIGKILL');
+    }
     await exited;
   });
   monitor = await heapMonitor(devtoolsPort);
