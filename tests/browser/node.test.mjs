@@ -1,7 +1,8 @@
 // The browser node against real relay processes: files cross between the native CLI and the
 // browser both ways, relay sockets and AES-GCM run in helper workers (and on the node's worker
-// where a policy forbids those), a browser serves a file only it holds to another through the relay's
-// circuit, a reload resumes an upload, and a full store fails cleanly.
+// where a policy forbids those), a download carries on when one of its relays is killed, a
+// browser serves a file only it holds to another through the relay's circuit, a reload resumes
+// an upload, and a full store fails cleanly.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -79,6 +80,34 @@ test('the native CLI and the browser read each other’s files', async (t) => {
   const get = await shardweb(['get', result.url, '-o', out, '--relay', relay.url]);
   assert.equal(get.code, 0, get.stderr);
   assert.equal(await sha256File(out), browserSha);
+});
+
+test('a relay killed in the middle of a browser download does not stop it', async (t) => {
+  const dir = tempDir(t);
+  const a = await startRelay(t, dir);
+  const b = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const size = 120_000_000;
+  const file = join(dir, 'both.bin');
+  const sha = randomFile(file, size);
+  // Four shards a stripe, two on each relay: either relay alone holds enough of every stripe.
+  const put = await shardweb(['put', file, '--relay', `${a.url},${b.url}`, '--k', '2', '--m', '2']);
+  assert.equal(put.code, 0, put.stderr);
+
+  const browser = await launch(t);
+  const page = await openPage(browser, `${b.url}/harness.html`);
+  await page.waitForFunction(() => window.ready === true);
+  await page.evaluate(async (relays) => {
+    window.node = await window.shardweb.Node.start({ relays });
+  }, [a.url, b.url]);
+  const before = await a.metric('shardweb_bytes_out_total');
+  let finished = false;
+  const getting = getLink(page, put.stdout.trim()).finally(() => {
+    finished = true;
+  });
+  await until('the download to draw on both relays', async () => (await a.metric('shardweb_bytes_out_total')) > before + 8_000_000);
+  a.kill();
+  assert.equal(finished, false, 'the download ended before the relay was killed');
+  assert.deepEqual(await getting, { name: 'both.bin', size, sha256: sha });
 });
 
 /**
