@@ -31,6 +31,8 @@ struct Holder {
     corrupt: bool,
     /// Requests that reached this holder, answered or not.
     asked: usize,
+    /// Requests still to fail as if the holder could not be reached.
+    fail_next: usize,
 }
 
 /// Holders in one process, shared by every clone.
@@ -46,6 +48,10 @@ impl Swarm {
         let mut holders = self.0.borrow_mut();
         let holder = &mut holders[peer];
         holder.asked += 1;
+        if holder.fail_next > 0 {
+            holder.fail_next -= 1;
+            return Err(NetworkError::Unreachable { detail: format!("holder {peer} dropped") });
+        }
         if holder.gone {
             return Err(NetworkError::Unreachable { detail: format!("holder {peer} is gone") });
         }
@@ -211,6 +217,20 @@ fn full_or_gone_holders_pass_shards_on() {
     // A holder that could not be reached is not asked again (nor for the manifest).
     assert_eq!(swarm.0.borrow()[1].asked, 1);
     assert_eq!(get(&swarm, vec![0, 2], id, &key).unwrap().0, data);
+}
+
+/// A holder that could not be reached once is asked last, not never: when the others refuse,
+/// the upload still lands there.
+#[test]
+fn a_holder_that_failed_once_is_still_asked_when_the_others_are_full() {
+    let data = Rng::new(6).bytes(6_000);
+    let swarm = Swarm::with(2);
+    swarm.0.borrow_mut()[0].fail_next = 1;
+    swarm.0.borrow_mut()[1].capacity = Some(4);
+    let (id, key) = put(&swarm, vec![0, 1], params(2, 1), &data);
+    assert_eq!(swarm.0.borrow()[1].shards.len(), 4);
+    assert!(swarm.0.borrow()[0].shards.len() >= 6 * 3 - 4, "the rest went to holder 0");
+    assert_eq!(get(&swarm, vec![0, 1], id, &key).unwrap().0, data);
 }
 
 #[test]

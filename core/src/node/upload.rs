@@ -10,6 +10,7 @@ use futures::future::{LocalBoxFuture, join_all};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::Network;
+use super::NetworkError;
 use crate::Manifest;
 use crate::codec::{ShardId, Stripe};
 use crate::protocol::{ManifestOutcome, PutOutcome};
@@ -35,13 +36,13 @@ pub enum UploadError {
 /// Sends stripes to holders. Shard `i` of stripe `s` goes first to holder `(s + i) mod n`, so
 /// that with n ≥ k + m holders no holder keeps two shards of one stripe, and with fewer each
 /// keeps at most ⌈(k + m) / n⌉. A shard refused (full, failed, unreachable) moves on to the
-/// next holder in turn. A holder that a request could not reach (gone, unreachable, timed out)
-/// is passed over for the rest of the upload while any other is left, so that a relay that
-/// dies mid-upload costs one failure, not one for each stripe still to come.
+/// next holder in turn. A holder that could not be reached (gone, connection dropped) is asked
+/// last until it answers again, so that a relay that dies mid-upload costs one failed request,
+/// not one (and a dial) for each stripe still to come.
 pub struct Upload<N: Network> {
     net: N,
     holders: Vec<N::Peer>,
-    /// Per holder, whether a request to it failed.
+    /// Per holder, whether the last request to it could not reach it.
     down: Rc<RefCell<Vec<bool>>>,
     in_flight: FuturesUnordered<LocalBoxFuture<'static, Result<(u64, u64), UploadError>>>,
     max_in_flight: usize,
@@ -130,29 +131,32 @@ impl<N: Network + Clone + 'static> Upload<N> {
         Ok(())
     }
 
-    /// Waits for every queued shard, then stores the manifest on every holder still reachable.
-    /// Succeeds when at least one holder stored the manifest; returns how many did.
+    /// Waits for every queued shard, then stores the manifest on every holder not marked down
+    /// (on those too if none of the others stored it). Succeeds when at least one holder stored
+    /// the manifest; returns how many did.
     pub async fn finish(mut self, manifest: &Manifest) -> Result<usize, UploadError> {
         self.flush().await?;
         let bytes = manifest.bytes().clone();
-        let down = self.down.borrow().clone();
-        let all_down = down.iter().all(|&d| d);
-        let holders: Vec<&N::Peer> = (self.holders.iter().zip(&down))
-            .filter(|&(_, &d)| all_down || !d)
-            .map(|(h, _)| h)
-            .collect();
-        let puts = holders.iter().map(|h| self.net.put_manifest(h, bytes.clone()));
-        let mut stored = 0;
-        let mut last = String::from("no reply");
-        for (holder, result) in holders.iter().zip(join_all(puts).await) {
-            match result {
-                Ok(ManifestOutcome::Stored | ManifestOutcome::AlreadyHeld) => stored += 1,
-                Ok(other) => last = format!("{holder}: {other:?}"),
-                Err(e) => last = format!("{holder}: {e}"),
+        let (mut stored, mut last) = (0, String::from("no reply"));
+        for down in [false, true] {
+            if stored > 0 {
+                break;
+            }
+            let holders: Vec<(usize, &N::Peer)> = (self.holders.iter().enumerate())
+                .filter(|&(at, _)| is_down(&self.down, at) == down)
+                .collect();
+            let puts = holders.iter().map(|(_, h)| self.net.put_manifest(h, bytes.clone()));
+            for ((at, holder), result) in holders.iter().zip(join_all(puts).await) {
+                mark(&self.down, *at, &result);
+                match result {
+                    Ok(ManifestOutcome::Stored | ManifestOutcome::AlreadyHeld) => stored += 1,
+                    Ok(other) => last = format!("{holder}: {other:?}"),
+                    Err(e) => last = format!("{holder}: {e}"),
+                }
             }
         }
         if stored == 0 {
-            return Err(UploadError::ManifestNotStored { tried: holders.len(), last });
+            return Err(UploadError::ManifestNotStored { tried: self.holders.len(), last });
         }
         Ok(stored)
     }
@@ -192,7 +196,8 @@ impl<N: Network> std::fmt::Debug for Upload<N> {
 }
 
 /// Puts `pending` on holder `first`, moving whatever it does not store on to the next holders;
-/// holders marked `down` are passed over unless all are, and one that fails is marked.
+/// holders marked `down` come last. A holder that cannot be reached is marked down, and one
+/// that answers is marked up again.
 async fn put_batch<N: Network>(
     net: &N,
     holders: Vec<N::Peer>,
@@ -202,17 +207,14 @@ async fn put_batch<N: Network>(
 ) -> Result<u64, UploadError> {
     let mut sent = 0u64;
     let mut last = String::new();
-    for attempt in 0..holders.len() {
-        let at = (first + attempt) % holders.len();
+    let n = holders.len();
+    let mut order: Vec<usize> = (0..n).map(|attempt| (first + attempt) % n).collect();
+    order.sort_by_key(|&at| is_down(down, at));
+    for at in order {
         let Some(peer) = holders.get(at) else { break };
-        let skip = {
-            let down = down.borrow();
-            down.get(at).copied().unwrap_or(false) && !down.iter().all(|&d| d)
-        };
-        if skip {
-            continue;
-        }
-        match net.put_shards(peer, pending.clone()).await {
+        let reply = net.put_shards(peer, pending.clone()).await;
+        mark(down, at, &reply);
+        match reply {
             Ok(outcomes) if outcomes.len() == pending.len() => {
                 let mut refused = Vec::new();
                 for ((id, bytes), outcome) in pending.into_iter().zip(outcomes) {
@@ -227,12 +229,7 @@ async fn put_batch<N: Network>(
                 pending = refused;
             }
             Ok(_) => last = format!("{peer} sent the wrong number of outcomes"),
-            Err(e) => {
-                last = format!("{peer}: {e}");
-                if let Some(d) = down.borrow_mut().get_mut(at) {
-                    *d = true;
-                }
-            }
+            Err(e) => last = format!("{peer}: {e}"),
         }
         if pending.is_empty() {
             return Ok(sent);
@@ -240,4 +237,16 @@ async fn put_batch<N: Network>(
     }
     let id = pending.first().map_or(ShardId([0; 32]), |(id, _)| *id);
     Err(UploadError::NotStored { id, tried: holders.len(), last })
+}
+
+fn is_down(down: &RefCell<Vec<bool>>, at: usize) -> bool {
+    down.borrow().get(at).copied().unwrap_or(false)
+}
+
+/// Marks holder `at` down when `reply` says it could not be reached, up when it answered.
+fn mark<T>(down: &RefCell<Vec<bool>>, at: usize, reply: &Result<T, NetworkError>) {
+    let unreachable = matches!(reply, Err(NetworkError::Unreachable { .. }));
+    if let Some(d) = down.borrow_mut().get_mut(at) {
+        *d = unreachable;
+    }
 }
