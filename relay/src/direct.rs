@@ -1,6 +1,6 @@
 //! File I/O that bypasses the page cache, for shard files and downloaded files.
 //!
-//! A shard is written once, fsynced, and read back whole (and re-hashed) when served; a
+//! A shard is written once, made durable, and read back whole (and re-hashed) when served; a
 //! download is written once and fsynced. Neither gains from the kernel's page cache, which
 //! costs a copy and fresh memory for every byte: measured on a 2-core virtual machine, whose
 //! host takes back the guest's free memory, putting new bytes into the page cache cost
@@ -11,7 +11,7 @@
 //! an aligned buffer and the device with `O_DIRECT`; the tail, shorter than a block, goes
 //! through the page cache. Elsewhere, or when the file system refuses (`EINVAL`), the same
 //! calls fall back to ordinary I/O. Either way the bytes on disk are the same, and the caller
-//! still fsyncs.
+//! still makes the file durable (fsync, or the store's `syncfs`).
 
 use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
