@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use libp2p::Multiaddr;
-use shardweb_core::codec::{Encoder, FileId, FileKey, Params};
+use libp2p::{Multiaddr, PeerId};
+use shardweb_core::codec::{self, Encoder, FileId, FileKey, Params};
 use shardweb_core::manifest::FileMeta;
 use shardweb_core::node::peer::Peer;
 use shardweb_core::node::{Download, DownloadError, Upload, fetch_manifest};
@@ -329,8 +329,10 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
     let path = output_path(out, &download.info().meta.name);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir)?;
-    let result =
-        write_all(&mut download, tmp.as_file(), tmp.path(), manifest.layout().size()).await;
+    let size = manifest.layout().size();
+    // Asked only if the holders known so far run short of some stripe (one vanished, say).
+    let more = async { client.providers(link.manifest).await.unwrap_or_default() };
+    let result = write_all(&mut download, more, tmp.as_file(), tmp.path(), size).await;
     match result {
         Ok(()) => {
             tmp.as_file().sync_all()?;
@@ -351,9 +353,11 @@ fn tempfile_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
 
 /// Writes the plaintext on a thread of its own, so that writing overlaps fetching, verifying
 /// and opening the next segments; two segments wait at most between them. The file at `path`
-/// is written past the page cache where the file system allows it (see `direct`).
+/// is written past the page cache where the file system allows it (see `direct`). If the
+/// holders run short of a stripe, the download goes on once with the `more` it is given.
 async fn write_all(
     download: &mut Download<Peer>,
+    more: impl Future<Output = Vec<PeerId>>,
     file: &std::fs::File,
     path: &Path,
     size: u64,
@@ -368,8 +372,20 @@ async fn write_all(
     });
     let bar = progress_bar(size, "downloading");
     let mut done = 0u64;
+    let mut more = Some(more);
     let fetched = async {
-        while let Some(segment) = download.next_segment().await? {
+        loop {
+            let segment = match download.next_segment().await {
+                Ok(Some(segment)) => segment,
+                Ok(None) => break,
+                Err(DownloadError::Codec(codec::Error::NotEnoughShards { .. }))
+                    if let Some(more) = more.take() =>
+                {
+                    download.add_holders(more.await).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             done += segment.len() as u64;
             // A send fails only when the writer stopped on an error, reported below.
             if tx.send(segment).await.is_err() {
