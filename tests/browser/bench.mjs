@@ -210,11 +210,20 @@ async function main() {
   clearTimeout(timeout);
 }
 
+// Interrupted, it still stops Chromium (in a process group of its own, out of reach of the
+// terminal's signal) and removes its files.
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, async () => {
+    for (const f of cleanups.splice(0).reverse()) await f();
+    process.exit(130);
+  });
+}
+
 main()
   .catch((e) => {
     console.error(`benchmark failed: ${e.message}`);
     process.exitCode = 1;
   })
   .finally(async () => {
-    for (const f of cleanups.reverse()) await f();
+    for (const f of cleanups.splice(0).reverse()) await f();
   });
