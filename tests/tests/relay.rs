@@ -148,6 +148,35 @@ fn a_relay_killed_in_the_middle_of_a_get_does_not_stop_it() {
     assert!(got == fs::read(&file).unwrap(), "the file came back different");
 }
 
+/// A get whose relays run short of a stripe when one of them is killed finds the rest of the
+/// file through the DHT: a third relay, not named to the get, holds a shard of every stripe.
+#[test]
+fn a_get_short_of_shards_after_a_kill_finds_more_holders_in_the_dht() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut a, b) = pair(dir.path());
+    let c = Relay::start(&dir.path().join("c"), &["--bootstrap", &a.addr("tcp")]);
+    wait_until("the third relay to join", || c.metric("shardweb_peers").unwrap_or(0) >= 1);
+    let file = random_file(dir.path(), "in.bin", MID_TRANSFER_BYTES, 13);
+    // Three shards a stripe, one on each relay; any two suffice.
+    let link = put(dir.path(), &file, &[&a, &b, &c], &["--k", "2", "--m", "1"]);
+    let relays = format!("{},{}", a.url(), b.url());
+    let out_before = a.metric("shardweb_bytes_out_total").unwrap_or(0);
+    let mut downloading =
+        spawn_shardweb(dir.path(), &["get", &link, "-o", "out.bin", "--relay", &relays]);
+    wait_until("the download to start", || {
+        a.metric("shardweb_bytes_out_total").unwrap_or(0) > out_before + 8_000_000
+    });
+    a.kill9();
+    assert!(downloading.try_wait().unwrap().is_none(), "the download ended before the kill");
+    finish(downloading).expect("the get goes on with a holder the DHT names");
+    let got = fs::read(dir.path().join("out.bin")).unwrap();
+    assert!(got == fs::read(&file).unwrap(), "the file came back different");
+    assert!(
+        c.metric("shardweb_bytes_out_total").unwrap_or(0) > 0,
+        "nothing came from the third relay"
+    );
+}
+
 #[test]
 fn a_restarted_relay_keeps_its_data_peer_id_and_certhash() {
     let dir = tempfile::tempdir().unwrap();
