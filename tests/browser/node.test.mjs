@@ -1,8 +1,9 @@
 // The browser node against real relay processes: files cross between the native CLI and the
 // browser both ways, relay sockets and AES-GCM run in helper workers (and on the node's worker
-// where a policy forbids those), a download carries on when one of its relays is killed, a
-// browser serves a file only it holds to another through the relay's circuit, a reload resumes
-// an upload, and a full store fails cleanly.
+// where a policy forbids those), a download carries on when one of its relays is killed (asking
+// the DHT for another holder when the rest run short), a browser serves a file only it holds
+// to another through the relay's circuit, a reload resumes an upload, and a full store fails
+// cleanly.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -108,6 +109,38 @@ test('a relay killed in the middle of a browser download does not stop it', asyn
   a.kill();
   assert.equal(finished, false, 'the download ended before the relay was killed');
   assert.deepEqual(await getting, { name: 'both.bin', size, sha256: sha });
+});
+
+test('a browser download short of shards after a relay is killed finds a third holder in the DHT', async (t) => {
+  const dir = tempDir(t);
+  const a = await startRelay(t, dir);
+  const tcp = (await a.info()).addrs.find((x) => x.includes('/tcp/') && !x.includes('/ws'));
+  const b = await startRelay(t, dir, { www: wwwWithHarness(dir), args: ['--bootstrap', tcp] });
+  const c = await startRelay(t, dir, { args: ['--bootstrap', tcp] });
+  await until('the relays to meet', async () => (await b.metric('shardweb_peers')) >= 1 && (await c.metric('shardweb_peers')) >= 1);
+  const size = 120_000_000;
+  const file = join(dir, 'three.bin');
+  const sha = randomFile(file, size);
+  // Three shards a stripe, one on each relay: any two suffice, one alone does not.
+  const put = await shardweb(['put', file, '--relay', `${a.url},${b.url},${c.url}`, '--k', '2', '--m', '1']);
+  assert.equal(put.code, 0, put.stderr);
+
+  const browser = await launch(t);
+  const page = await openPage(browser, `${b.url}/harness.html`);
+  await page.waitForFunction(() => window.ready === true);
+  await page.evaluate(async (relays) => {
+    window.node = await window.shardweb.Node.start({ relays });
+  }, [a.url, b.url]);
+  const before = await a.metric('shardweb_bytes_out_total');
+  let finished = false;
+  const getting = getLink(page, put.stdout.trim()).finally(() => {
+    finished = true;
+  });
+  await until('the download to draw on both relays', async () => (await a.metric('shardweb_bytes_out_total')) > before + 8_000_000);
+  a.kill();
+  assert.equal(finished, false, 'the download ended before the relay was killed');
+  assert.deepEqual(await getting, { name: 'three.bin', size, sha256: sha });
+  assert.ok((await c.metric('shardweb_bytes_out_total')) > 0, 'nothing came from the relay the DHT named');
 });
 
 /**

@@ -9,6 +9,7 @@ use futures::FutureExt;
 use futures::future::{self, Either, LocalBoxFuture};
 use futures::stream::{self, Stream};
 use js_sys::{Function, Uint8Array};
+use shardweb_core::codec::{self, SealedSegment};
 use shardweb_core::manifest::Opened;
 use shardweb_core::node::{Download, DownloadError, fetch_manifest};
 use shardweb_core::{Link, Manifest, ManifestId};
@@ -127,6 +128,7 @@ pub async fn open(
         opening: VecDeque::new(),
         scratch: Vec::new(),
         failed: None,
+        asked_dht: false,
     };
     Ok(Opening {
         manifest: manifest.id(),
@@ -155,6 +157,8 @@ struct State {
     scratch: Vec<u8>,
     /// Why fetching ahead failed, reported once the segments before it are handed out.
     failed: Option<NodeError>,
+    /// Whether the DHT was asked for more holders when the ones known ran short.
+    asked_dht: bool,
 }
 
 async fn next(mut state: State) -> Option<(Result<JsValue, JsValue>, State)> {
@@ -201,7 +205,13 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
         if let Some(e) = state.failed.take() {
             return Err(e);
         }
-        let Some(sealed) = state.download.next_sealed().await? else { return Ok(None) };
+        let next = next_sealed(
+            &mut state.download,
+            &state.node,
+            state.link.manifest,
+            &mut state.asked_dht,
+        );
+        let Some(sealed) = next.await? else { return Ok(None) };
         state.opening.push_back(state.sealer.open_to_js(sealed).boxed_local());
     }
     let (next, stripes) = state.download.position();
@@ -215,7 +225,12 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
         // kept for the call after this segment (fetching is cancel-safe: replies stay queued
         // in the download).
         let first = {
-            let fetch = std::pin::pin!(state.download.next_sealed());
+            let fetch = std::pin::pin!(next_sealed(
+                &mut state.download,
+                &state.node,
+                state.link.manifest,
+                &mut state.asked_dht
+            ));
             match future::select(fetch, front).await {
                 Either::Left((fetched, _)) => Either::Left(fetched),
                 Either::Right((opened, _)) => Either::Right(opened),
@@ -235,6 +250,27 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
     }
     let Some(opening) = state.opening.pop_front() else { return Ok(None) };
     handed_out(state, opening.await?).map(Some)
+}
+
+/// [`Download::next_sealed`], asking the DHT once for more holders when those known run short
+/// of a stripe (one vanished mid-download, say). Cancel-safe: dropped before the new holders
+/// are in, it asks again next time.
+async fn next_sealed(
+    download: &mut Download<BrowserNet>,
+    node: &Node,
+    manifest: ManifestId,
+    asked_dht: &mut bool,
+) -> Result<Option<SealedSegment>, DownloadError> {
+    loop {
+        match download.next_sealed().await {
+            Err(DownloadError::Codec(codec::Error::NotEnoughShards { .. })) if !*asked_dht => {
+                let found = node.peer.providers(manifest).await.unwrap_or_default();
+                download.add_holders(found.into_iter().map(Holder::Remote).collect()).await;
+                *asked_dht = true;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Counts an opened segment into the file's hash and the progress, and gives it to the stream.
