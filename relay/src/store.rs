@@ -225,24 +225,22 @@ impl DiskStore {
         let root =
             if self.sync_fs && !admitted.is_empty() { File::open(&self.root).ok() } else { None };
         let mut written = Vec::new();
-        let mut dirs = std::collections::BTreeSet::new();
         for &i in &admitted {
             let (id, bytes) = shards[i];
-            let path = self.shard_path(&id);
-            match self.write_shard_file(&path, &id, bytes, root.is_none()) {
-                Ok(()) => {
-                    written.push(i);
-                    if let Some(dir) = path.parent() {
-                        dirs.insert(dir.to_owned());
-                    }
-                }
+            match self.write_shard_file(&self.shard_path(&id), &id, bytes, root.is_none()) {
+                Ok(()) => written.push(i),
                 Err(e) => results[i] = Some(Err(e)),
             }
         }
         let synced = match &root {
             _ if written.is_empty() => Ok(()),
             Some(root) => sync_file_system(root),
-            None => dirs.iter().try_for_each(|dir| File::open(dir)?.sync_all()),
+            None => {
+                let paths = written.iter().map(|&i| self.shard_path(&shards[i].0));
+                let dirs: std::collections::BTreeSet<PathBuf> =
+                    paths.filter_map(|p| p.parent().map(Path::to_owned)).collect();
+                dirs.iter().try_for_each(|dir| File::open(dir)?.sync_all())
+            }
         };
         let committed =
             synced.map_err(Error::from).and_then(|()| self.commit_batch(owner, shards, &written));

@@ -83,6 +83,22 @@ test('the native CLI and the browser read each other’s files', async (t) => {
   assert.equal(await sha256File(out), browserSha);
 });
 
+/**
+ * Gets `link` on `page` and kills `relay` once it has sent 8 MB of it, while the download is
+ * still going; resolves to the download's result.
+ */
+async function getKilling(page, link, relay) {
+  const before = await relay.metric('shardweb_bytes_out_total');
+  let finished = false;
+  const getting = getLink(page, link).finally(() => {
+    finished = true;
+  });
+  await until('the download to draw on both relays', async () => (await relay.metric('shardweb_bytes_out_total')) > before + 8_000_000);
+  relay.kill();
+  assert.equal(finished, false, 'the download ended before the relay was killed');
+  return getting;
+}
+
 test('a relay killed in the middle of a browser download does not stop it', async (t) => {
   const dir = tempDir(t);
   const a = await startRelay(t, dir);
@@ -95,20 +111,9 @@ test('a relay killed in the middle of a browser download does not stop it', asyn
   assert.equal(put.code, 0, put.stderr);
 
   const browser = await launch(t);
-  const page = await openPage(browser, `${b.url}/harness.html`);
-  await page.waitForFunction(() => window.ready === true);
-  await page.evaluate(async (relays) => {
-    window.node = await window.shardweb.Node.start({ relays });
-  }, [a.url, b.url]);
-  const before = await a.metric('shardweb_bytes_out_total');
-  let finished = false;
-  const getting = getLink(page, put.stdout.trim()).finally(() => {
-    finished = true;
-  });
-  await until('the download to draw on both relays', async () => (await a.metric('shardweb_bytes_out_total')) > before + 8_000_000);
-  a.kill();
-  assert.equal(finished, false, 'the download ended before the relay was killed');
-  assert.deepEqual(await getting, { name: 'both.bin', size, sha256: sha });
+  const page = await harness(browser, b, { relays: [a.url, b.url] });
+  const got = await getKilling(page, put.stdout.trim(), a);
+  assert.deepEqual(got, { name: 'both.bin', size, sha256: sha });
 });
 
 test('a browser download short of shards after a relay is killed finds a third holder in the DHT', async (t) => {
@@ -126,20 +131,9 @@ test('a browser download short of shards after a relay is killed finds a third h
   assert.equal(put.code, 0, put.stderr);
 
   const browser = await launch(t);
-  const page = await openPage(browser, `${b.url}/harness.html`);
-  await page.waitForFunction(() => window.ready === true);
-  await page.evaluate(async (relays) => {
-    window.node = await window.shardweb.Node.start({ relays });
-  }, [a.url, b.url]);
-  const before = await a.metric('shardweb_bytes_out_total');
-  let finished = false;
-  const getting = getLink(page, put.stdout.trim()).finally(() => {
-    finished = true;
-  });
-  await until('the download to draw on both relays', async () => (await a.metric('shardweb_bytes_out_total')) > before + 8_000_000);
-  a.kill();
-  assert.equal(finished, false, 'the download ended before the relay was killed');
-  assert.deepEqual(await getting, { name: 'three.bin', size, sha256: sha });
+  const page = await harness(browser, b, { relays: [a.url, b.url] });
+  const got = await getKilling(page, put.stdout.trim(), a);
+  assert.deepEqual(got, { name: 'three.bin', size, sha256: sha });
   assert.ok((await c.metric('shardweb_bytes_out_total')) > 0, 'nothing came from the relay the DHT named');
 });
 

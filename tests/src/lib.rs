@@ -27,19 +27,28 @@ pub fn binary(name: &str) -> PathBuf {
 
 /// Runs `shardweb` with `args` in `dir`, killing it if it outlives `timeout`.
 pub fn shardweb_in(dir: &Path, args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(binary("shardweb"))
+    wait_shardweb(spawn_shardweb_in(dir, args), timeout)
+}
+
+/// Starts `shardweb` with `args` in `dir`, its output piped, for [`wait_shardweb`] to collect.
+pub fn spawn_shardweb_in(dir: &Path, args: &[&str]) -> Child {
+    Command::new(binary("shardweb"))
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start shardweb: {e}"));
+        .unwrap_or_else(|e| panic!("cannot start shardweb: {e}"))
+}
+
+/// Waits for a `shardweb` from [`spawn_shardweb_in`], killing it if it outlives `timeout`.
+pub fn wait_shardweb(mut child: Child, timeout: Duration) -> Output {
     let deadline = Instant::now() + timeout;
     while child.try_wait().ok().flatten().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("shardweb {args:?} did not finish within {timeout:?}");
+            panic!("shardweb did not finish within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use shardweb_relay::client::Client;
-use shardweb_tests::{Relay, get, put, random_file, shardweb_in};
+use shardweb_tests::{Relay, get, put, random_file, shardweb_in, spawn_shardweb_in, wait_shardweb};
 
 use shardweb_tests::LIMIT;
 
@@ -71,33 +71,19 @@ fn a_relay_killed_after_a_put_across_two_loses_nothing() {
     assert_eq!(got, fs::read(&file).unwrap());
 }
 
-/// Starts `shardweb args...` in `dir`, output discarded; the caller waits for it.
-fn spawn_shardweb(dir: &Path, args: &[&str]) -> std::process::Child {
-    std::process::Command::new(shardweb_tests::binary("shardweb"))
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for `child` (killing it past [`LIMIT`]); returns its stdout, or its stderr on failure.
-fn finish(child: std::process::Child) -> Result<String, String> {
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
-    let deadline = Instant::now() + LIMIT;
-    while !waiter.is_finished() {
-        if Instant::now() > deadline {
-            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
-            panic!("shardweb did not finish within {LIMIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = waiter.join().unwrap();
+/// `shardweb get link` through the relays at `urls`, killing `victim` (one of them) once it has
+/// sent 8 MB of the file; the get must still be running then. Returns the file or the error.
+fn get_killing(dir: &Path, link: &str, urls: &str, victim: &mut Relay) -> Result<Vec<u8>, String> {
+    let out_before = victim.metric("shardweb_bytes_out_total").unwrap_or(0);
+    let mut downloading = spawn_shardweb_in(dir, &["get", link, "-o", "out.bin", "--relay", urls]);
+    wait_until("the download to start", || {
+        victim.metric("shardweb_bytes_out_total").unwrap_or(0) > out_before + 8_000_000
+    });
+    victim.kill9();
+    assert!(downloading.try_wait().unwrap().is_none(), "the download ended before the kill");
+    let out = wait_shardweb(downloading, LIMIT);
     if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        Ok(fs::read(dir.join("out.bin")).unwrap())
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
@@ -113,7 +99,7 @@ fn a_relay_killed_in_the_middle_of_a_put_across_two_leaves_the_file_whole() {
     let file = random_file(dir.path(), "in.bin", MID_TRANSFER_BYTES, 11);
     let relays = format!("{},{}", a.url(), b.url());
     // Two holders, four shards a stripe: whatever of a stripe `a` took, `b` can take the rest.
-    let mut uploading = spawn_shardweb(
+    let mut uploading = spawn_shardweb_in(
         dir.path(),
         &["put", file.to_str().unwrap(), "--relay", &relays, "--k", "2", "--m", "2"],
     );
@@ -123,7 +109,9 @@ fn a_relay_killed_in_the_middle_of_a_put_across_two_leaves_the_file_whole() {
     });
     a.kill9();
     assert!(uploading.try_wait().unwrap().is_none(), "the upload ended before the kill");
-    let link = finish(uploading).expect("the put goes on with the relay left");
+    let out = wait_shardweb(uploading, LIMIT);
+    assert!(out.status.success(), "the put stopped: {}", String::from_utf8_lossy(&out.stderr));
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let got = get(dir.path(), &link, &[&b], "out.bin").expect("get from the relay left");
     assert!(got == fs::read(&file).unwrap(), "the file came back different");
 }
@@ -135,16 +123,7 @@ fn a_relay_killed_in_the_middle_of_a_get_does_not_stop_it() {
     let file = random_file(dir.path(), "in.bin", MID_TRANSFER_BYTES, 12);
     let link = put(dir.path(), &file, &[&a, &b], &["--k", "2", "--m", "2"]);
     let relays = format!("{},{}", a.url(), b.url());
-    let out_before = a.metric("shardweb_bytes_out_total").unwrap_or(0);
-    let mut downloading =
-        spawn_shardweb(dir.path(), &["get", &link, "-o", "out.bin", "--relay", &relays]);
-    wait_until("the download to start", || {
-        a.metric("shardweb_bytes_out_total").unwrap_or(0) > out_before + 8_000_000
-    });
-    a.kill9();
-    assert!(downloading.try_wait().unwrap().is_none(), "the download ended before the kill");
-    finish(downloading).expect("the get goes on from the relay left");
-    let got = fs::read(dir.path().join("out.bin")).unwrap();
+    let got = get_killing(dir.path(), &link, &relays, &mut a).expect("the get goes on");
     assert!(got == fs::read(&file).unwrap(), "the file came back different");
 }
 
@@ -160,16 +139,8 @@ fn a_get_short_of_shards_after_a_kill_finds_more_holders_in_the_dht() {
     // Three shards a stripe, one on each relay; any two suffice.
     let link = put(dir.path(), &file, &[&a, &b, &c], &["--k", "2", "--m", "1"]);
     let relays = format!("{},{}", a.url(), b.url());
-    let out_before = a.metric("shardweb_bytes_out_total").unwrap_or(0);
-    let mut downloading =
-        spawn_shardweb(dir.path(), &["get", &link, "-o", "out.bin", "--relay", &relays]);
-    wait_until("the download to start", || {
-        a.metric("shardweb_bytes_out_total").unwrap_or(0) > out_before + 8_000_000
-    });
-    a.kill9();
-    assert!(downloading.try_wait().unwrap().is_none(), "the download ended before the kill");
-    finish(downloading).expect("the get goes on with a holder the DHT names");
-    let got = fs::read(dir.path().join("out.bin")).unwrap();
+    let got = get_killing(dir.path(), &link, &relays, &mut a)
+        .expect("the get goes on with a holder the DHT names");
     assert!(got == fs::read(&file).unwrap(), "the file came back different");
     assert!(
         c.metric("shardweb_bytes_out_total").unwrap_or(0) > 0,
