@@ -75,6 +75,9 @@ pub enum Error {
     /// A segment coded out of order: stripes are coded in file order, each once.
     #[error("stripe {actual} coded out of order: expected stripe {expected}")]
     OutOfOrder { expected: u64, actual: u64 },
+    /// Reading the input failed.
+    #[error("cannot read the input: {0}")]
+    Read(#[source] std::io::Error),
     /// Input pushed after the last segment was taken.
     #[error("the encoder has already taken its last segment")]
     Finished,

@@ -317,3 +317,51 @@ fn segments_filled_in_place_encode_as_pushed_ones() {
         assert_eq!(filled, pushed, "{size} bytes");
     }
 }
+
+/// A reader that hands out at most 37 bytes per call, like a pipe.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(37).min(self.0.len());
+        let (head, tail) = self.0.split_at(n);
+        buf[..n].copy_from_slice(head);
+        self.0 = tail;
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_file_read_in_place_encodes_as_pushed_bytes() {
+    let (key, file_id) = (FileKey::from_bytes([3; 32]), FileId([4; 16]));
+    for size in [0, 1, 99, 100, 101, 250, 300] {
+        let data = Rng::new(size as u64).bytes(size);
+        let pushed = encode_by_segments(params(3, 2, 100), &key, file_id, &data, false);
+        let mut encoder = Encoder::new(params(3, 2, 100), &key, file_id);
+        let (mut reader, mut ids) = (Trickle(&data), Vec::new());
+        while let Some(stripe) = encoder.read(&mut reader).unwrap() {
+            ids.extend(stripe.ids);
+        }
+        let (last, encoded) = encoder.finish().unwrap();
+        ids.extend(last.ids);
+        assert_eq!((ids, encoded.plaintext_hash), pushed, "{size} bytes");
+        assert_eq!(encoded.size, size as u64);
+    }
+}
+
+#[test]
+fn a_read_error_stops_the_encoder_with_a_typed_error() {
+    struct Broken;
+    impl std::io::Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("device gone"))
+        }
+    }
+    let key = FileKey::from_bytes([3; 32]);
+    let mut encoder = Encoder::new(params(3, 2, 100), &key, FileId([4; 16]));
+    match encoder.read(&mut Broken) {
+        Err(Error::Read(e)) => assert_eq!(e.to_string(), "device gone"),
+        other => panic!("expected a read error, got {other:?}"),
+    }
+    assert!(matches!(encoder.read(&mut Trickle(b"more")), Err(Error::Finished)));
+}

@@ -1,6 +1,6 @@
 //! `shardweb`: the relay and the command-line client.
 
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -271,27 +271,20 @@ async fn put(relays: &[String], path: &Path, params: Params) -> anyhow::Result<L
     let mut encoder = Encoder::new(params, &key, FileId::generate()?);
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
     let reader = std::thread::spawn(move || -> anyhow::Result<_> {
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let n = file.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            let mut input = &buf[..n];
-            while let Some(stripe) = encoder.push(&mut input)? {
-                if tx.blocking_send((stripe, n as u64)).is_err() {
-                    bail!("upload stopped");
-                }
+        // The file is read straight into each segment's buffer: no copy on the way.
+        while let Some(stripe) = encoder.read(&mut file)? {
+            if tx.blocking_send(stripe).is_err() {
+                bail!("upload stopped");
             }
         }
         let (last, encoded) = encoder.finish()?;
-        let _ = tx.blocking_send((last, 0));
+        let _ = tx.blocking_send(last);
         Ok(encoded)
     });
     let bar = progress_bar(size, "uploading");
     let mut upload = Upload::new(client.peer(), holders)?;
     let mut done = 0u64;
-    while let Some((stripe, _)) = rx.recv().await {
+    while let Some(stripe) = rx.recv().await {
         done += stripe.shards.iter().take(params.k()).map(|s| s.len() as u64).sum::<u64>();
         upload.send(stripe).await?;
         bar.set_position(done.min(size));

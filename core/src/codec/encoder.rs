@@ -91,6 +91,39 @@ impl Encoder {
         }
     }
 
+    /// [`Encoder::push`] for a source that can be read (a file): reads straight into the
+    /// segment being built and returns the next stripe, or `None` once `reader` is at its end
+    /// (then call [`Encoder::finish`]). After a read error the encoder takes no more input.
+    pub fn read<R: std::io::Read + ?Sized>(
+        &mut self,
+        reader: &mut R,
+    ) -> Result<Option<Stripe>, Error> {
+        match self.read_segment(reader)? {
+            Some(segment) => self.seal_and_code(segment).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Encoder::next_segment`] for a source that can be read: see [`Encoder::read`].
+    pub fn read_segment<R: std::io::Read + ?Sized>(
+        &mut self,
+        reader: &mut R,
+    ) -> Result<Option<Segment>, Error> {
+        let Some(segmenter) = self.segmenter.as_mut() else {
+            return Err(Error::Finished);
+        };
+        match segmenter.read_from(reader) {
+            Ok((segment, n)) => {
+                self.size += n as u64;
+                segment.map(|s| self.hashed(s)).transpose()
+            }
+            Err(e) => {
+                self.segmenter = None;
+                Err(Error::Read(e))
+            }
+        }
+    }
+
     /// Codes the final segment and returns it with what the manifest needs.
     pub fn finish(mut self) -> Result<(Stripe, Encoded), Error> {
         let segment = self.last_segment()?;

@@ -1,5 +1,6 @@
 //! Cutting a stream of unknown length into segments.
 
+use std::io::{self, Read};
 use std::mem;
 
 /// One segment of plaintext, numbered from 0. `last` is set on exactly one segment, the
@@ -79,6 +80,41 @@ impl Segmenter {
         (None, n)
     }
 
+    /// [`Segmenter::push`] for a source that can be read: reads straight into the segment
+    /// being built, so the bytes are copied once (by the reader), not through a buffer of the
+    /// caller's first. Returns the next complete segment, or `None` once `reader` is at its end
+    /// (then call [`Segmenter::finish`]), with how many bytes were read. After an error, what
+    /// is buffered is unspecified: stop using the segmenter.
+    ///
+    /// A full segment is returned only once a byte of the next has been read (into the next
+    /// segment's buffer), so segments are cut exactly as `push` cuts them.
+    pub fn read_from<R: Read + ?Sized>(
+        &mut self,
+        reader: &mut R,
+    ) -> io::Result<(Option<Segment>, usize)> {
+        let mut read = 0;
+        loop {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(self.size + self.reserve);
+            }
+            if self.buf.len() == self.size {
+                let mut next = Vec::with_capacity(self.size + self.reserve);
+                let n = fill(reader, &mut next, self.size)?;
+                if n == 0 {
+                    return Ok((None, read));
+                }
+                let segment = self.take(false);
+                self.buf = next;
+                return Ok((Some(segment), read + n));
+            }
+            let n = fill(reader, &mut self.buf, self.size)?;
+            if n == 0 {
+                return Ok((None, read));
+            }
+            read += n;
+        }
+    }
+
     /// The final segment: whatever is buffered, possibly empty.
     pub fn finish(mut self) -> Segment {
         self.take(true)
@@ -94,6 +130,13 @@ impl Segmenter {
         self.index += 1;
         segment
     }
+}
+
+/// Reads from `reader` into `buf` until it holds `size` bytes or the reader ends; returns how
+/// many were read. The bytes go into the vector's spare capacity, which is not zeroed first.
+fn fill<R: Read + ?Sized>(reader: &mut R, buf: &mut Vec<u8>, size: usize) -> io::Result<usize> {
+    let room = size.saturating_sub(buf.len());
+    reader.take(room as u64).read_to_end(buf)
 }
 
 #[cfg(test)]
@@ -159,6 +202,62 @@ mod tests {
                 assert!(out.iter().all(|s| s.data.capacity() >= 16 + 3 || s.data.is_empty()));
             }
         }
+    }
+
+    /// Bytes read in through `read_from` are cut exactly as `push` cuts them, whatever sizes
+    /// the reader hands out, and every segment keeps its spare capacity.
+    #[test]
+    fn reading_cuts_as_pushing_does() {
+        /// Hands out at most `chunk` bytes per read, like a pipe.
+        struct Trickle<'a>(&'a [u8], usize);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = buf.len().min(self.1).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        for len in [0, 1, 15, 16, 17, 32, 33, 50] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            for chunk in [1, 5, 16, 100] {
+                let mut s = Segmenter::new(16, 3);
+                let mut reader = Trickle(&data, chunk);
+                let (mut out, mut total) = (Vec::new(), 0);
+                loop {
+                    let (segment, n) = s.read_from(&mut reader).unwrap();
+                    total += n;
+                    match segment {
+                        Some(segment) => out.push(segment),
+                        None => break,
+                    }
+                }
+                out.push(s.finish());
+                assert_eq!(total, len, "len {len} chunk {chunk}");
+                assert_eq!(out, cut(16, &data, chunk), "len {len} chunk {chunk}");
+                assert!(out.iter().all(|s| s.data.capacity() >= 16 + 3 || s.data.is_empty()));
+            }
+        }
+    }
+
+    /// A read error is returned as it is.
+    #[test]
+    fn a_read_error_is_returned() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::other("disk on fire"));
+                }
+                let n = buf.len().min(self.0);
+                buf[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let mut s = Segmenter::new(16, 0);
+        let e = s.read_from(&mut Failing(20)).unwrap_err();
+        assert_eq!(e.to_string(), "disk on fire");
     }
 
     trait Concat {
