@@ -415,3 +415,37 @@ pub fn open(
     });
     Ok((key, cert, shared))
 }
+
+#[cfg(test)]
+mod tests {
+    use soketto::base::{Codec, Header, OpCode};
+
+    /// A browser masks every WebSocket frame it sends, and `/ws` connections unmask them with
+    /// the vendored `soketto`, which XORs in 64-byte blocks: it gives the bytes RFC 6455
+    /// defines, on the RFC's own example and at every length around the block size.
+    #[test]
+    fn browser_frames_unmask_as_rfc_6455_defines() {
+        let mut header = Header::new(OpCode::Text);
+        header.set_masked(true).set_mask(0x37fa_213d);
+        let mut hello = [0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        Codec::apply_mask(&header, &mut hello);
+        assert_eq!(&hello, b"Hello", "RFC 6455 section 5.7");
+
+        let mut header = Header::new(OpCode::Binary);
+        header.set_masked(true).set_mask(0xa1b2_c3d4);
+        let key = header.mask().to_be_bytes();
+        for len in 0..300 {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut unmasked = data.clone();
+            Codec::apply_mask(&header, &mut unmasked);
+            let expected: Vec<u8> = data.iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
+            assert_eq!(unmasked, expected, "{len} bytes");
+        }
+
+        let mut plain = Header::new(OpCode::Binary);
+        plain.set_mask(0xa1b2_c3d4);
+        let mut data = [1u8; 100];
+        Codec::apply_mask(&plain, &mut data);
+        assert_eq!(data, [1u8; 100], "a frame without the mask bit is left as it is");
+    }
+}
