@@ -392,9 +392,28 @@ impl IdbStore {
         stripe: u64,
         ids: &[ShardId],
     ) -> Result<(), NodeError> {
-        let bytes: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
-        let key = format!("{transfer}/{stripe:016x}");
-        self.put_value(STRIPES, &key, Uint8Array::from(&bytes[..]).into()).await
+        self.put_stripes(transfer, &[(stripe, ids.to_vec())]).await
+    }
+
+    /// Records the shard ids of several stripes of an upload, in one transaction.
+    pub async fn put_stripes(
+        &self,
+        transfer: &str,
+        stripes: &[(u64, Vec<ShardId>)],
+    ) -> Result<(), NodeError> {
+        let tx = self.tx(&[STRIPES], TransactionMode::Readwrite)?;
+        let raw = raw_tx(&tx);
+        let store = tx.object_store(STRIPES).map_err(storage)?;
+        for (stripe, ids) in stripes {
+            let bytes: Vec<u8> = ids.iter().flat_map(|id| id.0).collect();
+            let key = format!("{transfer}/{stripe:016x}");
+            store
+                .put(JsValue::from(Uint8Array::from(&bytes[..])))
+                .with_key(key)
+                .primitive()
+                .map_err(storage)?;
+        }
+        commit(tx, &raw).await
     }
 
     /// The recorded stripes of an upload, in order: each stripe's index and shard ids.

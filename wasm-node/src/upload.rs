@@ -3,9 +3,9 @@
 //! so that a reload resumes where the upload stopped.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::rc::Rc;
 
-use bytes::Bytes;
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
@@ -19,7 +19,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, Blob};
 
 use crate::error::{NodeError, describe};
-use crate::idb_store::{FileRecord, IdbStore};
+use crate::idb_store::FileRecord;
 use crate::net::{BrowserNet, Holder};
 use crate::node::Node;
 use crate::progress::Progress;
@@ -194,30 +194,35 @@ fn segments_of(encoder: &mut Encoder, chunk: &Uint8Array) -> Result<Vec<Segment>
     Ok(out)
 }
 
-/// Writes of shards to this browser's store that run while the upload goes on, at most
-/// [`KEEPS_IN_FLIGHT`] at once.
-#[derive(Debug, Default)]
-struct Keeper {
+/// Writes to this browser's store that run while the upload goes on, at most `limit` at once.
+#[derive(Debug)]
+struct Writes {
     pending: VecDeque<oneshot::Receiver<Result<(), NodeError>>>,
+    limit: usize,
 }
 
 /// Stripes being written to this browser's store at once.
 const KEEPS_IN_FLIGHT: usize = 2;
+/// Writes of acknowledged stripes' records at once: each takes every stripe acknowledged
+/// since the one before.
+const RECORDS_IN_FLIGHT: usize = 1;
 
-impl Keeper {
-    /// Starts writing `shards`, first waiting while too many writes are under way.
-    async fn keep(
+impl Writes {
+    fn new(limit: usize) -> Self {
+        Self { pending: VecDeque::new(), limit }
+    }
+
+    /// Starts `write`, first waiting while too many writes are under way.
+    async fn start(
         &mut self,
-        store: &Rc<IdbStore>,
-        shards: Vec<(ShardId, Bytes)>,
+        write: impl Future<Output = Result<(), NodeError>> + 'static,
     ) -> Result<(), NodeError> {
-        while self.pending.len() >= KEEPS_IN_FLIGHT {
+        while self.pending.len() >= self.limit {
             self.wait_one().await?;
         }
         let (done, rx) = oneshot::channel();
-        let store = Rc::clone(store);
         wasm_bindgen_futures::spawn_local(async move {
-            let _ = done.send(store.put_own_shards(&shards).await.map(drop));
+            let _ = done.send(write.await);
         });
         self.pending.push_back(rx);
         Ok(())
@@ -303,19 +308,29 @@ async fn upload(
     };
     let mut progress = Progress::new(&state.id, "upload", Some(state.size), on_progress);
     let mut unacked: HashMap<u64, Vec<ShardId>> = HashMap::new();
-    let mut keeper = Keeper::default();
-    let mut step =
-        Step { node, state, recorded: &recorded, kept, unacked: &mut unacked, keeper: &mut keeper };
+    let (mut keeps, mut records) = (Writes::new(KEEPS_IN_FLIGHT), Writes::new(RECORDS_IN_FLIGHT));
+    let mut step = Step {
+        node,
+        state,
+        recorded: &recorded,
+        kept,
+        unacked: &mut unacked,
+        keeps: &mut keeps,
+        records: &mut records,
+    };
     let result =
         encode_and_send(&mut step, &sealer, &mut encoder, upload.as_mut(), &mut progress, signal)
             .await;
     // Whatever happened, no write to the store may outlive the upload.
-    let kept = step.keeper.finish().await;
+    let keeps_done = step.keeps.finish().await;
+    let records_done = step.records.finish().await;
     result?;
-    kept?;
+    keeps_done?;
+    records_done?;
     if let Some(upload) = upload.as_mut() {
         upload.flush().await?;
         step.record_acks(upload).await?;
+        step.records.finish().await?;
     }
     let encoded = encoder.into_encoded()?;
     let meta = FileMeta { name: state.name.clone(), mime: state.mime.clone() };
@@ -412,7 +427,8 @@ struct Step<'a> {
     recorded: &'a HashMap<u64, Vec<ShardId>>,
     kept: &'a mut Vec<ShardId>,
     unacked: &'a mut HashMap<u64, Vec<ShardId>>,
-    keeper: &'a mut Keeper,
+    keeps: &'a mut Writes,
+    records: &'a mut Writes,
 }
 
 impl Step<'_> {
@@ -447,7 +463,9 @@ impl Step<'_> {
                 if self.state.keep {
                     // A copy here while the relays take theirs: written in the background.
                     self.kept.extend_from_slice(&stripe.ids);
-                    self.keeper.keep(&self.node.store, shards).await?;
+                    let store = Rc::clone(&self.node.store);
+                    let keep = async move { store.put_own_shards(&shards).await.map(drop) };
+                    self.keeps.start(keep).await?;
                 }
                 self.unacked.insert(index, stripe.ids.clone());
                 upload.send(stripe).await?;
@@ -462,16 +480,19 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// Records the stripes every holder has acknowledged, for a resume to skip.
+    /// Records the stripes every holder has acknowledged, for a resume to skip: one write for
+    /// all of them, in the background (see [`RECORDS_IN_FLIGHT`]).
     async fn record_acks(
         &mut self,
         upload: &mut Upload<crate::net::BrowserNet>,
     ) -> Result<(), NodeError> {
-        for stripe in upload.take_acked() {
-            if let Some(ids) = self.unacked.remove(&stripe) {
-                self.node.store.put_stripe(&self.state.id, stripe, &ids).await?;
-            }
+        let acked: Vec<(u64, Vec<ShardId>)> = (upload.take_acked().into_iter())
+            .filter_map(|stripe| self.unacked.remove(&stripe).map(|ids| (stripe, ids)))
+            .collect();
+        if acked.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let (store, id) = (Rc::clone(&self.node.store), self.state.id.clone());
+        self.records.start(async move { store.put_stripes(&id, &acked).await }).await
     }
 }

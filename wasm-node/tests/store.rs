@@ -85,8 +85,8 @@ async fn data_survives_closing_and_reopening() {
     let link: shardweb_core::Link = format!("{}.{}", manifest, "E".repeat(43)).parse().unwrap();
     let meta = shardweb_core::FileMeta { name: "a.txt".into(), mime: "text/plain".into() };
     store.put_file(&FileRecord::new(&link, &meta, 5, "uploaded")).await.unwrap();
-    store.put_stripe("up-1", 3, &[s.0, s.0]).await.unwrap();
-    store.put_stripe("up-1", 1, &[s.0, s.0]).await.unwrap();
+    let other = ShardId([9; 32]);
+    store.put_stripes("up-1", &[(3, vec![s.0, other]), (1, vec![other, s.0])]).await.unwrap();
     store.put_stripe("up-10", 0, &[s.0, s.0]).await.unwrap();
     store.close();
 
@@ -102,9 +102,11 @@ async fn data_survives_closing_and_reopening() {
         (files.len(), files[0].name.as_str(), files[0].origin.as_str()),
         (1, "a.txt", "uploaded")
     );
-    let stripes: Vec<u64> =
-        store.stripes("up-1").await.unwrap().into_iter().map(|(i, _)| i).collect();
-    assert_eq!(stripes, [1, 3], "only this transfer's stripes, in order");
+    assert_eq!(
+        store.stripes("up-1").await.unwrap(),
+        [(1, vec![other, s.0]), (3, vec![s.0, other])],
+        "only this transfer's stripes, in order, each with its ids"
+    );
     store.delete_transfer("up-1").await.unwrap();
     assert!(store.stripes("up-1").await.unwrap().is_empty());
     assert_eq!(store.stripes("up-10").await.unwrap().len(), 1);
