@@ -77,7 +77,7 @@ pub enum Error {
     OutOfOrder { expected: u64, actual: u64 },
     /// Reading the input failed.
     #[error("cannot read the input: {0}")]
-    Read(#[source] std::io::Error),
+    Read(std::io::Error),
     /// Input pushed after the last segment was taken.
     #[error("the encoder has already taken its last segment")]
     Finished,

@@ -270,9 +270,14 @@ async fn put(relays: &[String], path: &Path, params: Params) -> anyhow::Result<L
     let key = FileKey::generate()?;
     let mut encoder = Encoder::new(params, &key, FileId::generate()?);
     let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    let shown = path.display().to_string();
     let reader = std::thread::spawn(move || -> anyhow::Result<_> {
         // The file is read straight into each segment's buffer: no copy on the way.
-        while let Some(stripe) = encoder.read(&mut file)? {
+        let read_error = |e| match e {
+            codec::Error::Read(e) => anyhow::anyhow!("cannot read {shown}: {e}"),
+            e => e.into(),
+        };
+        while let Some(stripe) = encoder.read(&mut file).map_err(read_error)? {
             if tx.blocking_send(stripe).is_err() {
                 bail!("upload stopped");
             }

@@ -234,6 +234,11 @@ fn over_quota_wrong_key_and_bad_input_get_one_clear_line() {
     let out = shardweb_in(dir.path(), &["put", "missing.bin", "--relay", &url], LIMIT);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("shardweb: cannot open missing.bin"), "{err}");
+    // A path that opens but cannot be read (a directory): one line that names it.
+    let out = shardweb_in(dir.path(), &["put", ".", "--relay", &url], LIMIT);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("shardweb: cannot read .: "), "{err}");
+    assert_eq!((err.lines().count(), out.status.code()), (1, Some(1)), "{err}");
     let out = shardweb_in(
         dir.path(),
         &["put", small.to_str().unwrap(), "--relay", "http://127.0.0.1:9"],

@@ -8,7 +8,8 @@ use crate::manifest;
 
 /// Turns a stream of plaintext into stripes of shards, one segment at a time.
 ///
-/// [`Encoder::push`] and [`Encoder::finish`] run every step with the reference sealer. A host
+/// [`Encoder::push`] (or [`Encoder::read`], which reads a file straight into each segment)
+/// and [`Encoder::finish`] run every step with the reference sealer. A host
 /// that seals elsewhere (WebCrypto in the browser) drives the steps itself:
 /// [`Encoder::next_segment`] / [`Encoder::last_segment`] cut and hash the plaintext, the host
 /// seals each segment with [`super::segment_nonce`] and [`super::segment_aad`], and
@@ -93,7 +94,8 @@ impl Encoder {
 
     /// [`Encoder::push`] for a source that can be read (a file): reads straight into the
     /// segment being built and returns the next stripe, or `None` once `reader` is at its end
-    /// (then call [`Encoder::finish`]). After a read error the encoder takes no more input.
+    /// (then call [`Encoder::finish`]). After a read error the encoder takes no more input
+    /// (every later call is [`Error::Finished`]).
     pub fn read<R: std::io::Read + ?Sized>(
         &mut self,
         reader: &mut R,

@@ -26,12 +26,14 @@ pub struct Segmenter {
     reserve: usize,
     buf: Vec<u8>,
     index: u64,
+    /// Whether [`Segmenter::read_from`] has met the end of its reader.
+    ended: bool,
 }
 
 impl Segmenter {
     /// Segments of `size` bytes whose buffers carry `reserve` spare bytes of capacity.
     pub fn new(size: usize, reserve: usize) -> Self {
-        Self { size, reserve, buf: Vec::new(), index: 0 }
+        Self { size, reserve, buf: Vec::new(), index: 0, ended: false }
     }
 
     /// Takes bytes from the front of `input` and returns a segment as soon as one is complete.
@@ -93,26 +95,29 @@ impl Segmenter {
         reader: &mut R,
     ) -> io::Result<(Option<Segment>, usize)> {
         let mut read = 0;
-        loop {
+        // A read short of what was asked met the end (`read_to_end` stops only there): the
+        // reader is not asked again, so a terminal needs one end-of-file, not two.
+        while !self.ended {
             if self.buf.capacity() == 0 {
                 self.buf.reserve_exact(self.size + self.reserve);
             }
             if self.buf.len() == self.size {
                 let mut next = Vec::with_capacity(self.size + self.reserve);
                 let n = fill(reader, &mut next, self.size)?;
+                self.ended = n < self.size;
                 if n == 0 {
-                    return Ok((None, read));
+                    break;
                 }
                 let segment = self.take(false);
                 self.buf = next;
                 return Ok((Some(segment), read + n));
             }
+            let room = self.size - self.buf.len();
             let n = fill(reader, &mut self.buf, self.size)?;
-            if n == 0 {
-                return Ok((None, read));
-            }
+            self.ended = n < room;
             read += n;
         }
+        Ok((None, read))
     }
 
     /// The final segment: whatever is buffered, possibly empty.
@@ -205,13 +210,16 @@ mod tests {
     }
 
     /// Bytes read in through `read_from` are cut exactly as `push` cuts them, whatever sizes
-    /// the reader hands out, and every segment keeps its spare capacity.
+    /// the reader hands out, every segment keeps its spare capacity, and the reader's end is
+    /// read once.
     #[test]
     fn reading_cuts_as_pushing_does() {
-        /// Hands out at most `chunk` bytes per read, like a pipe.
-        struct Trickle<'a>(&'a [u8], usize);
+        /// Hands out at most `chunk` bytes per read, like a pipe, and counts the reads that
+        /// find it at its end.
+        struct Trickle<'a>(&'a [u8], usize, usize);
         impl Read for Trickle<'_> {
             fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.2 += usize::from(self.0.is_empty());
                 let n = buf.len().min(self.1).min(self.0.len());
                 buf[..n].copy_from_slice(&self.0[..n]);
                 self.0 = &self.0[n..];
@@ -222,7 +230,7 @@ mod tests {
             let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
             for chunk in [1, 5, 16, 100] {
                 let mut s = Segmenter::new(16, 3);
-                let mut reader = Trickle(&data, chunk);
+                let mut reader = Trickle(&data, chunk, 0);
                 let (mut out, mut total) = (Vec::new(), 0);
                 loop {
                     let (segment, n) = s.read_from(&mut reader).unwrap();
@@ -232,6 +240,8 @@ mod tests {
                         None => break,
                     }
                 }
+                assert_eq!(s.read_from(&mut reader).unwrap(), (None, 0), "still at the end");
+                assert_eq!(reader.2, 1, "the end is read once: len {len} chunk {chunk}");
                 out.push(s.finish());
                 assert_eq!(total, len, "len {len} chunk {chunk}");
                 assert_eq!(out, cut(16, &data, chunk), "len {len} chunk {chunk}");
