@@ -2,7 +2,8 @@
 //! it, keep its shards here and send each once to a relay, recording every acknowledged stripe
 //! so that a reload resumes where the upload stopped.
 
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 
@@ -315,6 +316,8 @@ async fn upload(
         recorded: &recorded,
         kept,
         unacked: &mut unacked,
+        acked: Vec::new(),
+        landed: Rc::default(),
         keeps: &mut keeps,
         records: &mut records,
     };
@@ -427,6 +430,11 @@ struct Step<'a> {
     recorded: &'a HashMap<u64, Vec<ShardId>>,
     kept: &'a mut Vec<ShardId>,
     unacked: &'a mut HashMap<u64, Vec<ShardId>>,
+    /// Stripes every holder has acknowledged whose own copy here is still being written: a
+    /// stripe is recorded (and so skipped by a resume) only once both are done.
+    acked: Vec<u64>,
+    /// Stripes whose own copy here is written.
+    landed: Rc<RefCell<HashSet<u64>>>,
     keeps: &'a mut Writes,
     records: &'a mut Writes,
 }
@@ -463,8 +471,12 @@ impl Step<'_> {
                 if self.state.keep {
                     // A copy here while the relays take theirs: written in the background.
                     self.kept.extend_from_slice(&stripe.ids);
-                    let store = Rc::clone(&self.node.store);
-                    let keep = async move { store.put_own_shards(&shards).await.map(drop) };
+                    let (store, landed) = (Rc::clone(&self.node.store), Rc::clone(&self.landed));
+                    let keep = async move {
+                        store.put_own_shards(&shards).await?;
+                        landed.borrow_mut().insert(index);
+                        Ok(())
+                    };
                     self.keeps.start(keep).await?;
                 }
                 self.unacked.insert(index, stripe.ids.clone());
@@ -480,19 +492,30 @@ impl Step<'_> {
         Ok(())
     }
 
-    /// Records the stripes every holder has acknowledged, for a resume to skip: one write for
-    /// all of them, in the background (see [`RECORDS_IN_FLIGHT`]).
+    /// Records the stripes every holder has acknowledged and, when the upload keeps a copy
+    /// here, whose copy is written, for a resume to skip: one write for all of them, in the
+    /// background (see [`RECORDS_IN_FLIGHT`]).
     async fn record_acks(
         &mut self,
         upload: &mut Upload<crate::net::BrowserNet>,
     ) -> Result<(), NodeError> {
-        let acked: Vec<(u64, Vec<ShardId>)> = (upload.take_acked().into_iter())
-            .filter_map(|stripe| self.unacked.remove(&stripe).map(|ids| (stripe, ids)))
-            .collect();
-        if acked.is_empty() {
+        self.acked.extend(upload.take_acked());
+        let mut ready: Vec<(u64, Vec<ShardId>)> = Vec::new();
+        {
+            let (keep, mut landed) = (self.state.keep, self.landed.borrow_mut());
+            let unacked = &mut *self.unacked;
+            self.acked.retain(|stripe| {
+                if keep && !landed.remove(stripe) {
+                    return true;
+                }
+                ready.extend(unacked.remove(stripe).map(|ids| (*stripe, ids)));
+                false
+            });
+        }
+        if ready.is_empty() {
             return Ok(());
         }
         let (store, id) = (Rc::clone(&self.node.store), self.state.id.clone());
-        self.records.start(async move { store.put_stripes(&id, &acked).await }).await
+        self.records.start(async move { store.put_stripes(&id, &ready).await }).await
     }
 }
