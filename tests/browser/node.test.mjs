@@ -2,8 +2,8 @@
 // browser both ways, relay sockets and AES-GCM run in helper workers (and on the node's worker
 // where a policy forbids those), a download carries on when one of its relays is killed (asking
 // the DHT for another holder when the rest run short), a browser serves a file only it holds
-// to another through the relay's circuit, a reload resumes an upload, and a full store fails
-// cleanly.
+// to another through the relay's circuit, a reload resumes an upload, a full store fails
+// cleanly, and a running upload is stopped by its signal, not cancelled under its feet.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -284,4 +284,46 @@ test('a full browser store rejects an upload with QUOTA_EXCEEDED and keeps nothi
   randomFile(small, 1_000_000);
   const ok = await putFile(page, small);
   assert.ok(ok.link, JSON.stringify(ok));
+});
+
+test('a running upload is not cancelled under its own feet; its signal stops it and keeps nothing', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const browser = await launch(t);
+  const file = join(dir, 'big.bin');
+  randomFile(file, 64 << 20);
+  const page = await harness(browser, relay);
+  await page.locator('#file').setInputFiles(file);
+  await page.evaluate(() => {
+    window.abort = new AbortController();
+    const file = document.getElementById('file').files[0];
+    window.running = window.node
+      .put(file, { signal: window.abort.signal })
+      .catch((e) => ({ error: { code: e.code, message: e.message } }));
+  });
+  const id = await until('the upload to be listed as running', async () => {
+    const running = await page.evaluate(async () => (await window.node.transfers()).find((x) => x.kind.endsWith(':running')));
+    return running?.id;
+  }, 60_000);
+  const refused = await page.evaluate(async (id) => {
+    try {
+      await window.node.cancelTransfer(id);
+      return { cancelled: true };
+    } catch (e) {
+      return { error: { code: e.code, message: e.message } };
+    }
+  }, id);
+  assert.equal(refused.error?.code, 'INVALID_OPTIONS', JSON.stringify(refused));
+  assert.match(refused.error.message, /is running/);
+
+  const stopped = await page.evaluate(async () => {
+    window.abort.abort();
+    return window.running;
+  });
+  assert.equal(stopped.error?.code, 'STOPPED', JSON.stringify(stopped));
+  const left = await page.evaluate(async () => ({
+    bytes: (await window.node.stats()).store.bytes,
+    transfers: await window.node.transfers(),
+  }));
+  assert.deepEqual(left, { bytes: 0, transfers: [] });
 });

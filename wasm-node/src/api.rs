@@ -183,11 +183,18 @@ impl WasmNode {
         })
     }
 
-    /// Forgets an unfinished transfer and whatever it kept here.
+    /// Forgets an unfinished transfer and whatever it kept here. A transfer still running is
+    /// refused: it is stopped by the signal given to the call that runs it.
     #[wasm_bindgen(js_name = cancelTransfer)]
     pub fn cancel_transfer(&self, id: String) -> Promise {
         let node = Rc::clone(&self.inner);
         promise(async move {
+            if node.active.borrow().contains(&id) {
+                return Err(NodeError::invalid(format!(
+                    "transfer {id} is running: stop it with the signal given to the call that \
+                     runs it"
+                )));
+            }
             if let Some(record) = node.store.transfer(&id).await?
                 && let Ok(state) = UploadState::from_js(&record)
                 && state.keep

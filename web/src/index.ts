@@ -169,7 +169,11 @@ export class Node {
     return (await this.#call('transfers', [])) as Transfer[];
   }
 
-  /** Forgets an unfinished transfer and whatever it kept in this browser. */
+  /**
+   * Forgets an unfinished transfer and whatever it kept in this browser. A transfer that is
+   * running (`kind` ends in `:running`) is refused with `INVALID_OPTIONS`: stop it with the
+   * `signal` given to the call that runs it.
+   */
   async cancelTransfer(transferId: string): Promise<void> {
     await this.#call('cancelTransfer', [transferId]);
   }
