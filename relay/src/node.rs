@@ -424,6 +424,18 @@ mod tests {
     /// the vendored `soketto`, which XORs in 64-byte blocks: it gives the bytes RFC 6455
     /// defines, on the RFC's own example and at every length around the block size.
     #[test]
+    fn the_websocket_transport_uses_the_vendored_soketto() {
+        let lock = include_str!("../../Cargo.lock");
+        let entries: Vec<&str> =
+            lock.split("[[package]]").filter(|p| p.contains("name = \"soketto\"")).collect();
+        assert_eq!(entries.len(), 1, "one soketto in the build: {entries:?}");
+        assert!(!entries[0].contains("source ="), "soketto comes from vendor/: {}", entries[0]);
+        let websocket =
+            lock.split("[[package]]").find(|p| p.contains("name = \"libp2p-websocket\""));
+        assert!(websocket.is_some_and(|p| p.contains("\"soketto\"")), "libp2p-websocket uses it");
+    }
+
+    #[test]
     fn browser_frames_unmask_as_rfc_6455_defines() {
         let mut header = Header::new(OpCode::Text);
         header.set_masked(true).set_mask(0x37fa_213d);
