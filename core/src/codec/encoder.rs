@@ -100,29 +100,20 @@ impl Encoder {
         &mut self,
         reader: &mut R,
     ) -> Result<Option<Stripe>, Error> {
-        match self.read_segment(reader)? {
-            Some(segment) => self.seal_and_code(segment).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// [`Encoder::next_segment`] for a source that can be read: see [`Encoder::read`].
-    pub fn read_segment<R: std::io::Read + ?Sized>(
-        &mut self,
-        reader: &mut R,
-    ) -> Result<Option<Segment>, Error> {
         let Some(segmenter) = self.segmenter.as_mut() else {
             return Err(Error::Finished);
         };
-        match segmenter.read_from(reader) {
-            Ok((segment, n)) => {
-                self.size += n as u64;
-                segment.map(|s| self.hashed(s)).transpose()
+        let (segment, n) = segmenter.read_from(reader).map_err(|e| {
+            self.segmenter = None;
+            Error::Read(e)
+        })?;
+        self.size += n as u64;
+        match segment {
+            Some(segment) => {
+                let segment = self.hashed(segment)?;
+                self.seal_and_code(segment).map(Some)
             }
-            Err(e) => {
-                self.segmenter = None;
-                Err(Error::Read(e))
-            }
+            None => Ok(None),
         }
     }
 
