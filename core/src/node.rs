@@ -12,7 +12,7 @@ pub mod peer;
 mod upload;
 
 pub use download::{Download, DownloadError, fetch_manifest};
-pub use network::{Network, NetworkError};
+pub use network::{Fetched, Network, NetworkError};
 pub use upload::{Upload, UploadError};
 
 /// Progress of a transfer, reported after every stripe.

@@ -15,6 +15,7 @@ use files::{download, upload};
 use rng::Rng;
 use shardweb_core::codec::{
     DEFAULT_SEGMENT_SIZE, Decoder, Encoder, Error, FileId, FileKey, Layout, Params, SegmentCipher,
+    ShardId, VerifiedShard,
 };
 
 /// Cases per property: fewer in the browser, where debug wasm is slower.
@@ -140,6 +141,33 @@ fn corrupt_shards_are_named_and_replaced() {
         }
         assert_eq!(decoder.decode_next().unwrap(), data[..200]);
     }
+}
+
+/// A shard verified by the network is taken without hashing it again, but only in the place
+/// whose id it was verified against: verified as another shard, or cut short, it is refused.
+#[test]
+fn verified_shards_are_taken_only_where_their_id_belongs() {
+    let (k, m) = (3, 2);
+    let mut rng = Rng::new(8);
+    let data = rng.bytes(500);
+    let up = upload(params(k, m, 200), &data, &mut rng);
+    let (ids, shards) = (&up.stripes[0].ids, &up.stripes[0].shards);
+    let verified = |i: usize| VerifiedShard::check(ids[i], shards[i].clone()).unwrap();
+    let mut decoder = up.manifest.decoder(&up.key).unwrap();
+    match decoder.add_verified_shard(0, 0, verified(1)) {
+        Err(Error::ShardMismatch { stripe: 0, index: 0, expected, actual }) => {
+            assert_eq!((expected, actual), (ids[0], ids[1]));
+        }
+        other => panic!("{other:?}"),
+    }
+    let short = shards[2].slice(1..);
+    let short = VerifiedShard::check(ShardId::of(&short), short).unwrap();
+    assert!(matches!(decoder.add_verified_shard(0, 2, short), Err(Error::ShardLength { .. })));
+    assert!(!decoder.has_shard(0, 0) && !decoder.has_shard(0, 2));
+    for i in [4, 0, 2] {
+        assert_eq!(decoder.add_verified_shard(0, i, verified(i)).unwrap(), i == 2);
+    }
+    assert_eq!(decoder.decode_next().unwrap(), data[..200]);
 }
 
 #[test]

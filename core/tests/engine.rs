@@ -18,7 +18,9 @@ use ed25519_dalek::SigningKey;
 use futures::executor::block_on;
 use rng::Rng;
 use shardweb_core::codec::{self, Encoder, FileId, FileKey, Params, ShardId};
-use shardweb_core::node::{Download, DownloadError, Network, NetworkError, Upload, fetch_manifest};
+use shardweb_core::node::{
+    Download, DownloadError, Fetched, Network, NetworkError, Upload, fetch_manifest,
+};
 use shardweb_core::protocol::{ManifestOutcome, PutOutcome, ShardStatus};
 use shardweb_core::{FileMeta, Manifest, ManifestId};
 
@@ -88,8 +90,8 @@ impl Network for Swarm {
         &self,
         peer: &usize,
         ids: Vec<ShardId>,
-    ) -> Result<Vec<ShardStatus>, NetworkError> {
-        self.holder(*peer, |h| {
+    ) -> Result<Vec<Fetched>, NetworkError> {
+        let statuses = self.holder(*peer, |h| {
             ids.iter()
                 .map(|id| match h.shards.get(id) {
                     Some(b) if h.corrupt => {
@@ -101,7 +103,8 @@ impl Network for Swarm {
                     None => ShardStatus::Missing,
                 })
                 .collect()
-        })
+        })?;
+        Fetched::check_all(&ids, statuses)
     }
 
     async fn has_shards(&self, peer: &usize, ids: Vec<ShardId>) -> Result<Vec<bool>, NetworkError> {

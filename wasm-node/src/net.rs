@@ -9,7 +9,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use libp2p::PeerId;
 use shardweb_core::node::peer::Peer;
-use shardweb_core::node::{Network, NetworkError};
+use shardweb_core::node::{Fetched, Network, NetworkError};
 use shardweb_core::protocol::{ManifestOutcome, PutOutcome, ShardStatus};
 use shardweb_core::{Manifest, ManifestId, ShardId};
 
@@ -37,7 +37,7 @@ impl fmt::Display for Holder {
 /// Counters the node reports in its stats.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Shard bytes received from other peers.
+    /// Bytes of good shards received from other peers (corrupt ones are not counted).
     pub bytes_in: Cell<u64>,
     /// Shard bytes sent to other peers (uploads and serving).
     pub bytes_out: Cell<u64>,
@@ -84,36 +84,35 @@ impl BrowserNet {
         Self { keep: Rc::new(Cell::new(keep)), ..self.clone() }
     }
 
-    /// Fetches shards from a relay or another browser and keeps what arrived, if keeping.
+    /// Fetches shards from a relay or another browser (the peer checks each against its id)
+    /// and keeps the good ones, if keeping: each shard is hashed once, on arrival, and the
+    /// download engine takes it without hashing it again.
     async fn fetch_and_keep(
         &self,
         peer: PeerId,
         ids: Vec<ShardId>,
-    ) -> Result<Vec<ShardStatus>, NetworkError> {
-        let statuses = self.peer.get_shards(&peer, ids.clone()).await?;
-        let bytes: u64 = statuses
+    ) -> Result<Vec<Fetched>, NetworkError> {
+        let fetched = self.peer.get_shards(&peer, ids).await?;
+        let bytes: u64 = fetched
             .iter()
-            .map(|s| if let ShardStatus::Found(b) = s { b.len() as u64 } else { 0 })
+            .map(|f| if let Fetched::Verified(s) = f { s.bytes().len() as u64 } else { 0 })
             .sum();
         Counters::add(&self.counters.bytes_in, bytes);
-        self.keep_fetched(&ids, &statuses).await;
-        Ok(statuses)
+        self.keep_fetched(&fetched).await;
+        Ok(fetched)
     }
 
     /// Keeps verified shards fetched from another peer, in the background while few writes
     /// are under way; stops keeping (and says so) when the store is full, without failing the
     /// download.
-    async fn keep_fetched(&self, ids: &[ShardId], statuses: &[ShardStatus]) {
+    async fn keep_fetched(&self, fetched: &[Fetched]) {
         if !self.keep.get() {
             return;
         }
-        let found: Vec<(ShardId, Bytes)> = ids
+        let found: Vec<(ShardId, Bytes)> = fetched
             .iter()
-            .zip(statuses)
-            .filter_map(|(id, s)| match s {
-                ShardStatus::Found(bytes) if ShardId::of(bytes) == *id => {
-                    Some((*id, bytes.clone()))
-                }
+            .filter_map(|f| match f {
+                Fetched::Verified(shard) => Some((shard.id(), shard.bytes().clone())),
                 _ => None,
             })
             .collect();
@@ -194,14 +193,13 @@ impl Network for BrowserNet {
         &self,
         holder: &Holder,
         ids: Vec<ShardId>,
-    ) -> Result<Vec<ShardStatus>, NetworkError> {
+    ) -> Result<Vec<Fetched>, NetworkError> {
         match holder {
             Holder::Local => {
                 let found = self.store.get_shards(&ids).await.map_err(local)?;
-                Ok(found
-                    .into_iter()
-                    .map(|s| s.map_or(ShardStatus::Missing, ShardStatus::Found))
-                    .collect())
+                let statuses =
+                    found.into_iter().map(|s| s.map_or(ShardStatus::Missing, ShardStatus::Found));
+                Fetched::check_all(&ids, statuses.collect())
             }
             Holder::Remote(peer) => {
                 // In a task of its own: the download engine polls its requests only while it

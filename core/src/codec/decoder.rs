@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::{
     Error, FileId, FileKey, Layout, RecoveryScratch, SegmentCipher, ShardId, StripeDecoder,
+    VerifiedShard,
 };
 
 /// A stripe decoded back into its sealed segment, to be opened.
@@ -103,11 +104,24 @@ impl Decoder {
     /// decoded. A shard that fails verification is refused with an error naming it, and the
     /// decoder is unchanged.
     pub fn add_shard(&mut self, stripe: u64, index: usize, shard: Bytes) -> Result<bool, Error> {
-        let offset = self.offset(stripe).ok_or(Error::OutsideWindow {
-            stripe,
-            next: self.next,
-            end: self.window_end(),
-        })?;
+        self.stripe_decoder(stripe)?.add(index, shard)
+    }
+
+    /// [`Decoder::add_shard`] for a shard already verified (by the network that fetched it):
+    /// its id is compared with the one expected, its bytes are not hashed again.
+    pub fn add_verified_shard(
+        &mut self,
+        stripe: u64,
+        index: usize,
+        shard: VerifiedShard,
+    ) -> Result<bool, Error> {
+        self.stripe_decoder(stripe)?.add_verified(index, shard)
+    }
+
+    /// The decoder of `stripe`, made (with those before it) if it is in the window.
+    fn stripe_decoder(&mut self, stripe: u64) -> Result<&mut StripeDecoder, Error> {
+        let outside = Error::OutsideWindow { stripe, next: self.next, end: self.window_end() };
+        let offset = self.offset(stripe).ok_or(outside)?;
         while self.pending.len() <= offset {
             let s = self.next + self.pending.len() as u64;
             let decoder = StripeDecoder::new(
@@ -118,10 +132,8 @@ impl Decoder {
             );
             self.pending.push_back(decoder);
         }
-        match self.pending.get_mut(offset) {
-            Some(decoder) => decoder.add(index, shard),
-            None => Err(Error::OutsideWindow { stripe, next: self.next, end: self.window_end() }),
-        }
+        let end = self.window_end();
+        self.pending.get_mut(offset).ok_or(Error::OutsideWindow { stripe, next: self.next, end })
     }
 
     /// Whether the next stripe holds k verified shards.

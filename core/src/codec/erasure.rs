@@ -4,7 +4,7 @@ use bytes::Bytes;
 use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
 
 use super::layout::shard_len;
-use super::{Error, Params, ShardId};
+use super::{Error, Params, ShardId, VerifiedShard};
 
 /// The k + m shards of one sealed segment: `shards[..k]` are the data shards (the sealed
 /// segment cut in k, zero-padded), `shards[k..]` the parity shards; `ids[i]` names `shards[i]`.
@@ -95,26 +95,42 @@ impl StripeDecoder {
     /// hash differs from its id is refused with an error naming it, and the decoder is
     /// unchanged: fetch that shard, or another, elsewhere. Returns whether k shards are held.
     pub fn add(&mut self, index: usize, shard: Bytes) -> Result<bool, Error> {
-        let stripe = self.stripe;
-        let shards = self.ids.len();
+        let expected = self.expected(index, shard.len())?;
+        let shard = VerifiedShard::check(expected, shard).map_err(|actual| {
+            Error::ShardMismatch { stripe: self.stripe, index, expected, actual }
+        })?;
+        self.add_verified(index, shard)
+    }
+
+    /// Keeps `shard`, verified by whoever fetched it, as shard `index`, without hashing it
+    /// again: it is refused as [`StripeDecoder::add`] refuses it if it was verified against
+    /// another id or has the wrong length.
+    pub fn add_verified(&mut self, index: usize, shard: VerifiedShard) -> Result<bool, Error> {
+        let expected = self.expected(index, shard.bytes().len())?;
+        if shard.id() != expected {
+            let (stripe, actual) = (self.stripe, shard.id());
+            return Err(Error::ShardMismatch { stripe, index, expected, actual });
+        }
+        if let Some(slot @ None) = self.shards.get_mut(index) {
+            *slot = Some(shard.into_bytes());
+            self.found += 1;
+        }
+        Ok(self.is_ready())
+    }
+
+    /// The id of shard `index`, if a shard of `len` bytes can be it.
+    fn expected(&self, index: usize, len: usize) -> Result<ShardId, Error> {
+        let (stripe, shards) = (self.stripe, self.ids.len());
         let expected = *self.ids.get(index).ok_or(Error::NoSuchShard { stripe, index, shards })?;
-        if shard.len() != self.shard_len {
+        if len != self.shard_len {
             return Err(Error::ShardLength {
                 stripe,
                 index,
                 expected: self.shard_len,
-                actual: shard.len(),
+                actual: len,
             });
         }
-        let actual = ShardId::of(&shard);
-        if actual != expected {
-            return Err(Error::ShardMismatch { stripe, index, expected, actual });
-        }
-        if let Some(slot @ None) = self.shards.get_mut(index) {
-            *slot = Some(shard);
-            self.found += 1;
-        }
-        Ok(self.is_ready())
+        Ok(expected)
     }
 
     /// Whether shard `index` is held.

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use bytes::Bytes;
+
 /// The BLAKE3-256 hash of a shard's bytes, its name everywhere in shardweb.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub [u8; 32]);
@@ -27,5 +29,62 @@ impl fmt::Display for ShardId {
 impl fmt::Debug for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ShardId({self})")
+    }
+}
+
+/// A shard's bytes that hash to their id: made only by [`VerifiedShard::check`], so holding one
+/// is proof that the hash was taken, and whoever takes it need not hash the bytes again.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifiedShard {
+    id: ShardId,
+    bytes: Bytes,
+}
+
+impl VerifiedShard {
+    /// Hashes `bytes` and compares with `id`; a mismatch returns the id the bytes hash to.
+    pub fn check(id: ShardId, bytes: Bytes) -> Result<Self, ShardId> {
+        let actual = ShardId::of(&bytes);
+        if actual == id { Ok(Self { id, bytes }) } else { Err(actual) }
+    }
+
+    /// The id the bytes hash to.
+    pub fn id(&self) -> ShardId {
+        self.id
+    }
+
+    /// The bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// The bytes, without the proof.
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+}
+
+impl fmt::Debug for VerifiedShard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedShard")
+            .field("id", &self.id)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bytes_that_hash_to_the_id_are_verified() {
+        let bytes = Bytes::from_static(b"a shard");
+        let id = ShardId::of(&bytes);
+        let shard = VerifiedShard::check(id, bytes.clone()).unwrap();
+        assert_eq!((shard.id(), shard.bytes()), (id, &bytes));
+        assert_eq!(shard.into_bytes(), bytes);
+
+        let other = Bytes::from_static(b"a shard!");
+        assert_eq!(VerifiedShard::check(id, other.clone()), Err(ShardId::of(&other)));
     }
 }

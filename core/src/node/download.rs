@@ -5,14 +5,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use bytes::Bytes;
 use futures::future::{LocalBoxFuture, join_all};
 use futures::stream::{FuturesUnordered, StreamExt};
 
-use super::{Network, NetworkError};
-use crate::codec::{self, Decoder, FileKey, SealedSegment, ShardId};
+use super::{Fetched, Network, NetworkError};
+use crate::codec::{self, Decoder, FileKey, SealedSegment, ShardId, VerifiedShard};
 use crate::manifest::{self, Manifest, ManifestId, Opened};
-use crate::protocol::{MAX_BATCH, ShardStatus};
+use crate::protocol::MAX_BATCH;
 
 /// Why a download failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +48,7 @@ pub async fn fetch_manifest<N: Network>(
 }
 
 type Batch = Vec<(u64, usize, ShardId)>;
-type Reply = (usize, Batch, Result<Vec<ShardStatus>, NetworkError>);
+type Reply = (usize, Batch, Result<Vec<Fetched>, NetworkError>);
 
 /// Per-stripe bookkeeping: which (shard, holder) pairs were tried and which shards are asked.
 #[derive(Default)]
@@ -280,36 +279,41 @@ impl<N: Network + Clone + 'static> Download<N> {
     /// Takes a holder's reply: verified shards go to the decoder; the rest are retried
     /// elsewhere by the next [`Download::schedule`].
     fn absorb(&mut self, (h, batch, reply): Reply) {
-        let statuses = match reply {
-            Ok(statuses) if statuses.len() == batch.len() => statuses,
+        let fetched = match reply {
+            Ok(fetched) if fetched.len() == batch.len() => fetched,
             Ok(_) => {
                 tracing::warn!(holder = ?self.holders.get(h), "holder sent the wrong number of shards");
                 self.dead.insert(h);
-                vec![ShardStatus::Missing; batch.len()]
+                vec![Fetched::Missing; batch.len()]
             }
             Err(e) => {
                 tracing::debug!(holder = ?self.holders.get(h), error = %e, "shard request failed");
                 self.dead.insert(h);
-                vec![ShardStatus::Missing; batch.len()]
+                vec![Fetched::Missing; batch.len()]
             }
         };
-        for ((s, i, _), status) in batch.into_iter().zip(statuses) {
+        for ((s, i, _), fetched) in batch.into_iter().zip(fetched) {
             let Some(state) = self.stripes.get_mut(&s) else { continue };
             state.asked.remove(&i);
-            match status {
-                ShardStatus::Found(bytes) => self.accept(h, s, i, bytes),
-                ShardStatus::Deferred => {
+            match fetched {
+                Fetched::Verified(shard) => self.accept(h, s, i, shard),
+                Fetched::Corrupt { actual } => {
+                    let holder = self.holders.get(h);
+                    tracing::warn!(?holder, stripe = s, shard = i, %actual, "refused a shard that does not match its id");
+                    self.corrupt += 1;
+                }
+                Fetched::Deferred => {
                     state.tried.remove(&(i, h));
                 }
-                ShardStatus::Missing => {}
+                Fetched::Missing => {}
             }
         }
     }
 
-    fn accept(&mut self, h: usize, s: u64, i: usize, bytes: Bytes) {
+    fn accept(&mut self, h: usize, s: u64, i: usize, shard: VerifiedShard) {
         let Some(decoder) = self.decoder.as_mut() else { return };
-        let len = bytes.len() as u64;
-        match decoder.add_shard(s, i, bytes) {
+        let len = shard.bytes().len() as u64;
+        match decoder.add_verified_shard(s, i, shard) {
             Ok(_) => self.wire_bytes += len,
             Err(e) => {
                 let holder = self.holders.get(h);

@@ -7,7 +7,7 @@ use std::hash::Hash;
 use bytes::Bytes;
 
 use crate::ManifestId;
-use crate::codec::ShardId;
+use crate::codec::{ShardId, VerifiedShard};
 use crate::protocol::{ManifestOutcome, PutOutcome, Refusal, ShardStatus};
 
 /// Why a request to a peer failed.
@@ -28,6 +28,43 @@ pub enum NetworkError {
     InvalidReply { detail: String },
 }
 
+/// One shard of a get reply, checked against the id asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The shard, hashed and found to be the one asked for.
+    Verified(VerifiedShard),
+    /// Bytes came that are not the shard asked for: they hash to `actual`.
+    Corrupt { actual: ShardId },
+    /// Not held by that peer.
+    Missing,
+    /// Held, but over that reply's size budget: ask again.
+    Deferred,
+}
+
+impl Fetched {
+    /// Checks each status of a get reply against the id asked for, in order, hashing each
+    /// shard's bytes once. A reply whose length differs from the request's is invalid.
+    pub fn check_all(ids: &[ShardId], reply: Vec<ShardStatus>) -> Result<Vec<Self>, NetworkError> {
+        if reply.len() != ids.len() {
+            let detail = format!("{} shard statuses for {} ids", reply.len(), ids.len());
+            return Err(NetworkError::InvalidReply { detail });
+        }
+        Ok(ids.iter().zip(reply).map(|(id, status)| Self::check(*id, status)).collect())
+    }
+
+    /// Checks one status against the id asked for.
+    pub fn check(id: ShardId, status: ShardStatus) -> Self {
+        match status {
+            ShardStatus::Found(bytes) => match VerifiedShard::check(id, bytes) {
+                Ok(shard) => Self::Verified(shard),
+                Err(actual) => Self::Corrupt { actual },
+            },
+            ShardStatus::Missing => Self::Missing,
+            ShardStatus::Deferred => Self::Deferred,
+        }
+    }
+}
+
 /// Request-response with peers, as the engines use it. Futures need not be `Send`: the engines
 /// poll them in the caller's task.
 pub trait Network {
@@ -41,12 +78,14 @@ pub trait Network {
         shards: Vec<(ShardId, Bytes)>,
     ) -> impl Future<Output = Result<Vec<PutOutcome>, NetworkError>>;
 
-    /// Fetches shards from `peer`; one status per id, in order.
+    /// Fetches shards from `peer`, each checked against its id ([`Fetched::check_all`]); one
+    /// per id, in order. The check is the network's so that a shard is hashed once, where it
+    /// arrives, even by a network that keeps what it fetches.
     fn get_shards(
         &self,
         peer: &Self::Peer,
         ids: Vec<ShardId>,
-    ) -> impl Future<Output = Result<Vec<ShardStatus>, NetworkError>>;
+    ) -> impl Future<Output = Result<Vec<Fetched>, NetworkError>>;
 
     /// Asks `peer` which of these shards it holds; one flag per id, in order.
     fn has_shards(
@@ -68,4 +107,34 @@ pub trait Network {
         peer: &Self::Peer,
         id: ManifestId,
     ) -> impl Future<Output = Result<Option<Bytes>, NetworkError>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_checked_shard_by_shard_against_the_ids_asked() {
+        let (a, b) = (Bytes::from_static(b"shard a"), Bytes::from_static(b"shard b"));
+        let ids = [ShardId::of(&a), ShardId::of(&b), ShardId::of(b"c"), ShardId::of(b"d")];
+        let reply = vec![
+            ShardStatus::Found(a.clone()),
+            ShardStatus::Found(a.clone()),
+            ShardStatus::Missing,
+            ShardStatus::Deferred,
+        ];
+        let fetched = Fetched::check_all(&ids, reply.clone()).unwrap();
+        let verified = VerifiedShard::check(ids[0], a).unwrap();
+        assert_eq!(
+            fetched,
+            [
+                Fetched::Verified(verified),
+                Fetched::Corrupt { actual: ids[0] },
+                Fetched::Missing,
+                Fetched::Deferred
+            ]
+        );
+        let short = Fetched::check_all(&ids[..3], reply);
+        assert!(matches!(short, Err(NetworkError::InvalidReply { .. })), "{short:?}");
+    }
 }

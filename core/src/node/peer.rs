@@ -23,12 +23,12 @@ use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping, relay};
 
-use super::{Network, NetworkError};
+use super::{Fetched, Network, NetworkError};
 use crate::codec::ShardId;
 use crate::manifest::ManifestId;
 use crate::protocol::{
     ErrorCode, MANIFEST, ManifestCodec, ManifestOutcome, ManifestRequest, ManifestResponse,
-    PutOutcome, Refusal, SHARD, ShardCodec, ShardRequest, ShardResponse, ShardStatus,
+    PutOutcome, Refusal, SHARD, ShardCodec, ShardRequest, ShardResponse,
 };
 
 /// The Kademlia protocol of shardweb's DHT, kept apart from other networks'.
@@ -357,9 +357,9 @@ impl Network for Peer {
         &self,
         peer: &PeerId,
         ids: Vec<ShardId>,
-    ) -> Result<Vec<ShardStatus>, NetworkError> {
-        match self.shard(peer, ShardRequest::Get(ids)).await? {
-            ShardResponse::Get(statuses) => Ok(statuses),
+    ) -> Result<Vec<Fetched>, NetworkError> {
+        match self.shard(peer, ShardRequest::Get(ids.clone())).await? {
+            ShardResponse::Get(statuses) => Fetched::check_all(&ids, statuses),
             ShardResponse::Refused(r) => Err(NetworkError::Refused(r)),
             _ => Err(unexpected("get")),
         }
