@@ -27,10 +27,47 @@ fn url_of(script: &str) -> Option<String> {
     web_sys::Url::create_object_url_with_blob(&blob).ok()
 }
 
-/// A copy of `bytes` outside wasm memory, in a buffer of its own that can be transferred to a
-/// helper worker.
-pub(crate) fn transferable(bytes: &[u8]) -> js_sys::Uint8Array {
-    let copy = js_sys::Uint8Array::new_with_length(bytes.len() as u32);
-    copy.copy_from(bytes);
-    copy
+/// New buffers for helper workers are made in multiples of this.
+const BUFFER_STEP: usize = 64 << 10;
+
+/// Buffers a helper worker gave back, to carry later transfers to it: filling a fresh buffer
+/// costs the first touch of new memory, several times a plain copy. At most `MAX_BYTES` of
+/// them are kept.
+#[derive(Debug, Default)]
+pub(crate) struct Spares<const MAX_BYTES: usize> {
+    buffers: Vec<js_sys::ArrayBuffer>,
+    bytes: usize,
+}
+
+impl<const MAX_BYTES: usize> Spares<MAX_BYTES> {
+    /// A copy of `bytes` outside wasm memory, to transfer to a helper worker: in the smallest
+    /// spare buffer that fits, else in a new one (rounded up, so that it fits later copies of
+    /// about the same size).
+    pub(crate) fn copy_out(&mut self, bytes: &[u8]) -> js_sys::Uint8Array {
+        let len = bytes.len();
+        let fit = (self.buffers.iter().enumerate())
+            .filter(|(_, b)| b.byte_length() as usize >= len)
+            .min_by_key(|(_, b)| b.byte_length())
+            .map(|(i, _)| i);
+        let buffer = match fit {
+            Some(i) => {
+                let buffer = self.buffers.swap_remove(i);
+                self.bytes -= buffer.byte_length() as usize;
+                buffer
+            }
+            None => js_sys::ArrayBuffer::new(len.next_multiple_of(BUFFER_STEP) as u32),
+        };
+        let view = js_sys::Uint8Array::new_with_byte_offset_and_length(&buffer, 0, len as u32);
+        view.copy_from(bytes);
+        view
+    }
+
+    /// Keeps a buffer a helper worker gave back, while the spare ones stay under the bound.
+    pub(crate) fn keep(&mut self, buffer: js_sys::ArrayBuffer) {
+        let len = buffer.byte_length() as usize;
+        if self.bytes + len <= MAX_BYTES {
+            self.bytes += len;
+            self.buffers.push(buffer);
+        }
+    }
 }

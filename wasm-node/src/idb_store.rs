@@ -18,7 +18,7 @@
 //! limit, or that the browser refuses for quota, fails with [`NodeError::QuotaExceeded`] and
 //! writes nothing.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use bytes::Bytes;
 use indexed_db_futures::KeyRange;
@@ -42,6 +42,27 @@ const STRIPES: &str = "stripes";
 const META: &str = "meta";
 const BYTES_KEY: &str = "bytes";
 const VERSION: u32 = 1;
+
+thread_local! {
+    /// The buffer shards are copied into for IndexedDB (see [`shard_value`]).
+    static SCRATCH: RefCell<Option<Uint8Array>> = const { RefCell::new(None) };
+}
+
+/// `bytes` in a JS buffer for IndexedDB's `put`, which clones a value (its whole buffer)
+/// before it returns. So one buffer serves every shard of a length, and a fresh one, whose
+/// first touch costs several times a plain copy, is made only when the length changes. Hand
+/// the value to `put` before anything else calls this.
+fn shard_value(bytes: &[u8]) -> Uint8Array {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let value = match scratch.as_ref() {
+            Some(value) if value.length() as usize == bytes.len() => value.clone(),
+            _ => scratch.insert(Uint8Array::new_with_length(bytes.len() as u32)).clone(),
+        };
+        value.copy_from(bytes);
+        value
+    })
+}
 
 /// A file this browser uploaded or holds, as the "my files" list shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -211,7 +232,7 @@ impl IdbStore {
             if is_new {
                 added += bytes.len() as u64;
                 store
-                    .put(JsValue::from(Uint8Array::from(&bytes[..])))
+                    .put(JsValue::from(shard_value(bytes)))
                     .with_key(key)
                     .primitive()
                     .map_err(storage)?;

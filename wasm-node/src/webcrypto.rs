@@ -14,28 +14,39 @@ use std::rc::Rc;
 
 use futures::channel::oneshot;
 use js_sys::{Array, ArrayBuffer, Reflect, Uint8Array};
-use shardweb_core::codec::{FileId, FileKey, SealedSegment, segment_aad, segment_nonce};
+use shardweb_core::codec::{
+    DEFAULT_SEGMENT_SIZE, FileId, FileKey, SealedSegment, segment_aad, segment_nonce,
+};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AesGcmParams, CryptoKey, MessageEvent, SubtleCrypto};
 
 use crate::error::NodeError;
+use crate::helper_worker::Spares;
 
 /// The crypto worker's script: each request is `[id, decrypt, key, iv, aad, bytes]`, each
-/// reply `[id, result]` or `[id, null, error name]`.
+/// reply `[id, result, null, spare]` or `[id, null, error name, spare]`, where `spare` is the
+/// request's buffer given back to carry a later request (WebCrypto copies its input when
+/// called).
 const CRYPTO: &str = r#"
 onmessage = async ({ data: [id, decrypt, key, iv, additionalData, bytes] }) => {
   const params = { name: 'AES-GCM', iv, additionalData, tagLength: 128 };
+  const spare = bytes.buffer;
   try {
     const subtle = crypto.subtle;
     const out = await (decrypt ? subtle.decrypt(params, key, bytes) : subtle.encrypt(params, key, bytes));
-    postMessage([id, out], [out]);
+    postMessage([id, out, null, spare], [out, spare]);
   } catch (e) {
-    postMessage([id, null, String(e?.name ?? e)]);
+    postMessage([id, null, String(e?.name ?? e), spare], [spare]);
   }
 };
 "#;
+
+/// The most bytes of request buffers the crypto worker gave back that are kept for later
+/// requests: two sealed segments of the default size (uploads and downloads keep at most two
+/// segments at the worker), rounded up as buffers are.
+const MAX_SPARE: usize = 2 * (DEFAULT_SEGMENT_SIZE + (64 << 10));
 
 /// What the crypto worker answered.
 enum Reply {
@@ -53,6 +64,8 @@ struct CryptoWorker {
     broken: Rc<Cell<bool>>,
     /// Whether the worker has answered at least once: it runs here.
     answered: Rc<Cell<bool>>,
+    /// Buffers of earlier requests, given back.
+    spares: Rc<RefCell<Spares<MAX_SPARE>>>,
     _handlers: [Closure<dyn FnMut(JsValue)>; 2],
 }
 
@@ -66,11 +79,16 @@ impl CryptoWorker {
         let waiting: Rc<RefCell<HashMap<u32, oneshot::Sender<Reply>>>> = Rc::default();
         let broken = Rc::new(Cell::new(false));
         let answered = Rc::new(Cell::new(false));
+        let spares: Rc<RefCell<Spares<MAX_SPARE>>> = Rc::default();
         let message = {
             let (waiting, answered) = (Rc::clone(&waiting), Rc::clone(&answered));
+            let spares = Rc::clone(&spares);
             Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
                 answered.set(true);
                 let reply: Array = event.unchecked_into::<MessageEvent>().data().unchecked_into();
+                if let Ok(spare) = reply.get(3).dyn_into::<ArrayBuffer>() {
+                    spares.borrow_mut().keep(spare);
+                }
                 let id = reply.get(0).as_f64().unwrap_or(-1.0) as u32;
                 let Some(tx) = waiting.borrow_mut().remove(&id) else { return };
                 let out = reply.get(1);
@@ -98,6 +116,7 @@ impl CryptoWorker {
             next: Cell::new(0),
             broken,
             answered,
+            spares,
             _handlers: [message, error],
         })
     }
@@ -117,7 +136,7 @@ impl CryptoWorker {
         }
         let id = self.next.get();
         self.next.set(id.wrapping_add(1));
-        let copy = crate::helper_worker::transferable(bytes);
+        let copy = self.spares.borrow_mut().copy_out(bytes);
         let request = Array::new();
         for part in [
             JsValue::from(id),

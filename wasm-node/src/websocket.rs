@@ -40,6 +40,8 @@ use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{BinaryType, MessageEvent, WebSocket};
 
+use crate::helper_worker::Spares;
+
 /// Bytes the browser may hold unsent before writes wait.
 pub const SEND_HIGH_WATER: u64 = 8 << 20;
 /// How long a write waits before looking at the send buffer again.
@@ -47,8 +49,6 @@ const SEND_RETRY: Duration = Duration::from_millis(2);
 /// Writes are gathered into messages of up to this many bytes: every `send` costs the browser
 /// a message to its network process, and libp2p writes in frames of under 64 KiB.
 const MAX_MESSAGE: usize = 256 << 10;
-/// Buffers for the pump are made in multiples of this.
-const BUFFER_STEP: usize = 64 << 10;
 /// The most bytes of spare buffers kept for the pump (as much again as may wait unsent).
 const MAX_SPARE: usize = 8 << 20;
 /// The most bytes received and not yet read; a remote past it is dropped.
@@ -127,10 +127,8 @@ struct Shared {
     /// Bytes handed to a pump worker, and how many of those it has sent on.
     handed: u64,
     drained: u64,
-    /// Buffers the pump worker has sent on and given back, to carry later messages: filling
-    /// a fresh buffer costs the first touch of new memory, several times a plain copy.
-    spare: Vec<js_sys::ArrayBuffer>,
-    spare_bytes: usize,
+    /// Buffers the pump worker has sent on and given back, to carry later messages.
+    spares: Spares<MAX_SPARE>,
     reader: Option<Waker>,
     writer: Option<Waker>,
     opener: Option<Waker>,
@@ -142,36 +140,6 @@ impl Shared {
             [self.reader.take(), self.writer.take(), self.opener.take()].into_iter().flatten()
         {
             waker.wake();
-        }
-    }
-
-    /// `bytes` in a buffer to transfer to the pump: the smallest spare one that fits, else a
-    /// new one (rounded up, so that it fits later messages of about the same size).
-    fn outgoing(&mut self, bytes: &[u8]) -> js_sys::Uint8Array {
-        let len = bytes.len();
-        let fit = (self.spare.iter().enumerate())
-            .filter(|(_, b)| b.byte_length() as usize >= len)
-            .min_by_key(|(_, b)| b.byte_length())
-            .map(|(i, _)| i);
-        let buffer = match fit {
-            Some(i) => {
-                let buffer = self.spare.swap_remove(i);
-                self.spare_bytes -= buffer.byte_length() as usize;
-                buffer
-            }
-            None => js_sys::ArrayBuffer::new(len.next_multiple_of(BUFFER_STEP) as u32),
-        };
-        let view = js_sys::Uint8Array::new_with_byte_offset_and_length(&buffer, 0, len as u32);
-        view.copy_from(bytes);
-        view
-    }
-
-    /// Keeps a buffer the pump gave back, while the spare ones stay under [`MAX_SPARE`].
-    fn keep_spare(&mut self, buffer: js_sys::ArrayBuffer) {
-        let len = buffer.byte_length() as usize;
-        if self.spare_bytes + len <= MAX_SPARE {
-            self.spare_bytes += len;
-            self.spare.push(buffer);
         }
     }
 
@@ -241,7 +209,7 @@ impl Socket {
         match self {
             Socket::Direct(ws) => ws.send_with_u8_array(bytes),
             Socket::Pumped(worker) => {
-                let view = shared.borrow_mut().outgoing(bytes);
+                let view = shared.borrow_mut().spares.copy_out(bytes);
                 worker.post_message_with_transfer(&view, &js_sys::Array::of1(&view.buffer()))?;
                 shared.borrow_mut().handed += bytes.len() as u64;
                 Ok(())
@@ -335,7 +303,7 @@ fn pumped(url: &str, shared: &Rc<RefCell<Shared>>) -> io::Result<(Socket, Vec<Ha
             if let Some(drained) = field("drained").as_f64() {
                 s.drained = drained as u64;
             } else if let Ok(buffer) = field("spare").dyn_into::<js_sys::ArrayBuffer>() {
-                return s.keep_spare(buffer);
+                return s.spares.keep(buffer);
             } else if field("open").is_truthy() {
                 s.open = true;
             } else if field("closed").is_truthy() {

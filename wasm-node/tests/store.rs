@@ -21,6 +21,21 @@ fn name(test: &str) -> String {
     format!("shardweb-test-{test}-{}", js_sys::Math::random())
 }
 
+/// Shards of one length, in batches one after another and in two at once, each keep their
+/// own bytes (the store copies every value through one reused buffer).
+#[wasm_bindgen_test]
+async fn shards_of_one_length_keep_their_own_bytes() {
+    let store = IdbStore::open(&name("one-length"), None).await.unwrap();
+    let shards: Vec<_> = (0..16).map(|i| shard(i, 4096)).collect();
+    store.put_shards(&shards[..4]).await.unwrap();
+    store.put_shards(&shards[4..8]).await.unwrap();
+    let (a, b) = futures::join!(store.put_shards(&shards[8..12]), store.put_shards(&shards[12..]));
+    assert_eq!((a.unwrap(), b.unwrap()), (vec![true; 4], vec![true; 4]));
+    let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
+    let expected: Vec<_> = shards.iter().map(|(_, bytes)| Some(bytes.clone())).collect();
+    assert_eq!(store.get_shards(&ids).await.unwrap(), expected);
+}
+
 #[wasm_bindgen_test]
 async fn batches_are_stored_read_back_verified_and_deleted() {
     let store = IdbStore::open(&name("batches"), None).await.unwrap();
