@@ -11,8 +11,14 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-/** The `shardweb` binary: the one `cargo test` builds, unless SHARDWEB_BIN names another. */
-export const BIN = process.env.SHARDWEB_BIN ?? join(ROOT, 'target/debug/shardweb');
+/**
+ * The `shardweb` binary: the one `cargo test` builds, unless SHARDWEB_BIN names another. Read
+ * when a process starts, so that a script may set SHARDWEB_BIN after importing this module
+ * (imports run first).
+ */
+export function bin() {
+  return process.env.SHARDWEB_BIN ?? join(ROOT, 'target/debug/shardweb');
+}
 /** The built page (scripts/build-web). */
 export const WWW = join(ROOT, 'www/dist');
 
@@ -74,7 +80,7 @@ export async function startRelay(t, dir, { www = WWW, args = [] } = {}) {
   mkdirSync(data, { recursive: true });
   const log = openSync(`${data}.log`, 'w');
   const child = spawn(
-    BIN,
+    bin(),
     [
       'relay', '--data-dir', data, '--http', `127.0.0.1:${port}`, '--www', www,
       '--listen', '/ip4/127.0.0.1/tcp/0', '--listen', '/ip4/127.0.0.1/tcp/0/ws',
@@ -168,7 +174,7 @@ export function sha256File(path) {
 /** Runs the native CLI; resolves to `{ code, stdout, stderr }`, killing it after `timeout`. */
 export function shardweb(args, { cwd = ROOT, timeout = 120_000 } = {}) {
   return new Promise((resolveRun) => {
-    const child = spawn(BIN, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(bin(), args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
