@@ -13,8 +13,8 @@ import { chromium } from 'playwright-core';
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 /**
  * The `shardweb` binary: the one `cargo test` builds, unless SHARDWEB_BIN names another. Read
- * when a process starts, so that a script may set SHARDWEB_BIN after importing this module
- * (imports run first).
+ * each time a process is spawned, so that a script may set SHARDWEB_BIN after importing this
+ * module (imports run first).
  */
 export function bin() {
   return process.env.SHARDWEB_BIN ?? join(ROOT, 'target/debug/shardweb');

@@ -29,6 +29,7 @@ use indexed_db_futures::transaction::{
     Transaction, TransactionDurability, TransactionMode, TransactionOptions,
 };
 use js_sys::Uint8Array;
+use shardweb_core::codec::VerifiedShard;
 use shardweb_core::{ManifestId, ShardId};
 use wasm_bindgen::{JsCast, JsValue};
 
@@ -256,6 +257,16 @@ impl IdbStore {
     /// Reads shards in one transaction; `None` for each that is absent or fails its hash (a
     /// corrupt one is then deleted).
     pub async fn get_shards(&self, ids: &[ShardId]) -> Result<Vec<Option<Bytes>>, NodeError> {
+        let shards = self.get_verified_shards(ids).await?;
+        Ok(shards.into_iter().map(|s| s.map(VerifiedShard::into_bytes)).collect())
+    }
+
+    /// [`IdbStore::get_shards`], each shard with the proof of its check, so that a download
+    /// from this store does not hash it again.
+    pub async fn get_verified_shards(
+        &self,
+        ids: &[ShardId],
+    ) -> Result<Vec<Option<VerifiedShard>>, NodeError> {
         let tx = self.tx(&[SHARDS], TransactionMode::Readonly)?;
         let store = tx.object_store(SHARDS).map_err(storage)?;
         let requests = ids
@@ -267,9 +278,9 @@ impl IdbStore {
         for (id, request) in ids.iter().zip(requests) {
             let found = request.await.map_err(storage)?;
             let bytes = found.and_then(|v| v.dyn_into::<Uint8Array>().ok()).map(|a| a.to_vec());
-            match bytes {
-                Some(bytes) if ShardId::of(&bytes) == *id => out.push(Some(Bytes::from(bytes))),
-                Some(_) => {
+            match bytes.map(|bytes| VerifiedShard::check(*id, Bytes::from(bytes))) {
+                Some(Ok(shard)) => out.push(Some(shard)),
+                Some(Err(_)) => {
                     tracing::warn!(shard = %id, "a stored shard failed its hash and is dropped");
                     corrupt.push(*id);
                     out.push(None);

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use libp2p::PeerId;
 use shardweb_core::node::peer::Peer;
 use shardweb_core::node::{Fetched, Network, NetworkError};
-use shardweb_core::protocol::{ManifestOutcome, PutOutcome, ShardStatus};
+use shardweb_core::protocol::{ManifestOutcome, PutOutcome};
 use shardweb_core::{Manifest, ManifestId, ShardId};
 
 use crate::error::NodeError;
@@ -195,11 +195,13 @@ impl Network for BrowserNet {
         ids: Vec<ShardId>,
     ) -> Result<Vec<Fetched>, NetworkError> {
         match holder {
+            // Checked as the store reads them (and dropped there if corrupt).
             Holder::Local => {
-                let found = self.store.get_shards(&ids).await.map_err(local)?;
-                let statuses =
-                    found.into_iter().map(|s| s.map_or(ShardStatus::Missing, ShardStatus::Found));
-                Fetched::check_all(&ids, statuses.collect())
+                let found = self.store.get_verified_shards(&ids).await.map_err(local)?;
+                Ok(found
+                    .into_iter()
+                    .map(|s| s.map_or(Fetched::Missing, Fetched::Verified))
+                    .collect())
             }
             Holder::Remote(peer) => {
                 // In a task of its own: the download engine polls its requests only while it

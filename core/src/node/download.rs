@@ -281,13 +281,15 @@ impl<N: Network + Clone + 'static> Download<N> {
     fn absorb(&mut self, (h, batch, reply): Reply) {
         let fetched = match reply {
             Ok(fetched) if fetched.len() == batch.len() => fetched,
-            Ok(_) => {
-                tracing::warn!(holder = ?self.holders.get(h), "holder sent the wrong number of shards");
-                self.dead.insert(h);
-                vec![Fetched::Missing; batch.len()]
-            }
-            Err(e) => {
-                tracing::debug!(holder = ?self.holders.get(h), error = %e, "shard request failed");
+            failed => {
+                let holder = self.holders.get(h);
+                match failed {
+                    Ok(_) => tracing::warn!(?holder, "holder sent the wrong number of shards"),
+                    Err(e @ NetworkError::InvalidReply { .. }) => {
+                        tracing::warn!(?holder, error = %e, "holder sent an invalid reply");
+                    }
+                    Err(e) => tracing::debug!(?holder, error = %e, "shard request failed"),
+                }
                 self.dead.insert(h);
                 vec![Fetched::Missing; batch.len()]
             }
