@@ -28,12 +28,13 @@ fn url_of(script: &str) -> Option<String> {
 }
 
 /// New buffers for helper workers are made in multiples of this.
-const BUFFER_STEP: usize = 64 << 10;
+pub(crate) const BUFFER_STEP: usize = 64 << 10;
 
 /// Buffers a helper worker gave back, to carry later transfers to it: filling a fresh buffer
 /// costs the first touch of new memory, several times a plain copy. At most `MAX_BYTES` of
-/// them are kept. A reused buffer still holds earlier bytes past the view handed out (this
-/// thread's own data, which never leaves it: only the view is read).
+/// them are kept. A reused buffer still holds earlier bytes past the view handed out; the
+/// whole buffer goes to the helper worker, which reads only the view (the bytes are this
+/// node's own, and stay in its workers).
 #[derive(Debug, Default)]
 pub(crate) struct Spares<const MAX_BYTES: usize> {
     buffers: Vec<js_sys::ArrayBuffer>,

@@ -23,7 +23,7 @@ use wasm_bindgen_futures::JsFuture;
 use web_sys::{AesGcmParams, CryptoKey, MessageEvent, SubtleCrypto};
 
 use crate::error::NodeError;
-use crate::helper_worker::Spares;
+use crate::helper_worker::{BUFFER_STEP, Spares};
 
 /// The crypto worker's script: each request is `[id, decrypt, key, iv, aad, bytes]`, each
 /// reply `[id, result, null, spare]` or `[id, null, error name, spare]`, where `spare` is the
@@ -46,7 +46,7 @@ onmessage = async ({ data: [id, decrypt, key, iv, additionalData, bytes] }) => {
 /// The most bytes of request buffers the crypto worker gave back that are kept for later
 /// requests: two sealed segments of the default size (uploads and downloads keep at most two
 /// segments at the worker), rounded up as buffers are.
-const MAX_SPARE: usize = 2 * (DEFAULT_SEGMENT_SIZE + (64 << 10));
+const MAX_SPARE: usize = 2 * (DEFAULT_SEGMENT_SIZE + BUFFER_STEP);
 
 /// What the crypto worker answered.
 enum Reply {
