@@ -25,7 +25,7 @@ pub use seal::{
     segment_nonce,
 };
 pub use segment::{Segment, Segmenter};
-pub use shard::{ShardId, VerifiedShard};
+pub use shard::{MalformedShardId, ShardId, VerifiedShard};
 
 /// What can go wrong while encoding or decoding a file.
 #[derive(Debug, thiserror::Error)]

@@ -19,6 +19,10 @@ use crate::wire::Truncated;
 pub const SHARD_PROTOCOL: &str = "/shardweb/shard/1";
 /// The manifest protocol: put and get whole manifests.
 pub const MANIFEST_PROTOCOL: &str = "/shardweb/manifest/1";
+/// Where a relay serves each shard it holds over HTTP: this path, then the shard id in
+/// lowercase hex. A shard is public ciphertext named by its hash, so anyone may read it; the
+/// reader checks the bytes against the id as it would a libp2p reply.
+pub const SHARD_HTTP_PATH: &str = "/api/shards/";
 
 /// The largest shard accepted on the wire. A 4 MiB segment makes shards of at most 4 MiB + 16
 /// bytes (k = 1); larger segments need k large enough to keep shards under this.

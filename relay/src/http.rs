@@ -1,21 +1,25 @@
 //! The relay's HTTP server: the page at `/`, `/api/info` (what a browser or client needs to
-//! dial this relay), `/api/health` and `/metrics`.
+//! dial this relay), `/api/shards/<id>` (a shard's bytes), `/api/health` and `/metrics`.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
+use shardweb_core::ShardId;
 use shardweb_core::protocol::{
-    MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_PROTOCOL,
+    MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_HTTP_PATH, SHARD_PROTOCOL,
 };
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::metrics::{Outcome, Protocol};
 use crate::node::{Shared, VERSION};
+use crate::store;
 
 /// What `/api/info` answers.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -28,6 +32,10 @@ pub struct Info {
     pub version: String,
     /// The shardweb protocols served.
     pub protocols: Vec<String>,
+    /// The HTTP path under which shards are served by id (`/api/shards/`); absent from
+    /// relays that serve shards only over libp2p.
+    #[serde(default)]
+    pub shard_http_path: Option<String>,
     /// Limits in force.
     pub limits: InfoLimits,
 }
@@ -55,8 +63,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
-    let api =
-        Router::new().route("/api/info", get(info)).route("/api/health", get(health)).layer(public);
+    let api = Router::new()
+        .route("/api/info", get(info))
+        .route("/api/health", get(health))
+        .route(&format!("{SHARD_HTTP_PATH}{{id}}"), get(shard))
+        .layer(public);
     let router =
         Router::new().merge(api).route("/status", get(page)).route("/metrics", get(metrics));
     let router = match &shared.config.www {
@@ -84,6 +95,7 @@ pub fn info_of(shared: &Shared) -> Info {
         addrs: addrs.unwrap_or_default(),
         version: VERSION.into(),
         protocols: vec![SHARD_PROTOCOL.into(), MANIFEST_PROTOCOL.into()],
+        shard_http_path: Some(SHARD_HTTP_PATH.into()),
         limits: InfoLimits {
             max_storage: shared.config.max_storage,
             max_storage_per_peer: shared.config.max_storage_per_peer,
@@ -96,6 +108,51 @@ pub fn info_of(shared: &Shared) -> Info {
 
 async fn info(State(shared): State<Arc<Shared>>) -> Json<Info> {
     Json(info_of(&shared))
+}
+
+/// A shard's bytes, checked against its id as they are read: 404 when not held (or found
+/// corrupt, and then removed). Shards never change, so caches may keep them for good.
+async fn shard(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<ShardId>() else {
+        shared.metrics.request(Protocol::HttpShard, Outcome::Refused);
+        return (StatusCode::BAD_REQUEST, "a shard id is 64 lowercase hex digits\n")
+            .into_response();
+    };
+    let store = Arc::clone(&shared.store);
+    let read = tokio::task::spawn_blocking(move || store.get_shard(&id)).await;
+    let (outcome, response) = match read {
+        Ok(Ok(Some(bytes))) => {
+            tracing::debug!(shard = %id, "serving shard over HTTP");
+            shared
+                .metrics
+                .bytes_out
+                .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            let headers = [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+            ];
+            (Outcome::Ok, (headers, Body::from(bytes)).into_response())
+        }
+        Ok(Ok(None) | Err(store::Error::Corrupt { .. })) => {
+            (Outcome::Ok, (StatusCode::NOT_FOUND, "shard not held here\n").into_response())
+        }
+        Ok(Err(e)) => {
+            tracing::error!(shard = %id, error = %e, "cannot read shard");
+            (
+                Outcome::Error,
+                (StatusCode::INTERNAL_SERVER_ERROR, "cannot read shard\n").into_response(),
+            )
+        }
+        Err(e) => {
+            tracing::error!(shard = %id, error = %e, "shard read stopped");
+            (
+                Outcome::Error,
+                (StatusCode::INTERNAL_SERVER_ERROR, "cannot read shard\n").into_response(),
+            )
+        }
+    };
+    shared.metrics.request(Protocol::HttpShard, outcome);
+    response
 }
 
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
@@ -164,12 +221,66 @@ mod tests {
         })
     }
 
-    async fn get(shared: &Arc<Shared>, uri: &str) -> (StatusCode, String) {
+    async fn get_bytes(shared: &Arc<Shared>, uri: &str) -> (StatusCode, Vec<u8>) {
         let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
         let response = router(Arc::clone(shared)).oneshot(request).await.unwrap();
         let status = response.status();
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, String::from_utf8(body.to_vec()).unwrap())
+        (status, body.to_vec())
+    }
+
+    async fn get(shared: &Arc<Shared>, uri: &str) -> (StatusCode, String) {
+        let (status, body) = get_bytes(shared, uri).await;
+        (status, String::from_utf8(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn shards_are_served_by_id_and_only_when_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let (info_status, info) = get(&shared, "/api/info").await;
+        assert_eq!(info_status, StatusCode::OK);
+        let info: Info = serde_json::from_str(&info).unwrap();
+        assert_eq!(info.shard_http_path.as_deref(), Some("/api/shards/"));
+
+        let (a, b) = (b"shard a".to_vec(), b"shard b".to_vec());
+        let (id_a, id_b) = (ShardId::of(&a), ShardId::of(&b));
+        shared.store.put_shard(b"owner", &id_a, &a).unwrap();
+        shared.store.put_shard(b"owner", &id_b, &b).unwrap();
+        let request = Request::builder().uri(format!("/api/shards/{id_a}")).body(Body::empty());
+        let response = router(Arc::clone(&shared)).oneshot(request.unwrap()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert!(response.headers()[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
+        assert_eq!(to_bytes(response.into_body(), 1 << 20).await.unwrap(), a);
+
+        // Not held; not an id; an id in capitals: nothing is served.
+        let missing = ShardId::of(b"never stored");
+        assert_eq!(get(&shared, &format!("/api/shards/{missing}")).await.0, StatusCode::NOT_FOUND);
+        assert_eq!(get(&shared, "/api/shards/nope").await.0, StatusCode::BAD_REQUEST);
+        let upper = id_a.to_string().to_uppercase();
+        assert_eq!(get(&shared, &format!("/api/shards/{upper}")).await.0, StatusCode::BAD_REQUEST);
+
+        // A shard whose file no longer hashes to its id is not served, and is removed.
+        let path = std::fs::read_dir(dir.path().join("shards"))
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().contains(&id_b.to_string()))
+            .expect("the shard's file");
+        std::fs::write(&path, b"shard B").unwrap();
+        assert_eq!(get(&shared, &format!("/api/shards/{id_b}")).await.0, StatusCode::NOT_FOUND);
+        assert!(!shared.store.has_shard(&id_b).unwrap());
+        assert_eq!(get_bytes(&shared, &format!("/api/shards/{id_a}")).await, (StatusCode::OK, a));
+
+        let (_, metrics) = get(&shared, "/metrics").await;
+        for line in [
+            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 4",
+            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 2",
+            "shardweb_corrupt_shards_removed_total 1",
+        ] {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
     }
 
     #[tokio::test]

@@ -17,8 +17,8 @@ pub enum Outcome {
 /// Counters updated by the node and read by the HTTP server.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// Requests by protocol (shard, manifest) and outcome.
-    requests: [[AtomicU64; 3]; 2],
+    /// Requests by protocol (shard, manifest, shards over HTTP) and outcome.
+    requests: [[AtomicU64; 3]; 3],
     /// Shard and manifest bytes received in requests.
     pub bytes_in: AtomicU64,
     /// Shard and manifest bytes sent in responses.
@@ -36,6 +36,8 @@ pub enum Protocol {
     Shard,
     /// `/shardweb/manifest/1`
     Manifest,
+    /// `GET /api/shards/<id>`, one shard per request
+    HttpShard,
 }
 
 impl Metrics {
@@ -87,7 +89,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP shardweb_requests_total Requests by protocol and outcome.");
         let _ = writeln!(out, "# TYPE shardweb_requests_total counter");
-        for (p, protocol) in ["shard", "manifest"].iter().enumerate() {
+        for (p, protocol) in ["shard", "manifest", "http_shard"].iter().enumerate() {
             for (o, outcome) in ["ok", "refused", "error"].iter().enumerate() {
                 let n = self.requests[p][o].load(Ordering::Relaxed);
                 let _ = writeln!(

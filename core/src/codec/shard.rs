@@ -26,6 +26,24 @@ impl fmt::Display for ShardId {
     }
 }
 
+/// A shard id that is not 64 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a shard id is 64 lowercase hex digits")]
+pub struct MalformedShardId;
+
+impl std::str::FromStr for ShardId {
+    type Err = MalformedShardId;
+
+    /// Parses what [`fmt::Display`] writes: 64 lowercase hex digits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 64 {
+            return Err(MalformedShardId);
+        }
+        let bytes = data_encoding::HEXLOWER.decode(s.as_bytes()).map_err(|_| MalformedShardId)?;
+        bytes.try_into().map(Self).map_err(|_| MalformedShardId)
+    }
+}
+
 impl fmt::Debug for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ShardId({self})")
@@ -86,5 +104,17 @@ mod tests {
 
         let other = Bytes::from_static(b"a shard!");
         assert_eq!(VerifiedShard::check(id, other.clone()), Err(ShardId::of(&other)));
+    }
+
+    #[test]
+    fn a_shard_id_reads_back_from_its_hex_and_nothing_else() {
+        // BLAKE3 of no bytes, as its reference implementation prints it.
+        let empty = "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262";
+        assert_eq!(ShardId::of(b"").to_string(), empty);
+        assert_eq!(empty.parse(), Ok(ShardId::of(b"")));
+        let upper = empty.to_uppercase();
+        for bad in ["", &empty[..63], &format!("{empty}0"), &upper, &empty.replace('a', "g")] {
+            assert_eq!(bad.parse::<ShardId>(), Err(MalformedShardId), "{bad:?}");
+        }
     }
 }
