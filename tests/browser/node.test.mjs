@@ -1,9 +1,10 @@
 // The browser node against real relay processes: files cross between the native CLI and the
-// browser both ways, relay sockets and AES-GCM run in helper workers (and on the node's worker
-// where a policy forbids those), a download carries on when one of its relays is killed (asking
-// the DHT for another holder when the rest run short), a browser serves a file only it holds
-// to another through the relay's circuit, a reload resumes an upload, a full store fails
-// cleanly, and a running upload is stopped by its signal, not cancelled under its feet.
+// browser both ways (shards over HTTP, and over libp2p when HTTP fails), relay sockets and
+// AES-GCM run in helper workers (and on the node's worker where a policy forbids those), a
+// download carries on when one of its relays is killed (asking the DHT for another holder when
+// the rest run short), a browser serves a file only it holds to another through the relay's
+// circuit, a reload resumes an upload, a full store fails cleanly, and a running upload is
+// stopped by its signal, not cancelled under its feet.
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -59,6 +60,9 @@ function getLink(page, link) {
   }, link);
 }
 
+const HTTP_SHARDS_OK = 'shardweb_requests_total{protocol="http_shard",outcome="ok"}';
+const LIBP2P_SHARDS_OK = 'shardweb_requests_total{protocol="shard",outcome="ok"}';
+
 test('the native CLI and the browser read each other’s files', async (t) => {
   const dir = tempDir(t);
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
@@ -71,6 +75,8 @@ test('the native CLI and the browser read each other’s files', async (t) => {
   assert.equal(put.code, 0, put.stderr);
   const got = await getLink(page, put.stdout.trim());
   assert.deepEqual(got, { name: 'from-cli.bin', size: 9_000_001, sha256: cliSha });
+  // The relay serves shards over HTTP, and the browser fetched them so.
+  assert.ok((await relay.metric(HTTP_SHARDS_OK)) >= 3, 'no shard came over HTTP');
 
   const fromBrowser = join(dir, 'from-browser.bin');
   const browserSha = randomFile(fromBrowser, 7_654_321);
@@ -81,6 +87,36 @@ test('the native CLI and the browser read each other’s files', async (t) => {
   const get = await shardweb(['get', result.url, '-o', out, '--relay', relay.url]);
   assert.equal(get.code, 0, get.stderr);
   assert.equal(await sha256File(out), browserSha);
+});
+
+test('a browser whose HTTP requests for shards fail, or that is told not to use HTTP, gets them over libp2p', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const file = join(dir, 'file.bin');
+  const sha = randomFile(file, 5_000_000);
+  const put = await shardweb(['put', file, '--relay', relay.url, '--k', '2', '--m', '1']);
+  assert.equal(put.code, 0, put.stderr);
+
+  const browser = await launch(t);
+  const page = await harness(browser, relay);
+  let refused = 0;
+  await page.context().route('**/api/shards/**', (route) => {
+    refused += 1;
+    return route.abort('connectionrefused');
+  });
+  const before = await relay.metric(LIBP2P_SHARDS_OK);
+  const got = await getLink(page, put.stdout.trim());
+  assert.deepEqual(got, { name: 'file.bin', size: 5_000_000, sha256: sha });
+  assert.ok(refused > 0, 'the browser asked nothing over HTTP');
+  assert.equal(await relay.metric(HTTP_SHARDS_OK), 0);
+  const libp2p = await relay.metric(LIBP2P_SHARDS_OK);
+  assert.ok(libp2p > before, 'no shard came over libp2p');
+
+  // In a context with nothing in the way, a node told not to use HTTP does not.
+  const other = await harness(browser, relay, { shardsOverHttp: false });
+  assert.deepEqual(await getLink(other, put.stdout.trim()), got);
+  assert.equal(await relay.metric(HTTP_SHARDS_OK), 0);
+  assert.ok((await relay.metric(LIBP2P_SHARDS_OK)) > libp2p, 'no shard came over libp2p');
 });
 
 /**

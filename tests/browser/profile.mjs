@@ -5,7 +5,10 @@
 // /tmp/shardweb-profile-<put|get>-<worker>.cpuprofile (open them in Chromium's DevTools).
 //
 //   cargo build --release -p shardweb && ./scripts/build-web
-//   node tests/browser/profile.mjs [--mib 256] [--keep] [--top 30]
+//   node tests/browser/profile.mjs [--mib 256] [--keep] [--libp2p] [--top 30]
+//
+// --libp2p: the get takes every shard over libp2p (`shardsOverHttp: false`) instead of over
+// the relay's HTTP.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -26,6 +29,7 @@ const { values } = parseArgs({
   options: {
     mib: { type: 'string', default: '256' },
     keep: { type: 'boolean', default: false },
+    libp2p: { type: 'boolean', default: false },
     top: { type: 'string', default: '30' },
   },
 });
@@ -56,7 +60,7 @@ function processes() {
   return found;
 }
 
-/** User plus system CPU time of a process, in clock ticks. */
+/** User plus system CPU time of a process (or of one thread: `pid/task/tid`), in clock ticks. */
 function cpuTicks(pid) {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
@@ -64,6 +68,21 @@ function cpuTicks(pid) {
   } catch {
     return 0;
   }
+}
+
+/** The threads of the Chromium processes of kind `kind`, as `pid/task/tid`: their names. */
+function threads(kind) {
+  const found = {};
+  for (const [pid, name] of Object.entries(processes()).filter(([, name]) => name === kind)) {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        found[`${pid}/task/${tid}`] = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      } catch {
+        // The thread ended.
+      }
+    }
+  }
+  return found;
 }
 
 /** Profiles the workers of the page on demand, over the DevTools protocol. */
@@ -122,7 +141,8 @@ async function main() {
     req.on('end', async () => {
       const { kind, value } = JSON.parse(body);
       if (kind === 'start') {
-        before = Object.fromEntries(Object.keys(processes()).map((pid) => [pid, cpuTicks(pid)]));
+        const ids = [...Object.keys(processes()), ...Object.keys(threads('renderer'))];
+        before = Object.fromEntries(ids.map((pid) => [pid, cpuTicks(pid)]));
         await tools.start();
       } else if (kind === 'stop') {
         const used = {};
@@ -134,6 +154,12 @@ async function main() {
           .map(([name, ticks]) => `${name} ${(ticks / 100).toFixed(2)} s`)
           .join(', ');
         console.log(`\n${value.what}: ${value.mbps.toFixed(1)} MB/s; CPU: ${cpu}`);
+        const busy = Object.entries(threads('renderer'))
+          .map(([id, name]) => [name, cpuTicks(id) - (before[id] ?? 0)])
+          .filter(([, ticks]) => ticks >= 5)
+          .sort((a, b) => b[1] - a[1])
+          .map(([name, ticks]) => `${name} ${(ticks / 100).toFixed(2)} s`);
+        console.log(`  renderer threads: ${busy.join(', ')}`);
         await tools.stop(value.what);
       } else if (kind === 'error') {
         finish.reject(new Error(value));
@@ -147,7 +173,7 @@ async function main() {
   cleanups.push(() => server.close());
   const sink = `http://127.0.0.1:${server.address().port}`;
   const port = await freePort();
-  const page = `${relay.url}/bench/profile.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&keep=${values.keep ? 1 : 0}`;
+  const page = `${relay.url}/bench/profile.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&keep=${values.keep ? 1 : 0}&http=${values.libp2p ? 0 : 1}`;
   const chromium = spawn(
     process.env.CHROMIUM ?? '/usr/bin/chromium',
     [

@@ -88,7 +88,7 @@ where
 
 #[wasm_bindgen]
 impl WasmNode {
-    /// Starts a node: `{ relays, storeName, maxStoreBytes, logLevel, onEvent }`. Resolves once
+    /// Starts a node: `{ relays, storeName, maxStoreBytes, logLevel, shardsOverHttp, onEvent }`. Resolves once
     /// at least one relay is connected (or at once when none is given).
     pub fn start(options_: JsValue) -> Promise {
         promise(async move {

@@ -97,8 +97,9 @@ pub async fn open(
     let mut holders = vec![Holder::Local];
     holders.extend(node.connected_relays().into_iter().map(Holder::Remote));
     holders.extend(others);
-    let mut download =
-        Download::start(net, holders, &manifest, &link.key, WINDOW).await?.with_max_batch(1);
+    let mut download = Download::start(net.clone(), holders, &manifest, &link.key, WINDOW)
+        .await?
+        .with_max_batch(1);
     if download.unlocated().is_some() {
         // Some stripe lacks holders among the relays: ask the DHT who else has the file.
         let found = node.peer.providers(link.manifest).await.unwrap_or_default();
@@ -116,6 +117,7 @@ pub async fn open(
     node.active.borrow_mut().push(id.clone());
     let state = State {
         node: Rc::clone(node),
+        net,
         download,
         sealer,
         progress: Progress::new(&id, "download", Some(size), on_progress),
@@ -141,6 +143,8 @@ pub async fn open(
 /// A download being read.
 struct State {
     node: Rc<Node>,
+    /// The network the download fetches through, to wait for the shards it keeps.
+    net: BrowserNet,
     download: Download<BrowserNet>,
     sealer: WebSealer,
     progress: Progress,
@@ -291,6 +295,8 @@ const OPEN_AHEAD: usize = 1;
 /// Records the finished file and announces it, when its shards were kept.
 async fn finish(state: &mut State) {
     let node = &state.node;
+    // The download is over, and the file listed as held here, once its shards are kept.
+    state.net.kept().await;
     node.active.borrow_mut().retain(|id| *id != state.id);
     let _ = node.store.delete_transfer(&state.id).await;
     if state.keep {

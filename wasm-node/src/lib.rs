@@ -23,6 +23,8 @@ mod files;
 #[cfg(wasm_browser)]
 mod helper_worker;
 #[cfg(wasm_browser)]
+mod http_shards;
+#[cfg(wasm_browser)]
 pub mod idb_store;
 #[cfg(wasm_browser)]
 mod net;

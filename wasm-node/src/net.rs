@@ -2,7 +2,8 @@
 //! holder among the others, so a download takes what is held here first and fetches the rest.
 //! Shards fetched from others are verified and kept, so that this browser can serve them on.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
@@ -14,6 +15,7 @@ use shardweb_core::protocol::{ManifestOutcome, PutOutcome};
 use shardweb_core::{Manifest, ManifestId, ShardId};
 
 use crate::error::NodeError;
+use crate::http_shards;
 use crate::idb_store::IdbStore;
 
 /// Where a shard or manifest may be: here, or at another peer.
@@ -57,42 +59,132 @@ pub struct BrowserNet {
     pub(crate) peer: Peer,
     pub(crate) store: Rc<IdbStore>,
     pub(crate) counters: Rc<Counters>,
-    /// Whether shards fetched from others are kept here.
-    keep: Rc<Cell<bool>>,
-    /// Writes of fetched shards under way in the background.
-    keeping: Rc<Cell<usize>>,
+    /// Keeps shards fetched from others here, or not.
+    keeper: Rc<Keeper>,
+    /// Relays that serve shards over HTTP, and the URL they serve them under.
+    http: Rc<RefCell<HashMap<PeerId, String>>>,
 }
 
-/// Writes of fetched shards that may run behind the download before it waits for them.
-const KEEPS_IN_FLIGHT: usize = 2;
+/// Bytes of fetched shards that may wait for their write before fetches wait for them.
+const MAX_PENDING_BYTES: usize = 16 << 20;
+
+/// Writes the shards a download fetches to the store, in the background and in as few
+/// transactions as the store's pace allows: the shards that arrive while one write is under
+/// way go together in the next. Fetches wait only while more than [`MAX_PENDING_BYTES`] wait.
+/// When the store is full it stops keeping (and says so), without failing the download.
+#[derive(Debug, Default)]
+struct Keeper {
+    /// Whether shards are kept.
+    on: Cell<bool>,
+    pending: RefCell<Vec<(ShardId, Bytes)>>,
+    pending_bytes: Cell<usize>,
+    /// Whether a write task runs.
+    writing: Cell<bool>,
+    /// Woken whenever the write task takes what waits, and when it ends.
+    waiters: RefCell<Vec<futures::channel::oneshot::Sender<()>>>,
+}
+
+impl Keeper {
+    fn new(on: bool) -> Self {
+        Self { on: Cell::new(on), ..Self::default() }
+    }
+
+    /// Hands `shards` to the write task; waits first while too many bytes wait.
+    async fn keep(self: &Rc<Self>, store: &Rc<IdbStore>, shards: Vec<(ShardId, Bytes)>) {
+        while self.on.get() && self.pending_bytes.get() >= MAX_PENDING_BYTES {
+            self.changed().await;
+        }
+        if !self.on.get() || shards.is_empty() {
+            return;
+        }
+        let bytes: usize = shards.iter().map(|(_, b)| b.len()).sum();
+        self.pending_bytes.set(self.pending_bytes.get() + bytes);
+        self.pending.borrow_mut().extend(shards);
+        if !self.writing.replace(true) {
+            wasm_bindgen_futures::spawn_local(Rc::clone(self).write(Rc::clone(store)));
+        }
+    }
+
+    /// Writes whatever waits, one transaction at a time, until nothing does.
+    async fn write(self: Rc<Self>, store: Rc<IdbStore>) {
+        loop {
+            let batch = std::mem::take(&mut *self.pending.borrow_mut());
+            self.pending_bytes.set(0);
+            self.wake();
+            if batch.is_empty() {
+                break;
+            }
+            if !self.on.get() {
+                continue;
+            }
+            match store.put_own_shards(&batch).await {
+                Ok(_) => {}
+                Err(NodeError::QuotaExceeded { detail }) => {
+                    tracing::warn!(%detail, "the store is full: downloaded shards are no longer kept");
+                    self.on.set(false);
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot keep downloaded shards"),
+            }
+        }
+        self.writing.set(false);
+        self.wake();
+    }
+
+    /// Resolves once every shard handed over has been written (or given up).
+    async fn flushed(&self) {
+        while self.writing.get() {
+            self.changed().await;
+        }
+    }
+
+    fn wake(&self) {
+        for waiter in self.waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+
+    async fn changed(&self) {
+        let (tx, rx) = futures::channel::oneshot::channel();
+        self.waiters.borrow_mut().push(tx);
+        let _ = rx.await;
+    }
+}
 
 impl BrowserNet {
     /// The network over `peer` and `store`.
     pub fn new(peer: Peer, store: Rc<IdbStore>, counters: Rc<Counters>) -> Self {
-        Self {
-            peer,
-            store,
-            counters,
-            keep: Rc::new(Cell::new(false)),
-            keeping: Rc::new(Cell::new(0)),
-        }
+        Self { peer, store, counters, keeper: Rc::new(Keeper::new(false)), http: Rc::default() }
     }
 
-    /// The same network, keeping (or not) the shards it fetches. The setting is this clone's
-    /// and its own clones'.
+    /// Fetches shards from `relay` over HTTP under `base` from now on (see [`http_shards`]).
+    pub fn shards_over_http(&self, relay: PeerId, base: String) {
+        self.http.borrow_mut().insert(relay, base);
+    }
+
+    /// The same network, keeping (or not) the shards it fetches. The setting, and the writes
+    /// under way, are this clone's and its own clones'.
     pub fn keeping(&self, keep: bool) -> Self {
-        Self { keep: Rc::new(Cell::new(keep)), ..self.clone() }
+        Self { keeper: Rc::new(Keeper::new(keep)), ..self.clone() }
     }
 
-    /// Fetches shards from a relay or another browser (the peer checks each against its id)
-    /// and keeps the good ones, if keeping: each shard is hashed once, on arrival, and the
-    /// download engine takes it without hashing it again.
+    /// Resolves once the shards this network fetched are all written to the store (or given
+    /// up, when it is full).
+    pub async fn kept(&self) {
+        self.keeper.flushed().await;
+    }
+
+    /// Fetches shards from a relay (over HTTP where it serves them so) or another browser,
+    /// checks each against its id and keeps the good ones, if keeping: each shard is hashed
+    /// once, on arrival, and the download engine takes it without hashing it again.
     async fn fetch_and_keep(
         &self,
         peer: PeerId,
         ids: Vec<ShardId>,
     ) -> Result<Vec<Fetched>, NetworkError> {
-        let fetched = self.peer.get_shards(&peer, ids).await?;
+        let fetched = match self.fetch_over_http(peer, &ids).await {
+            Some(fetched) => fetched?,
+            None => self.peer.get_shards(&peer, ids).await?,
+        };
         let bytes: u64 = fetched
             .iter()
             .map(|f| if let Fetched::Verified(s) = f { s.bytes().len() as u64 } else { 0 })
@@ -102,11 +194,28 @@ impl BrowserNet {
         Ok(fetched)
     }
 
-    /// Keeps verified shards fetched from another peer, in the background while few writes
-    /// are under way; stops keeping (and says so) when the store is full, without failing the
-    /// download.
+    /// Fetches shards from `peer` over HTTP, if it serves them so; `None` to ask over libp2p.
+    /// A relay whose HTTP fails is asked over libp2p from then on, until it is connected
+    /// again.
+    async fn fetch_over_http(
+        &self,
+        peer: PeerId,
+        ids: &[ShardId],
+    ) -> Option<Result<Vec<Fetched>, NetworkError>> {
+        let base = self.http.borrow().get(&peer).cloned()?;
+        match http_shards::get_shards(&base, ids).await {
+            Ok(statuses) => Some(Fetched::check_all(ids, statuses)),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "shards over HTTP failed; asking over libp2p");
+                self.http.borrow_mut().remove(&peer);
+                None
+            }
+        }
+    }
+
+    /// Keeps verified shards fetched from another peer, if keeping (see [`Keeper`]).
     async fn keep_fetched(&self, fetched: &[Fetched]) {
-        if !self.keep.get() {
+        if !self.keeper.on.get() {
             return;
         }
         let found: Vec<(ShardId, Bytes)> = fetched
@@ -116,45 +225,7 @@ impl BrowserNet {
                 _ => None,
             })
             .collect();
-        if found.is_empty() {
-            return;
-        }
-        // Counted before it is spawned, so that several replies in one turn do not all go to
-        // the background; uncounted when done or dropped.
-        let counted = Counted::new(&self.keeping);
-        let (store, keep) = (Rc::clone(&self.store), Rc::clone(&self.keep));
-        let write = async move {
-            let _counted = counted;
-            match store.put_own_shards(&found).await {
-                Ok(_) => {}
-                Err(NodeError::QuotaExceeded { detail }) => {
-                    tracing::warn!(%detail, "the store is full: downloaded shards are no longer kept");
-                    keep.set(false);
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot keep downloaded shards"),
-            }
-        };
-        if self.keeping.get() <= KEEPS_IN_FLIGHT {
-            wasm_bindgen_futures::spawn_local(write);
-        } else {
-            write.await;
-        }
-    }
-}
-
-/// One unit of a counter, from its creation until it is dropped.
-struct Counted(Rc<Cell<usize>>);
-
-impl Counted {
-    fn new(counter: &Rc<Cell<usize>>) -> Self {
-        counter.set(counter.get() + 1);
-        Self(Rc::clone(counter))
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.set(self.0.get().saturating_sub(1));
+        self.keeper.keep(&self.store, found).await;
     }
 }
 
@@ -257,5 +328,66 @@ impl Network for BrowserNet {
             Holder::Local => self.store.get_manifest(id).await.map_err(local),
             Holder::Remote(peer) => self.peer.get_manifest(peer, id).await,
         }
+    }
+}
+
+#[cfg(all(test, wasm_browser))]
+mod tests {
+    use futures::future::join_all;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    fn shard(seed: u8, len: usize) -> (ShardId, Bytes) {
+        let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(29) ^ seed).collect();
+        (ShardId::of(&bytes), Bytes::from(bytes))
+    }
+
+    async fn store(test: &str, max: Option<u64>) -> Rc<IdbStore> {
+        let name = format!("shardweb-test-{test}-{}", js_sys::Math::random());
+        Rc::new(IdbStore::open(&name, max).await.unwrap())
+    }
+
+    /// Shards handed over by many fetches at once are all written, with the fetches held back
+    /// while too many bytes wait, and `flushed` waits for the last write.
+    #[wasm_bindgen_test]
+    async fn a_keeper_writes_every_shard_it_is_handed_and_holds_fetches_back() {
+        let store = store("keeper", None).await;
+        let keeper = Rc::new(Keeper::new(true));
+        let shards: Vec<_> = (0..24).map(|i| shard(i, 1 << 20)).collect();
+        let most = Cell::new(0);
+        join_all(shards.iter().map(|s| async {
+            keeper.keep(&store, vec![s.clone()]).await;
+            most.set(most.get().max(keeper.pending_bytes.get()));
+        }))
+        .await;
+        assert!(most.get() <= MAX_PENDING_BYTES + (1 << 20), "{} bytes waited", most.get());
+        keeper.flushed().await;
+        assert!(!keeper.writing.get() && keeper.pending.borrow().is_empty());
+        let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
+        let got = store.get_shards(&ids).await.unwrap();
+        let want: Vec<Option<Bytes>> = shards.into_iter().map(|(_, b)| Some(b)).collect();
+        assert!(got == want, "a kept shard is missing or differs");
+    }
+
+    /// A full store stops the keeping without failing anyone, and keeps nothing of the batch
+    /// it refused.
+    #[wasm_bindgen_test]
+    async fn a_full_store_stops_the_keeping() {
+        let store = store("keeper-full", Some(3 << 20)).await;
+        let keeper = Rc::new(Keeper::new(true));
+        let shards: Vec<_> = (0..8).map(|i| shard(i, 1 << 20)).collect();
+        for s in &shards {
+            keeper.keep(&store, vec![s.clone()]).await;
+        }
+        keeper.flushed().await;
+        assert!(!keeper.on.get(), "the keeping went on past a full store");
+        let (used, _) = store.usage().await.unwrap();
+        assert!(used <= 3 << 20, "{used} bytes kept");
+        let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
+        let held = store.has_shards(&ids).await.unwrap().into_iter().filter(|h| *h).count();
+        assert_eq!(used, held as u64 * (1 << 20), "usage counts only what is held");
+        keeper.keep(&store, vec![shard(99, 1 << 20)]).await;
+        assert!(!keeper.writing.get() && keeper.pending.borrow().is_empty());
     }
 }

@@ -17,6 +17,7 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::spawn_local;
 
 use crate::error::NodeError;
+use crate::http_shards;
 use crate::idb_store::IdbStore;
 use crate::net::{BrowserNet, Counters};
 use crate::relays::{self, Relay};
@@ -37,6 +38,9 @@ pub struct NodeOptions {
     pub max_store_bytes: Option<f64>,
     /// The log level for the browser console: error, warn, info, debug or trace.
     pub log_level: String,
+    /// Whether shards are downloaded from relays over HTTP where they serve them so (the
+    /// default); if not, every transfer goes over libp2p.
+    pub shards_over_http: bool,
 }
 
 impl Default for NodeOptions {
@@ -46,6 +50,7 @@ impl Default for NodeOptions {
             store_name: "shardweb".into(),
             max_store_bytes: None,
             log_level: "warn".into(),
+            shards_over_http: true,
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct Node {
     relays: RefCell<Vec<Relay>>,
     on_event: Option<Function>,
     stopped: Cell<bool>,
+    /// Whether shards come from relays over HTTP where they serve them so.
+    shards_over_http: bool,
     /// Transfers running now, by id.
     pub(crate) active: RefCell<Vec<String>>,
 }
@@ -95,6 +102,7 @@ impl Node {
             relays: RefCell::new(Vec::new()),
             on_event,
             stopped: Cell::new(false),
+            shards_over_http: options.shards_over_http,
             active: RefCell::new(Vec::new()),
         });
         spawn_local(serve(store, counters, incoming.requests));
@@ -157,6 +165,10 @@ impl Node {
         let relay: PeerId = info.peer_id.parse().map_err(|_| NodeError::NoRelays {
             detail: format!("{url} sent a malformed peer id"),
         })?;
+        let http_path = info.shard_http_path.as_deref().filter(|_| self.shards_over_http);
+        if let Some(base) = http_path.and_then(|path| http_shards::base_url(url, path)) {
+            self.net.shards_over_http(relay, base);
+        }
         let addrs = relays::browser_addrs(&info, relay);
         if addrs.is_empty() {
             return Err(NodeError::NoRelays {

@@ -28,6 +28,9 @@ pub struct Info {
     pub peer_id: String,
     /// Its dialable addresses, each with `/p2p/<peer id>`.
     pub addrs: Vec<String>,
+    /// The HTTP path it serves shards under, if it does.
+    #[serde(default)]
+    pub shard_http_path: Option<String>,
 }
 
 /// A relay the node knows.

@@ -124,6 +124,7 @@ export class Node {
           storeName: options.storeName,
           maxStoreBytes: options.maxStoreBytes,
           logLevel: options.logLevel,
+          shardsOverHttp: options.shardsOverHttp,
         },
       ])) as { peerId: string };
       node.#peerId = started.peerId;

@@ -13,6 +13,13 @@ export interface StartOptions {
   storeName?: string;
   /** A cap, in bytes, on the shards this node keeps, below the browser's own quota. */
   maxStoreBytes?: number;
+  /**
+   * Whether downloads fetch shards from relays over HTTP (`/api/shards/<id>`), where relays
+   * serve them so: faster, and checked against their ids all the same. Default `true`;
+   * `false` keeps every transfer on libp2p (over plain `http://`, an observer on the path
+   * sees which shard ids are read, though never the file).
+   */
+  shardsOverHttp?: boolean;
   /** The browser console's log level. Default `"warn"`. */
   logLevel?: 'error' | 'warn' | 'info' | 'debug' | 'trace';
   /** Where the worker script is, when a bundler cannot find it. Default: next to this module. */
