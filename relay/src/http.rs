@@ -14,6 +14,7 @@ use shardweb_core::ShardId;
 use shardweb_core::protocol::{
     MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_HTTP_PATH, SHARD_PROTOCOL,
 };
+use tokio::sync::Semaphore;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -63,6 +64,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
+    // Shard reads over HTTP, like shard streams over libp2p, run a bounded number at a time:
+    // the others wait their turn holding no shard.
+    let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_streams.max(1)));
+    let shard = move |state, id| shard(state, id, Arc::clone(&permits));
     let api = Router::new()
         .route("/api/info", get(info))
         .route("/api/health", get(health))
@@ -112,11 +117,18 @@ async fn info(State(shared): State<Arc<Shared>>) -> Json<Info> {
 
 /// A shard's bytes, checked against its id as they are read: 404 when not held (or found
 /// corrupt, and then removed). Shards never change, so caches may keep them for good.
-async fn shard(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+async fn shard(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    permits: Arc<Semaphore>,
+) -> Response {
     let Ok(id) = id.parse::<ShardId>() else {
         shared.metrics.request(Protocol::HttpShard, Outcome::Refused);
         return (StatusCode::BAD_REQUEST, "a shard id is 64 lowercase hex digits\n")
             .into_response();
+    };
+    let Ok(_permit) = permits.acquire_owned().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let store = Arc::clone(&shared.store);
     let read = tokio::task::spawn_blocking(move || store.get_shard(&id)).await;

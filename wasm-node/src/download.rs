@@ -295,11 +295,15 @@ const OPEN_AHEAD: usize = 1;
 /// Records the finished file and announces it, when its shards were kept.
 async fn finish(state: &mut State) {
     let node = &state.node;
-    // The download is over, and the file listed as held here, once its shards are kept.
-    state.net.kept().await;
+    // The download is over once its shards are kept; the file is listed as held here, and
+    // announced, only if every one was.
+    let kept = state.net.kept().await;
     node.active.borrow_mut().retain(|id| *id != state.id);
     let _ = node.store.delete_transfer(&state.id).await;
-    if state.keep {
+    if state.keep && !kept {
+        tracing::warn!(file = %state.link.manifest, "not every shard was kept: the file is not listed as held here");
+    }
+    if state.keep && kept {
         let size = state.progress.total.unwrap_or(state.progress.bytes);
         let record = FileRecord::new(&state.link, &state.meta, size, "downloaded");
         if node.store.file(&record.manifest_id).await.ok().flatten().is_none() {

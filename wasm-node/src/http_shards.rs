@@ -37,9 +37,9 @@ pub fn base_url(url: &str, path: &str) -> Option<String> {
 }
 
 /// Fetches each shard from `base` (all at once; the browser bounds its connections per
-/// relay). One status per id, in order, not yet checked against the ids. Fails as a whole on
-/// the first request that neither finds the shard nor says it is not held, so that the
-/// caller can ask over libp2p instead.
+/// relay). One status per id, in order, not yet checked against the ids; fails if any
+/// request neither found its shard nor was told it is not held, so that the caller can ask
+/// over libp2p instead.
 pub async fn get_shards(base: &str, ids: &[ShardId]) -> Result<Vec<ShardStatus>, NetworkError> {
     join_all(ids.iter().map(|id| get_shard(base, id))).await.into_iter().collect()
 }
@@ -48,8 +48,6 @@ async fn get_shard(base: &str, id: &ShardId) -> Result<ShardStatus, NetworkError
     let url = format!("{base}{id}");
     let unreachable =
         |detail: String| NetworkError::Unreachable { detail: format!("{url}: {detail}") };
-    let invalid =
-        |detail: String| NetworkError::InvalidReply { detail: format!("{url}: {detail}") };
     let global = js_sys::global();
     let fetch = Reflect::get(&global, &"fetch".into())
         .ok()
@@ -68,31 +66,52 @@ async fn get_shard(base: &str, id: &ShardId) -> Result<ShardStatus, NetworkError
         let response: web_sys::Response =
             JsFuture::from(promise).await.map_err(|e| unreachable(describe(&e)))?.unchecked_into();
         match response.status() {
-            200 => {}
-            404 => return Ok(ShardStatus::Missing),
-            status => return Err(unreachable(format!("answered {status}"))),
+            200 => read_body(&response, &url).await.map(ShardStatus::Found),
+            404 => Ok(ShardStatus::Missing),
+            status => Err(unreachable(format!("answered {status}"))),
         }
-        // The browser holds a body to its declared length, so a bounded length bounds it.
-        let length = response.headers().get("content-length").ok().flatten();
-        match length.and_then(|l| l.parse::<usize>().ok()) {
-            Some(n) if n <= MAX_SHARD_BYTES => {}
-            Some(n) => return Err(invalid(format!("a shard of {n} bytes is over the limit"))),
-            None => return Err(invalid("no content length".into())),
-        }
-        let body = response.array_buffer().map_err(|e| unreachable(describe(&e)))?;
-        let body = JsFuture::from(body).await.map_err(|e| unreachable(describe(&e)))?;
-        let bytes = Uint8Array::new(&body);
-        if bytes.length() as usize > MAX_SHARD_BYTES {
-            return Err(invalid("the shard is over the limit".into()));
-        }
-        Ok(ShardStatus::Found(Bytes::from(bytes.to_vec())))
     };
-    match select(Box::pin(request), futures_timer::Delay::new(TIMEOUT)).await {
+    let result = match select(Box::pin(request), futures_timer::Delay::new(TIMEOUT)).await {
         Either::Left((result, _)) => result,
-        Either::Right(_) => {
-            abort.abort();
-            Err(NetworkError::Timeout)
+        Either::Right(_) => Err(NetworkError::Timeout),
+    };
+    // Whatever is left of the response (after a refusal, a timeout, a body over the limit)
+    // is not downloaded; after a whole body this does nothing.
+    abort.abort();
+    result
+}
+
+/// Reads a shard's body, counting as it goes: a body past [`MAX_SHARD_BYTES`] is refused as
+/// soon as it passes, whatever length it declared (a compressed body declares less).
+async fn read_body(response: &web_sys::Response, url: &str) -> Result<Bytes, NetworkError> {
+    let failed = |detail: String| NetworkError::Unreachable { detail: format!("{url}: {detail}") };
+    let invalid = |detail: &str| NetworkError::InvalidReply { detail: format!("{url}: {detail}") };
+    let over = || invalid("the shard is over the size limit");
+    let declared = response.headers().get("content-length").ok().flatten();
+    let declared = declared.and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
+    if declared > MAX_SHARD_BYTES {
+        return Err(over());
+    }
+    let Some(body) = response.body() else {
+        return Ok(Bytes::new());
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut bytes = Vec::with_capacity(declared);
+    loop {
+        let chunk = JsFuture::from(reader.read()).await.map_err(|e| failed(describe(&e)))?;
+        if Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+            return Ok(Bytes::from(bytes));
         }
+        let value = Reflect::get(&chunk, &"value".into()).map_err(|e| failed(describe(&e)))?;
+        let value: Uint8Array =
+            value.dyn_into().map_err(|_| invalid("a body chunk is not bytes"))?;
+        let start = bytes.len();
+        let end = start + value.length() as usize;
+        if end > MAX_SHARD_BYTES {
+            return Err(over());
+        }
+        bytes.resize(end, 0);
+        value.copy_to(&mut bytes[start..]);
     }
 }
 
@@ -124,5 +143,21 @@ mod tests {
             assert_eq!(base_url(url, bad), None, "{bad:?}");
         }
         assert_eq!(base_url(url, &format!("/{}/", "a".repeat(MAX_PATH))), None);
+    }
+
+    /// A body is read whole up to the limit, and refused once it passes it, whether or not it
+    /// declared a length (these bodies declare none).
+    #[wasm_bindgen_test]
+    async fn a_body_past_the_limit_is_refused_as_it_comes() {
+        for len in [0, 1000, MAX_SHARD_BYTES, MAX_SHARD_BYTES + 1] {
+            let mut bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let response = web_sys::Response::new_with_opt_u8_array(Some(&mut bytes)).unwrap();
+            assert_eq!(response.headers().get("content-length").unwrap(), None);
+            match read_body(&response, "test").await {
+                Ok(read) if len <= MAX_SHARD_BYTES => assert!(read == bytes, "{len} bytes differ"),
+                Err(NetworkError::InvalidReply { .. }) if len > MAX_SHARD_BYTES => {}
+                other => panic!("{len} bytes: {:?}", other.map(|b| b.len())),
+            }
+        }
     }
 }

@@ -80,6 +80,8 @@ struct Keeper {
     pending_bytes: Cell<usize>,
     /// Whether a write task runs.
     writing: Cell<bool>,
+    /// Whether shards handed over were not written (a full store, a failed write).
+    lost: Cell<bool>,
     /// Woken whenever the write task takes what waits, and when it ends.
     waiters: RefCell<Vec<futures::channel::oneshot::Sender<()>>>,
 }
@@ -94,7 +96,11 @@ impl Keeper {
         while self.on.get() && self.pending_bytes.get() >= MAX_PENDING_BYTES {
             self.changed().await;
         }
-        if !self.on.get() || shards.is_empty() {
+        if shards.is_empty() {
+            return;
+        }
+        if !self.on.get() {
+            self.lost.set(true);
             return;
         }
         let bytes: usize = shards.iter().map(|(_, b)| b.len()).sum();
@@ -115,6 +121,7 @@ impl Keeper {
                 break;
             }
             if !self.on.get() {
+                self.lost.set(true);
                 continue;
             }
             match store.put_own_shards(&batch).await {
@@ -122,19 +129,25 @@ impl Keeper {
                 Err(NodeError::QuotaExceeded { detail }) => {
                     tracing::warn!(%detail, "the store is full: downloaded shards are no longer kept");
                     self.on.set(false);
+                    self.lost.set(true);
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot keep downloaded shards"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot keep downloaded shards");
+                    self.lost.set(true);
+                }
             }
         }
         self.writing.set(false);
         self.wake();
     }
 
-    /// Resolves once every shard handed over has been written (or given up).
-    async fn flushed(&self) {
+    /// Resolves once every shard handed over has been written or given up: true if all
+    /// were written.
+    async fn flushed(&self) -> bool {
         while self.writing.get() {
             self.changed().await;
         }
+        !self.lost.get()
     }
 
     fn wake(&self) {
@@ -156,9 +169,13 @@ impl BrowserNet {
         Self { peer, store, counters, keeper: Rc::new(Keeper::new(false)), http: Rc::default() }
     }
 
-    /// Fetches shards from `relay` over HTTP under `base` from now on (see [`http_shards`]).
-    pub fn shards_over_http(&self, relay: PeerId, base: String) {
-        self.http.borrow_mut().insert(relay, base);
+    /// Fetches shards from `relay` over HTTP under `base` from now on (see [`http_shards`]),
+    /// or, with `None`, over libp2p.
+    pub fn shards_over_http(&self, relay: PeerId, base: Option<String>) {
+        match base {
+            Some(base) => self.http.borrow_mut().insert(relay, base),
+            None => self.http.borrow_mut().remove(&relay),
+        };
     }
 
     /// The same network, keeping (or not) the shards it fetches. The setting, and the writes
@@ -167,10 +184,10 @@ impl BrowserNet {
         Self { keeper: Rc::new(Keeper::new(keep)), ..self.clone() }
     }
 
-    /// Resolves once the shards this network fetched are all written to the store (or given
-    /// up, when it is full).
-    pub async fn kept(&self) {
-        self.keeper.flushed().await;
+    /// Resolves once the shards this network fetched are all written to the store or given
+    /// up (when it is full, or a write failed): true if every one was written.
+    pub async fn kept(&self) -> bool {
+        self.keeper.flushed().await
     }
 
     /// Fetches shards from a relay (over HTTP where it serves them so) or another browser,
@@ -196,21 +213,35 @@ impl BrowserNet {
 
     /// Fetches shards from `peer` over HTTP, if it serves them so; `None` to ask over libp2p.
     /// A relay whose HTTP fails is asked over libp2p from then on, until it is connected
-    /// again.
+    /// again. Shards that HTTP says are not there are asked over libp2p too: the URL is not
+    /// authenticated as the peer's (a proxy in front of it, or another server, may answer).
     async fn fetch_over_http(
         &self,
         peer: PeerId,
         ids: &[ShardId],
     ) -> Option<Result<Vec<Fetched>, NetworkError>> {
         let base = self.http.borrow().get(&peer).cloned()?;
-        match http_shards::get_shards(&base, ids).await {
-            Ok(statuses) => Some(Fetched::check_all(ids, statuses)),
+        let mut fetched = match http_shards::get_shards(&base, ids).await {
+            Ok(statuses) => match Fetched::check_all(ids, statuses) {
+                Ok(fetched) => fetched,
+                Err(e) => return Some(Err(e)),
+            },
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "shards over HTTP failed; asking over libp2p");
                 self.http.borrow_mut().remove(&peer);
-                None
+                return None;
+            }
+        };
+        let missing: Vec<usize> =
+            (0..ids.len()).filter(|&i| fetched[i] == Fetched::Missing).collect();
+        if !missing.is_empty() {
+            let again = missing.iter().map(|&i| ids[i]).collect();
+            match self.peer.get_shards(&peer, again).await {
+                Ok(found) => missing.into_iter().zip(found).for_each(|(i, f)| fetched[i] = f),
+                Err(e) => return Some(Err(e)),
             }
         }
+        Some(Ok(fetched))
     }
 
     /// Keeps verified shards fetched from another peer, if keeping (see [`Keeper`]).
@@ -362,7 +393,7 @@ mod tests {
         }))
         .await;
         assert!(most.get() <= MAX_PENDING_BYTES + (1 << 20), "{} bytes waited", most.get());
-        keeper.flushed().await;
+        assert!(keeper.flushed().await, "a shard was not written");
         assert!(!keeper.writing.get() && keeper.pending.borrow().is_empty());
         let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
         let got = store.get_shards(&ids).await.unwrap();
@@ -370,24 +401,23 @@ mod tests {
         assert!(got == want, "a kept shard is missing or differs");
     }
 
-    /// A full store stops the keeping without failing anyone, and keeps nothing of the batch
-    /// it refused.
+    /// A full store stops the keeping without failing anyone: what was written before stays,
+    /// nothing of the refused batch is kept, and the keeper says that not all was kept.
     #[wasm_bindgen_test]
     async fn a_full_store_stops_the_keeping() {
         let store = store("keeper-full", Some(3 << 20)).await;
         let keeper = Rc::new(Keeper::new(true));
-        let shards: Vec<_> = (0..8).map(|i| shard(i, 1 << 20)).collect();
-        for s in &shards {
+        let shards: Vec<_> = (0..5).map(|i| shard(i, 1 << 20)).collect();
+        // One shard per write: the fourth is refused and the fifth is not even tried.
+        for (i, s) in shards.iter().enumerate() {
             keeper.keep(&store, vec![s.clone()]).await;
+            assert_eq!(keeper.flushed().await, i < 3, "shard {i}");
         }
-        keeper.flushed().await;
         assert!(!keeper.on.get(), "the keeping went on past a full store");
-        let (used, _) = store.usage().await.unwrap();
-        assert!(used <= 3 << 20, "{used} bytes kept");
         let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
-        let held = store.has_shards(&ids).await.unwrap().into_iter().filter(|h| *h).count();
-        assert_eq!(used, held as u64 * (1 << 20), "usage counts only what is held");
-        keeper.keep(&store, vec![shard(99, 1 << 20)]).await;
+        let held = store.has_shards(&ids).await.unwrap();
+        assert_eq!(held, [true, true, true, false, false]);
+        assert_eq!(store.usage().await.unwrap(), (3 << 20, 3));
         assert!(!keeper.writing.get() && keeper.pending.borrow().is_empty());
     }
 }

@@ -166,9 +166,8 @@ impl Node {
             detail: format!("{url} sent a malformed peer id"),
         })?;
         let http_path = info.shard_http_path.as_deref().filter(|_| self.shards_over_http);
-        if let Some(base) = http_path.and_then(|path| http_shards::base_url(url, path)) {
-            self.net.shards_over_http(relay, base);
-        }
+        self.net
+            .shards_over_http(relay, http_path.and_then(|path| http_shards::base_url(url, path)));
         let addrs = relays::browser_addrs(&info, relay);
         if addrs.is_empty() {
             return Err(NodeError::NoRelays {
