@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{Either, join_all, select};
-use js_sys::{Function, Promise, Reflect, Uint8Array};
+use js_sys::{Promise, Reflect, Uint8Array};
 use shardweb_core::ShardId;
 use shardweb_core::node::NetworkError;
 use shardweb_core::protocol::{MAX_SHARD_BYTES, ShardStatus};
@@ -18,6 +18,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::error::describe;
+use crate::relays;
 
 /// How long one shard has to arrive.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,11 +49,8 @@ async fn get_shard(base: &str, id: &ShardId) -> Result<ShardStatus, NetworkError
     let url = format!("{base}{id}");
     let unreachable =
         |detail: String| NetworkError::Unreachable { detail: format!("{url}: {detail}") };
-    let global = js_sys::global();
-    let fetch = Reflect::get(&global, &"fetch".into())
-        .ok()
-        .and_then(|f| f.dyn_into::<Function>().ok())
-        .ok_or_else(|| unreachable("this scope has no fetch".into()))?;
+    let (global, fetch) =
+        relays::fetch().ok_or_else(|| unreachable("this scope has no fetch".into()))?;
     let abort = web_sys::AbortController::new().map_err(|e| unreachable(describe(&e)))?;
     let init = web_sys::RequestInit::new();
     init.set_signal(Some(&abort.signal()));

@@ -87,6 +87,13 @@ pub fn swarm(key: Keypair, config: &peer::Config) -> Result<Swarm<peer::Behaviou
         .build())
 }
 
+/// This scope's global object and its `fetch` (a window's or a worker's), if it has one.
+pub(crate) fn fetch() -> Option<(js_sys::Object, Function)> {
+    let global = js_sys::global();
+    let fetch = Reflect::get(&global, &"fetch".into()).ok()?.dyn_into::<Function>().ok()?;
+    Some((global, fetch))
+}
+
 /// Fetches and parses a relay's `/api/info`.
 pub async fn info(url: &str) -> Result<Info, NodeError> {
     let unreachable = |detail: String| NodeError::NoRelays { detail: format!("{url}: {detail}") };
@@ -96,11 +103,7 @@ pub async fn info(url: &str) -> Result<Info, NodeError> {
             "relay URL {url} must start with http:// or https://"
         )));
     }
-    let global = js_sys::global();
-    let fetch = Reflect::get(&global, &"fetch".into())
-        .ok()
-        .and_then(|f| f.dyn_into::<Function>().ok())
-        .ok_or_else(|| NodeError::Unsupported { what: "fetch".into() })?;
+    let (global, fetch) = fetch().ok_or_else(|| NodeError::Unsupported { what: "fetch".into() })?;
     let request = async {
         let promise = fetch
             .call1(&global, &JsValue::from(format!("{base}/api/info")))
