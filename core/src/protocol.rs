@@ -6,6 +6,7 @@
 //! `docs/formats.md` and pinned by golden vectors.
 
 mod codec;
+pub mod http_put;
 mod manifest;
 mod shard;
 
