@@ -1,18 +1,23 @@
 //! The relay's HTTP server: the page at `/`, `/api/info` (what a browser or client needs to
-//! dial this relay), `/api/shards/<id>` (a shard's bytes), `/api/health` and `/metrics`.
+//! dial this relay), `/api/shards/<id>` (a shard's bytes), `POST /api/shards` (shards put by a
+//! signed request), `/api/health` and `/metrics`.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 use shardweb_core::ShardId;
+use shardweb_core::protocol::http_put::{
+    KEY_HEADER, PutAuth, SHARD_PUT_HTTP_PATH, SIGNATURE_HEADER, TIME_HEADER,
+};
 use shardweb_core::protocol::{
-    MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_HTTP_PATH, SHARD_PROTOCOL,
+    MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_HTTP_PATH,
+    SHARD_PROTOCOL, ShardRequest,
 };
 use tokio::sync::Semaphore;
 use tower_http::services::ServeDir;
@@ -37,6 +42,11 @@ pub struct Info {
     /// relays that serve shards only over libp2p.
     #[serde(default)]
     pub shard_http_path: Option<String>,
+    /// The HTTP path to which shards may be put by a signed `POST` (`/api/shards`, see
+    /// [`shardweb_core::protocol::http_put`]); absent from relays that take puts only over
+    /// libp2p.
+    #[serde(default)]
+    pub shard_put_http_path: Option<String>,
     /// Limits in force.
     pub limits: InfoLimits,
 }
@@ -67,11 +77,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
     // Shard reads over HTTP, like shard streams over libp2p, run a bounded number at a time:
     // the others wait their turn holding no shard.
     let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_streams.max(1)));
+    let put_permits = Arc::clone(&permits);
     let shard = move |state, id| shard(state, id, Arc::clone(&permits));
+    let put =
+        move |state, headers, body| put_shards(state, headers, body, Arc::clone(&put_permits));
     let api = Router::new()
         .route("/api/info", get(info))
         .route("/api/health", get(health))
         .route(&format!("{SHARD_HTTP_PATH}{{id}}"), get(shard))
+        .route(SHARD_PUT_HTTP_PATH, axum::routing::post(put).options(put_preflight))
         .layer(public);
     let router =
         Router::new().merge(api).route("/status", get(page)).route("/metrics", get(metrics));
@@ -101,6 +115,7 @@ pub fn info_of(shared: &Shared) -> Info {
         version: VERSION.into(),
         protocols: vec![SHARD_PROTOCOL.into(), MANIFEST_PROTOCOL.into()],
         shard_http_path: Some(SHARD_HTTP_PATH.into()),
+        shard_put_http_path: Some(SHARD_PUT_HTTP_PATH.into()),
         limits: InfoLimits {
             max_storage: shared.config.max_storage,
             max_storage_per_peer: shared.config.max_storage_per_peer,
@@ -167,6 +182,93 @@ async fn shard(
     response
 }
 
+/// Shards put over HTTP by a signed request (see [`shardweb_core::protocol::http_put`]): the
+/// same put as over libp2p, charged to the signer's peer id, answered with the same put reply.
+/// The signature's time is checked before the body is read, and the body is read holding one
+/// of the permits that bound shard transfers, within the request timeout.
+async fn put_shards(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+    permits: Arc<Semaphore>,
+) -> Response {
+    let refuse = |status: StatusCode, why: String| {
+        shared.metrics.request(Protocol::HttpShard, Outcome::Refused);
+        tracing::debug!(%status, %why, "shard put over HTTP refused");
+        (status, format!("{why}\n")).into_response()
+    };
+    let auth = match PutAuth::from_headers(|name| headers.get(name)?.to_str().ok()) {
+        Ok(auth) => auth,
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, e.to_string()),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(e) = auth.check_time(now) {
+        return refuse(StatusCode::UNAUTHORIZED, e.to_string());
+    }
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    if declared.is_some_and(|len: usize| len > MAX_FRAME_BYTES) {
+        let why = format!("a put is at most {MAX_FRAME_BYTES} bytes");
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, why);
+    }
+    let Ok(_permit) = permits.acquire_owned().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
+    let read = axum::body::to_bytes(body, MAX_FRAME_BYTES);
+    let body = match tokio::time::timeout(shared.config.request_timeout(), read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            let why = format!("the body was cut short or is over {MAX_FRAME_BYTES} bytes");
+            return refuse(StatusCode::BAD_REQUEST, why);
+        }
+        Err(_) => return refuse(StatusCode::REQUEST_TIMEOUT, "the body came too slowly".into()),
+    };
+    let shards = match ShardRequest::decode(body) {
+        Ok(ShardRequest::Put(shards)) => shards,
+        Ok(_) => return refuse(StatusCode::BAD_REQUEST, "the body is not a put request".into()),
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("malformed put request: {e}")),
+    };
+    let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
+    let sender = match auth.verify(&shared.peer_id, &ids) {
+        Ok(sender) => sender,
+        Err(e) => return refuse(StatusCode::UNAUTHORIZED, e.to_string()),
+    };
+    let serving = Arc::clone(&shared);
+    let request = Ok(ShardRequest::Put(shards));
+    let served = tokio::task::spawn_blocking(move || {
+        crate::node::serve_shards(&serving, &sender, request, Protocol::HttpShard)
+    });
+    match served.await {
+        Ok(reply) => {
+            let headers = [
+                (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CACHE_CONTROL, "no-store"),
+            ];
+            (headers, reply.encode()).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "shard put stopped");
+            shared.metrics.request(Protocol::HttpShard, Outcome::Error);
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot store shards\n").into_response()
+        }
+    }
+}
+
+/// What a browser asks before a put from a page of another origin: the method and headers
+/// the put uses are allowed from anywhere (the signature, not the origin, says who puts).
+async fn put_preflight() -> Response {
+    let headers = [
+        (header::ACCESS_CONTROL_ALLOW_METHODS, "POST".to_owned()),
+        (
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            format!("content-type, {KEY_HEADER}, {TIME_HEADER}, {SIGNATURE_HEADER}"),
+        ),
+        (header::ACCESS_CONTROL_MAX_AGE, "7200".to_owned()),
+    ];
+    (StatusCode::NO_CONTENT, headers).into_response()
+}
+
 async fn health(State(shared): State<Arc<Shared>>) -> Response {
     let body = serde_json::json!({
         "status": "ok",
@@ -212,6 +314,8 @@ mod tests {
     use axum::body::{Body, to_bytes};
     use axum::http::Request;
     use tower::ServiceExt;
+
+    use shardweb_core::protocol::{PutOutcome, ShardResponse};
 
     use super::*;
     use crate::config::Config;
@@ -290,6 +394,117 @@ mod tests {
         }
     }
 
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    /// A `POST /api/shards` of `body` with `headers`: the status, and the put reply if any.
+    async fn post(
+        shared: &Arc<Shared>,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Option<ShardResponse>) {
+        let mut request = Request::builder().method("POST").uri(SHARD_PUT_HTTP_PATH);
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let response = router(Arc::clone(shared)).oneshot(request.body(Body::from(body)).unwrap());
+        let response = response.await.unwrap();
+        let status = response.status();
+        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        (status, (status == StatusCode::OK).then(|| ShardResponse::decode(body).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn signed_puts_are_stored_and_charged_to_their_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let sender = libp2p::identity::Keypair::ed25519_from_bytes([3; 32]).unwrap();
+        let key = shardweb_core::manifest::SigningKey::from_bytes(&[3; 32]);
+        let shards: Vec<(ShardId, bytes::Bytes)> = [&b"shard a"[..], b"shard b"]
+            .map(|b| (ShardId::of(b), bytes::Bytes::from_static(b)))
+            .into();
+        let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
+        let body = ShardRequest::Put(shards.clone()).encode();
+        let signed = PutAuth::sign(&key, &shared.peer_id, now(), &ids).headers();
+
+        let stored = ShardResponse::Put(vec![PutOutcome::Stored; 2]);
+        assert_eq!(post(&shared, &signed, body.clone()).await, (StatusCode::OK, Some(stored)));
+        let held = ShardResponse::Put(vec![PutOutcome::AlreadyHeld; 2]);
+        assert_eq!(post(&shared, &signed, body.clone()).await, (StatusCode::OK, Some(held)));
+        assert_eq!(shared.store.get_shard(&ids[1]).unwrap().unwrap(), shards[1].1);
+        assert_eq!(shared.store.usage(&sender.public().to_peer_id().to_bytes()).unwrap(), 14);
+
+        // Over the sender's quota (1000 bytes here), or not the bytes of their id: refused
+        // shard by shard, as over libp2p, and nothing is left behind.
+        let big = bytes::Bytes::from(vec![7; 1200]);
+        let wrong = (ShardId::of(b"other"), bytes::Bytes::from_static(b"bytes"));
+        let put = vec![(ShardId::of(&big), big), wrong];
+        let ids: Vec<ShardId> = put.iter().map(|(id, _)| *id).collect();
+        let signed_big = PutAuth::sign(&key, &shared.peer_id, now(), &ids).headers();
+        let refused = ShardResponse::Put(vec![PutOutcome::NoSpace, PutOutcome::Mismatch]);
+        let reply = post(&shared, &signed_big, ShardRequest::Put(put).encode()).await;
+        assert_eq!(reply, (StatusCode::OK, Some(refused)));
+        assert!(!ids.iter().any(|id| shared.store.has_shard(id).unwrap()));
+
+        // Unsigned, stale, signed for another relay or other shards, not a put, malformed,
+        // too large: refused whole, before anything is stored.
+        let other_relay = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+        let others = [ShardId::of(b"x")];
+        let fresh_ids = vec![ShardId::of(b"c"), ShardId::of(b"d")];
+        let unauthorized = (StatusCode::UNAUTHORIZED, None);
+        for headers in [
+            signed[..2].to_vec(),
+            PutAuth::sign(&key, &shared.peer_id, now() - 3600, &ids).headers().to_vec(),
+            PutAuth::sign(&key, &other_relay, now(), &fresh_ids).headers().to_vec(),
+            PutAuth::sign(&key, &shared.peer_id, now(), &others).headers().to_vec(),
+        ] {
+            let put: Vec<_> = fresh_ids.iter().map(|id| (*id, bytes::Bytes::new())).collect();
+            assert_eq!(
+                post(&shared, &headers, ShardRequest::Put(put).encode()).await,
+                unauthorized
+            );
+        }
+        let not_a_put = ShardRequest::Get(ids.clone()).encode();
+        let bad = (StatusCode::BAD_REQUEST, None);
+        assert_eq!(post(&shared, &signed, not_a_put).await, bad);
+        assert_eq!(post(&shared, &signed, b"\x01\xff".to_vec()).await, bad);
+        let mut too_long = signed.to_vec();
+        too_long.push(("content-length", (MAX_FRAME_BYTES + 1).to_string()));
+        assert_eq!(post(&shared, &too_long, Vec::new()).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(shared.store.shard_count(), 2);
+
+        let (_, metrics) = get(&shared, "/metrics").await;
+        for line in [
+            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 3",
+            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 7",
+        ] {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
+    }
+
+    /// A page of another origin may put: the browser's preflight is answered.
+    #[tokio::test]
+    async fn puts_from_other_origins_pass_the_preflight() {
+        let dir = tempfile::tempdir().unwrap();
+        let request = Request::builder()
+            .method("OPTIONS")
+            .uri(SHARD_PUT_HTTP_PATH)
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "POST")
+            .body(Body::empty())
+            .unwrap();
+        let response = router(shared(dir.path())).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let allowed = |name| response.headers()[name].to_str().unwrap().to_owned();
+        assert_eq!(allowed(header::ACCESS_CONTROL_ALLOW_ORIGIN), "*");
+        assert_eq!(allowed(header::ACCESS_CONTROL_ALLOW_METHODS), "POST");
+        for name in [KEY_HEADER, TIME_HEADER, SIGNATURE_HEADER, "content-type"] {
+            assert!(allowed(header::ACCESS_CONTROL_ALLOW_HEADERS).contains(name), "{name}");
+        }
+    }
+
     #[tokio::test]
     async fn api_info_tells_a_client_how_to_dial() {
         let dir = tempfile::tempdir().unwrap();
@@ -302,6 +517,7 @@ mod tests {
         assert_eq!(info.protocols, ["/shardweb/shard/1", "/shardweb/manifest/1"]);
         assert_eq!(info.limits.max_storage_per_peer, 1000);
         assert_eq!(info.shard_http_path.as_deref(), Some("/api/shards/"));
+        assert_eq!(info.shard_put_http_path.as_deref(), Some("/api/shards"));
     }
 
     #[tokio::test]

@@ -247,7 +247,7 @@ fn on_event(
         })) => {
             let shared = Arc::clone(shared);
             return Some(tokio::task::spawn_blocking(move || {
-                Reply::Shard(channel, serve_shards(&shared, &peer, request))
+                Reply::Shard(channel, serve_shards(&shared, &peer, request, Protocol::Shard))
             }));
         }
         SwarmEvent::Behaviour(BehaviourEvent::Manifest(request_response::Event::Message {
@@ -280,11 +280,13 @@ fn on_event(
     None
 }
 
-/// Answers a shard request from the store. Runs on a blocking thread.
+/// Answers a shard request from the store, counted under `protocol` (libp2p's or HTTP's). Runs
+/// on a blocking thread.
 pub fn serve_shards(
     shared: &Shared,
     peer: &PeerId,
     request: Incoming<ShardRequest>,
+    protocol: Protocol,
 ) -> ShardResponse {
     let (store, metrics) = (&shared.store, &shared.metrics);
     let owner = peer.to_bytes();
@@ -292,7 +294,7 @@ pub fn serve_shards(
         Ok(request) => request,
         Err(e) => {
             tracing::debug!(%peer, error = %e, "malformed shard request");
-            metrics.request(Protocol::Shard, Outcome::Refused);
+            metrics.request(protocol, Outcome::Refused);
             return ShardResponse::Refused(Refusal::for_error(&e));
         }
     };
@@ -345,7 +347,7 @@ pub fn serve_shards(
             ShardResponse::Has(ids.iter().map(|id| store.has_shard(id).unwrap_or(false)).collect())
         }
     };
-    metrics.request(Protocol::Shard, Outcome::Ok);
+    metrics.request(protocol, Outcome::Ok);
     response
 }
 
