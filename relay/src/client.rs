@@ -1,16 +1,26 @@
 //! The native client: a small libp2p node that dials relays and drives `core`'s upload and
 //! download engines over them. Used by `shardweb put`, `get` and `status`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as Addr;
 use libp2p::{Multiaddr, PeerId, noise, tcp};
-use shardweb_core::ManifestId;
-use shardweb_core::node::mux;
+use shardweb_core::manifest::SigningKey;
 use shardweb_core::node::peer::{self, Peer};
+use shardweb_core::node::{Fetched, Network, NetworkError, mux};
+use shardweb_core::protocol::http_put::PutAuth;
+use shardweb_core::protocol::{
+    MAX_BATCH, ManifestOutcome, PutOutcome, ShardRequest, ShardResponse,
+};
+use shardweb_core::{ManifestId, ShardId};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 use crate::http::Info;
 use crate::node::VERSION;
@@ -27,7 +37,13 @@ pub struct Client {
     peer: Peer,
     task: tokio::task::JoinHandle<()>,
     key: Keypair,
+    /// Relays that take signed shard puts over HTTP, and where.
+    http: Routes,
+    /// Whether shards are put over HTTP where relays take them so.
+    over_http: bool,
 }
+
+type Routes = Arc<Mutex<HashMap<PeerId, Arc<HttpPut>>>>;
 
 impl Drop for Client {
     fn drop(&mut self) {
@@ -36,8 +52,9 @@ impl Drop for Client {
 }
 
 impl Client {
-    /// Starts a client node with a fresh identity. It asks and never serves.
-    pub fn start() -> anyhow::Result<Self> {
+    /// Starts a client node with a fresh identity. It asks and never serves. With `over_http`,
+    /// it puts shards over HTTP to the relays that take them so (see [`ClientNet`]).
+    pub fn start(over_http: bool) -> anyhow::Result<Self> {
         let key = Keypair::generate_ed25519();
         let config = peer::Config::new(format!("shardweb-client/{VERSION}"), false);
         let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
@@ -54,12 +71,18 @@ impl Client {
             .build();
         let (peer, driver, _incoming) = Peer::new(swarm);
         let task = tokio::spawn(driver.run());
-        Ok(Self { peer, task, key })
+        Ok(Self { peer, task, key, http: Routes::default(), over_http })
     }
 
-    /// The handle the upload and download engines use.
+    /// The handle the download engine uses.
     pub fn peer(&self) -> Peer {
         self.peer.clone()
+    }
+
+    /// The network the upload engine uses: puts go over HTTP to the relays that take them so.
+    pub fn net(&self) -> anyhow::Result<ClientNet> {
+        let (peer, http) = (self.peer.clone(), Arc::clone(&self.http));
+        Ok(ClientNet { peer, http, key: Arc::new(self.signing_key()?) })
     }
 
     /// The Ed25519 key that signs this client's manifests (its libp2p identity).
@@ -94,6 +117,12 @@ impl Client {
         let info = relay_info(url).await?;
         let peer: PeerId =
             info.peer_id.parse().with_context(|| format!("{url} sent a bad peer id"))?;
+        if let Some(path) = info.shard_put_http_path.as_deref().filter(|_| self.over_http) {
+            match HttpPut::new(url, path) {
+                Some(route) => drop(self.routes().insert(peer, Arc::new(route))),
+                None => tracing::warn!(relay = %url, %path, "ignoring a malformed put path"),
+            }
+        }
         let addrs: Vec<Multiaddr> = info
             .addrs
             .iter()
@@ -132,10 +161,236 @@ impl Client {
         Ok(peer)
     }
 
+    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Arc<HttpPut>>> {
+        self.http.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Asks the DHT for the holders of a manifest and connects to them.
     pub async fn providers(&self, id: ManifestId) -> anyhow::Result<Vec<PeerId>> {
         Ok(self.peer.providers(id).await?)
     }
+}
+
+/// The client's network for uploads: libp2p, except that shard puts go over HTTP to the relays
+/// that take them so (a signed `POST`, see [`shardweb_core::protocol::http_put`]). HTTP spares
+/// both ends the TLS and multiplexing of a libp2p connection: on a 2-core machine a 1 GiB put
+/// through a local relay is bound by CPU, and those are a large part of it. A relay whose
+/// HTTP fails is sent puts over libp2p from then on, the failed one first.
+#[derive(Debug, Clone)]
+pub struct ClientNet {
+    peer: Peer,
+    http: Routes,
+    key: Arc<SigningKey>,
+}
+
+impl ClientNet {
+    async fn put_over_http(
+        &self,
+        peer: &PeerId,
+        shards: &[(ShardId, Bytes)],
+    ) -> Option<Vec<PutOutcome>> {
+        let route = self.http.lock().ok()?.get(peer).cloned()?;
+        match route.put(peer, &self.key, shards).await {
+            Ok(outcomes) => Some(outcomes),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "puts over HTTP failed; putting over libp2p");
+                if let Ok(mut routes) = self.http.lock() {
+                    routes.remove(peer);
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Network for ClientNet {
+    type Peer = PeerId;
+
+    async fn put_shards(
+        &self,
+        peer: &PeerId,
+        shards: Vec<(ShardId, Bytes)>,
+    ) -> Result<Vec<PutOutcome>, NetworkError> {
+        match self.put_over_http(peer, &shards).await {
+            Some(outcomes) => Ok(outcomes),
+            None => self.peer.put_shards(peer, shards).await,
+        }
+    }
+
+    async fn get_shards(
+        &self,
+        peer: &PeerId,
+        ids: Vec<ShardId>,
+    ) -> Result<Vec<Fetched>, NetworkError> {
+        self.peer.get_shards(peer, ids).await
+    }
+
+    async fn has_shards(
+        &self,
+        peer: &PeerId,
+        ids: Vec<ShardId>,
+    ) -> Result<Vec<bool>, NetworkError> {
+        self.peer.has_shards(peer, ids).await
+    }
+
+    async fn put_manifest(
+        &self,
+        peer: &PeerId,
+        manifest: Bytes,
+    ) -> Result<ManifestOutcome, NetworkError> {
+        self.peer.put_manifest(peer, manifest).await
+    }
+
+    async fn get_manifest(
+        &self,
+        peer: &PeerId,
+        id: ManifestId,
+    ) -> Result<Option<Bytes>, NetworkError> {
+        self.peer.get_manifest(peer, id).await
+    }
+}
+
+/// How long a put over HTTP has to be answered.
+const PUT_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest put reply read: one outcome per shard, or a refusal.
+const MAX_PUT_REPLY: usize = 3 + MAX_BATCH + 512;
+/// The longest response head read.
+const MAX_HEAD: u64 = 16 << 10;
+
+/// A relay's route for signed puts over HTTP/1.1, with the connections it keeps open between
+/// puts (one per put in flight).
+#[derive(Debug)]
+pub struct HttpPut {
+    /// `host:port`.
+    host: String,
+    path: String,
+    idle: Mutex<Vec<TcpStream>>,
+}
+
+impl HttpPut {
+    /// The route to `path` on the relay at `url` (`http://host:port`); `None` if either is
+    /// not one.
+    fn new(url: &str, path: &str) -> Option<Self> {
+        let host = url.strip_prefix("http://")?.trim_end_matches('/');
+        let valid = |s: &str, extra: &[u8]| {
+            !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+        };
+        let path_ok = path.starts_with('/') && path.len() <= 256 && !path.contains("..");
+        (valid(host, b"-.:[]") && path_ok && valid(path, b"/-_.")).then(|| Self {
+            host: host.into(),
+            path: path.into(),
+            idle: Mutex::default(),
+        })
+    }
+
+    /// Puts `shards` to `relay` signed with `key`; one outcome per shard, in order. A kept
+    /// connection the relay has closed meanwhile is replaced once.
+    async fn put(
+        &self,
+        relay: &PeerId,
+        key: &SigningKey,
+        shards: &[(ShardId, Bytes)],
+    ) -> anyhow::Result<Vec<PutOutcome>> {
+        let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+        let auth = PutAuth::sign(key, relay, now, &ids);
+        let pieces = ShardRequest::Put(shards.to_vec()).frame().into_pieces();
+        let len: usize = pieces.iter().map(Bytes::len).sum();
+        let (host, path) = (&self.host, &self.path);
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\n\
+             Content-Length: {len}\r\n"
+        );
+        for (name, value) in auth.headers() {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        let exchange = async {
+            let kept = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let (mut stream, fresh) = match kept {
+                Some(stream) => (stream, false),
+                None => (self.connect().await?, true),
+            };
+            let sent = send(&mut stream, &head, &pieces).await;
+            if sent.is_err() && !fresh {
+                stream = self.connect().await?;
+                send(&mut stream, &head, &pieces).await?;
+            } else {
+                sent?;
+            }
+            let (status, body, keep) = read_response(&mut stream).await?;
+            if keep && let Ok(mut idle) = self.idle.lock() {
+                idle.push(stream);
+            }
+            Ok::<_, anyhow::Error>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(PUT_TIMEOUT, exchange)
+            .await
+            .map_err(|_| anyhow!("{host} did not answer a put in time"))??;
+        if status != 200 {
+            let text = String::from_utf8_lossy(&body);
+            bail!("{host}{path} answered {status}: {}", text.trim());
+        }
+        match ShardResponse::decode(body.into())? {
+            ShardResponse::Put(outcomes) if outcomes.len() == shards.len() => Ok(outcomes),
+            ShardResponse::Refused(r) => bail!("{host} refused the put: {}", r.message),
+            _ => bail!("{host} sent a reply that is not one for this put"),
+        }
+    }
+
+    async fn connect(&self) -> anyhow::Result<TcpStream> {
+        let stream = TcpStream::connect(&self.host).await?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+async fn send(stream: &mut TcpStream, head: &str, pieces: &[Bytes]) -> std::io::Result<()> {
+    stream.write_all(head.as_bytes()).await?;
+    for piece in pieces {
+        stream.write_all(piece).await?;
+    }
+    stream.flush().await
+}
+
+/// Reads a response with a `Content-Length` body of at most [`MAX_PUT_REPLY`] bytes: the
+/// status, the body, and whether the connection may carry another request.
+async fn read_response(stream: &mut TcpStream) -> anyhow::Result<(u16, Vec<u8>, bool)> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    let mut head = (&mut reader).take(MAX_HEAD);
+    head.read_line(&mut line).await?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("malformed HTTP status line {:?}", line.trim()))?;
+    let (mut len, mut keep) = (None, true);
+    loop {
+        line.clear();
+        if head.read_line(&mut line).await? == 0 {
+            bail!("the response head was cut short");
+        }
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            break;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            len = Some(value.parse::<usize>().context("malformed Content-Length")?);
+        } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
+            keep = false;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            bail!("a put reply must declare its length");
+        }
+    }
+    let len = len.ok_or_else(|| anyhow!("a put reply must declare its length"))?;
+    if len > MAX_PUT_REPLY {
+        bail!("a put reply of {len} bytes is over the limit");
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).await?;
+    // Nothing may follow the body: a reply is read whole before the next request is sent.
+    Ok((status, body, keep && reader.buffer().is_empty()))
 }
 
 /// Addresses a native client can dial: TCP (not WebSocket) and QUIC.
@@ -159,7 +414,6 @@ pub async fn relay_info(url: &str) -> anyhow::Result<Info> {
 
 /// A minimal HTTP/1.1 GET over plain TCP, bounded in time and size; enough for a relay's API.
 pub async fn http_get(url: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("relay URL {url} must start with http://"))?;

@@ -46,6 +46,9 @@ enum Command {
         /// Parity shards per stripe: any m shards of a stripe may be lost.
         #[arg(long, default_value_t = 2)]
         m: usize,
+        /// Send shards over libp2p only, even to relays that take them over HTTP.
+        #[arg(long)]
+        no_http: bool,
     },
     /// Download a file from its share link.
     Get {
@@ -177,8 +180,8 @@ fn tune_allocator() {}
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Relay(args) => relay(args.config()?).await,
-        Command::Put { file, relays, k, m } => {
-            let link = put(&relays, &file, Params::new(k, m)?).await?;
+        Command::Put { file, relays, k, m, no_http } => {
+            let link = put(&relays, &file, Params::new(k, m)?, !no_http).await?;
             println!("{link}");
             Ok(())
         }
@@ -260,12 +263,17 @@ fn progress_bar(total: u64, what: &str) -> ProgressBar {
 
 /// Reads the file on a thread of its own, encoding as it goes, and hands stripes over a small
 /// channel: encoding overlaps sending, and memory stays at a few stripes.
-async fn put(relays: &[String], path: &Path, params: Params) -> anyhow::Result<Link> {
+async fn put(
+    relays: &[String],
+    path: &Path,
+    params: Params,
+    over_http: bool,
+) -> anyhow::Result<Link> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let size = file.metadata()?.len();
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let client = Client::start()?;
+    let client = Client::start(over_http)?;
     let holders = client.connect(relays).await?;
     let key = FileKey::generate()?;
     let mut encoder = Encoder::new(params, &key, FileId::generate()?);
@@ -287,7 +295,7 @@ async fn put(relays: &[String], path: &Path, params: Params) -> anyhow::Result<L
         Ok(encoded)
     });
     let bar = progress_bar(size, "uploading");
-    let mut upload = Upload::new(client.peer(), holders)?;
+    let mut upload = Upload::new(client.net()?, holders)?;
     let mut done = 0u64;
     while let Some(stripe) = rx.recv().await {
         done += stripe.shards.iter().take(params.k()).map(|s| s.len() as u64).sum::<u64>();
@@ -304,7 +312,7 @@ async fn put(relays: &[String], path: &Path, params: Params) -> anyhow::Result<L
 }
 
 async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let client = Client::start()?;
+    let client = Client::start(false)?;
     let mut holders = client.connect(relays).await?;
     let manifest = match fetch_manifest(&client.peer(), &holders, link.manifest).await {
         Ok(manifest) => manifest,

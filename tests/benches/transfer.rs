@@ -1,6 +1,7 @@
 //! Native transfer benchmark: `shardweb put` and `get` of one file through a local relay,
 //! beside a plain HTTP upload and download of the same bytes to a local axum endpoint, in one
-//! run, with the peak resident memory of the client and the relay.
+//! run, with the peak resident memory of the client and the relay. The put runs twice: as it
+//! does by default (shards by signed HTTP posts) and with `--no-http` (over libp2p).
 //!
 //! The plain transfers run twice: writing through the page cache (what a plain server does),
 //! and past it (`O_DIRECT`, as the relay writes shards and `get` writes files; see
@@ -12,7 +13,7 @@
 //! cargo build --release -p shardweb && cargo bench -p shardweb-tests --bench transfer
 //! ```
 //! `SHARDWEB_BENCH_MIB` sets the file size (default 1024), `SHARDWEB_BENCH_ROUNDS` the number
-//! of rounds (default 3), each of which runs all four transfers.
+//! of rounds (default 3), each of which runs all six transfers.
 
 use std::fs;
 use std::io::Write;
@@ -50,6 +51,7 @@ fn main() {
     );
     let url = relay.url();
     let (mut up, mut down, mut put, mut get) = (vec![], vec![], vec![], vec![]);
+    let mut put_libp2p = vec![];
     let (mut up_direct, mut down_direct) = (vec![], vec![]);
     let (mut put_rss, mut get_rss, mut same) = (0, 0, true);
     for _ in 0..rounds {
@@ -67,6 +69,9 @@ fn main() {
         }
 
         let file_arg = file.to_str().unwrap_or_default();
+        let (time, rss, _) = timed(dir.path(), &["put", file_arg, "--relay", &url, "--no-http"]);
+        put_libp2p.push(time);
+        put_rss = put_rss.max(rss);
         let (time, rss, link) = timed(dir.path(), &["put", file_arg, "--relay", &url]);
         put.push(time);
         put_rss = put_rss.max(rss);
@@ -79,6 +84,7 @@ fn main() {
     }
     let relay_rss = relay.pid().and_then(peak_rss).unwrap_or(0);
     let (up, down, put, get) = (median(up), median(down), median(put), median(get));
+    let put_libp2p = median(put_libp2p);
     let (up_direct, down_direct) = (median(up_direct), median(down_direct));
     let share = |base: Duration, ours: Duration| 100.0 * base.as_secs_f64() / ours.as_secs_f64();
     println!("  plain HTTP upload (axum, streamed to disk)   {:>8.0} MB/s", rate(up));
@@ -90,6 +96,12 @@ fn main() {
         rate(put),
         share(up, put),
         share(up_direct, put)
+    );
+    println!(
+        "  shardweb put (4, 2) --no-http (libp2p)       {:>8.0} MB/s  {:>5.0} % of plain, {:.0} % past the cache",
+        rate(put_libp2p),
+        share(up, put_libp2p),
+        share(up_direct, put_libp2p)
     );
     println!(
         "  shardweb get (4, 2)                          {:>8.0} MB/s  {:>5.0} % of plain, {:.0} % past the cache",

@@ -43,7 +43,7 @@ fn the_client_opens_two_connections_to_a_relay() {
     let relay = Relay::start(&dir.path().join("r"), &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = runtime.block_on(async {
-        let client = Client::start().unwrap();
+        let client = Client::start(false).unwrap();
         client.connect(&[relay.url()]).await.expect("connect");
         // The relay also listens on QUIC; bulk transfers go over TCP, which costs less CPU.
         let connected = client.peer().connected().await.unwrap();
@@ -57,6 +57,84 @@ fn the_client_opens_two_connections_to_a_relay() {
     assert_eq!(relay.metric("shardweb_peers"), Some(1));
     drop(client);
     wait_until("the connections to close", || relay.metric("shardweb_connections") == Some(0));
+}
+
+const HTTP_SHARDS_OK: &str = "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"}";
+const LIBP2P_SHARDS_OK: &str = "shardweb_requests_total{protocol=\"shard\",outcome=\"ok\"}";
+
+/// A stand-in for a relay's HTTP that answers `GET /api/info` with `info` and refuses
+/// everything else, as a proxy in front of a relay might; returns its URL and a count of what
+/// it refused. It serves until the test process ends.
+fn info_only(info: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&refused);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut lines = BufReader::new(&stream).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            let _head: Vec<String> =
+                lines.map_while(Result::ok).take_while(|l| !l.is_empty()).collect();
+            let mut stream = &stream;
+            let _ = if first.starts_with("GET /api/info ") {
+                let len = info.len();
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n{info}"
+                )
+            } else {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                write!(
+                    stream,
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            };
+        }
+    });
+    (url, refused)
+}
+
+/// The client puts shards over HTTP to a relay that takes them so (signed, charged to the
+/// client's peer id); where HTTP fails it puts them over libp2p, at once and from then on.
+#[test]
+fn the_client_puts_over_http_and_over_libp2p_where_http_fails() {
+    use shardweb_core::ShardId;
+    use shardweb_core::node::Network;
+    use shardweb_core::protocol::PutOutcome;
+
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(&dir.path().join("r"), &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let shard = |text: &str| {
+        let bytes = bytes::Bytes::from(text.repeat(1000));
+        vec![(ShardId::of(&bytes), bytes)]
+    };
+    let counts = || (relay.metric(HTTP_SHARDS_OK), relay.metric(LIBP2P_SHARDS_OK));
+    runtime.block_on(async {
+        let client = Client::start(true).unwrap();
+        let peers = client.connect(&[relay.url()]).await.expect("connect");
+        let net = client.net().unwrap();
+        let put = net.put_shards(&peers[0], shard("over http")).await.unwrap();
+        assert_eq!(put, [PutOutcome::Stored]);
+        assert_eq!(counts(), (Some(1), Some(0)));
+
+        let info = shardweb_relay::client::http_get(&relay.url(), "/api/info").await.unwrap();
+        let (proxy, refused) = info_only(info);
+        let client = Client::start(true).unwrap();
+        let peers = client.connect(&[proxy]).await.expect("connect through the proxy's info");
+        let net = client.net().unwrap();
+        let put = net.put_shards(&peers[0], shard("over libp2p")).await.unwrap();
+        assert_eq!(put, [PutOutcome::Stored]);
+        assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(counts(), (Some(1), Some(1)));
+        let put = net.put_shards(&peers[0], shard("again")).await.unwrap();
+        assert_eq!(put, [PutOutcome::Stored]);
+        assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1, "HTTP asked again");
+        assert_eq!(counts(), (Some(1), Some(2)));
+    });
+    assert_eq!(relay.metric("shardweb_shards_stored"), Some(3));
 }
 
 #[test]
