@@ -1,5 +1,5 @@
 // The browser node against real relay processes: files cross between the native CLI and the
-// browser both ways (shards over HTTP, and over libp2p when HTTP fails), relay sockets and
+// browser both ways (shards put and fetched over HTTP, and over libp2p when HTTP fails), relay sockets and
 // AES-GCM run in helper workers (and on the node's worker where a policy forbids those), a
 // download carries on when one of its relays is killed (asking the DHT for another holder when
 // the rest run short), a browser serves a file only it holds to another through the relay's
@@ -73,15 +73,23 @@ test('the native CLI and the browser read each other’s files', async (t) => {
   const cliSha = randomFile(fromCli, 9_000_001);
   const put = await shardweb(['put', fromCli, '--relay', relay.url, '--k', '3', '--m', '2']);
   assert.equal(put.code, 0, put.stderr);
+  // The relay takes shards over HTTP, and the CLI put them so.
+  const putOverHttp = await relay.metric(HTTP_SHARDS_OK);
+  assert.ok(putOverHttp >= 1, 'the CLI put nothing over HTTP');
+  assert.equal(await relay.metric(LIBP2P_SHARDS_OK), 0);
   const got = await getLink(page, put.stdout.trim());
   assert.deepEqual(got, { name: 'from-cli.bin', size: 9_000_001, sha256: cliSha });
   // The relay serves shards over HTTP, and the browser fetched them so.
-  assert.ok((await relay.metric(HTTP_SHARDS_OK)) >= 3, 'no shard came over HTTP');
+  assert.ok((await relay.metric(HTTP_SHARDS_OK)) >= putOverHttp + 3, 'no shard came over HTTP');
 
   const fromBrowser = join(dir, 'from-browser.bin');
   const browserSha = randomFile(fromBrowser, 7_654_321);
+  const [httpBefore, libp2pBefore] = [await relay.metric(HTTP_SHARDS_OK), await relay.metric(LIBP2P_SHARDS_OK)];
   const result = await putFile(page, fromBrowser);
   assert.ok(result.link?.startsWith('shardweb:'), JSON.stringify(result));
+  // Two stripes of six shards, each put by a signed POST of its own; none over libp2p.
+  assert.equal((await relay.metric(HTTP_SHARDS_OK)) - httpBefore, 12);
+  assert.equal(await relay.metric(LIBP2P_SHARDS_OK), libp2pBefore);
   assert.equal(result.url, `${relay.url}/#${result.link.slice('shardweb:'.length)}`);
   const out = join(dir, 'out.bin');
   const get = await shardweb(['get', result.url, '-o', out, '--relay', relay.url]);
@@ -89,21 +97,24 @@ test('the native CLI and the browser read each other’s files', async (t) => {
   assert.equal(await sha256File(out), browserSha);
 });
 
-test('a browser whose HTTP requests for shards fail, or that is told not to use HTTP, gets them over libp2p', async (t) => {
+test('a browser whose HTTP requests for shards fail, or that is told not to use HTTP, gets and puts them over libp2p', async (t) => {
   const dir = tempDir(t);
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
   const file = join(dir, 'file.bin');
   const sha = randomFile(file, 5_000_000);
-  const put = await shardweb(['put', file, '--relay', relay.url, '--k', '2', '--m', '1']);
+  const put = await shardweb(['put', file, '--relay', relay.url, '--k', '2', '--m', '1', '--no-http']);
   assert.equal(put.code, 0, put.stderr);
+  assert.equal(await relay.metric(HTTP_SHARDS_OK), 0);
 
   const browser = await launch(t);
   const page = await harness(browser, relay);
   let refused = 0;
-  await page.context().route('**/api/shards/**', (route) => {
-    refused += 1;
-    return route.abort('connectionrefused');
-  });
+  for (const pattern of ['**/api/shards/**', '**/api/shards']) {
+    await page.context().route(pattern, (route) => {
+      refused += 1;
+      return route.abort('connectionrefused');
+    });
+  }
   const before = await relay.metric(LIBP2P_SHARDS_OK);
   const got = await getLink(page, put.stdout.trim());
   assert.deepEqual(got, { name: 'file.bin', size: 5_000_000, sha256: sha });
@@ -112,11 +123,28 @@ test('a browser whose HTTP requests for shards fail, or that is told not to use 
   const libp2p = await relay.metric(LIBP2P_SHARDS_OK);
   assert.ok(libp2p > before, 'no shard came over libp2p');
 
+  // Its upload's puts fail over HTTP (those started before the first failed) and go over
+  // libp2p, as do the next upload's, which do not try HTTP again.
+  const refusedGets = refused;
+  const upload = join(dir, 'upload.bin');
+  const uploadSha = randomFile(upload, 3_000_000);
+  const uploaded = await putFile(page, upload);
+  assert.ok(uploaded.link?.startsWith('shardweb:'), JSON.stringify(uploaded));
+  assert.ok(refused > refusedGets, 'the upload did not try HTTP');
+  const refusedPuts = refused;
+  const next = join(dir, 'next.bin');
+  randomFile(next, 1_000_000);
+  assert.ok((await putFile(page, next)).link?.startsWith('shardweb:'));
+  assert.equal(refused, refusedPuts, 'HTTP was asked again after it failed');
+  assert.equal(await relay.metric(HTTP_SHARDS_OK), 0);
+
   // In a context with nothing in the way, a node told not to use HTTP does not.
   const other = await harness(browser, relay, { shardsOverHttp: false });
+  const libp2pBefore = await relay.metric(LIBP2P_SHARDS_OK);
   assert.deepEqual(await getLink(other, put.stdout.trim()), got);
+  assert.deepEqual(await getLink(other, uploaded.link), { name: 'upload.bin', size: 3_000_000, sha256: uploadSha });
   assert.equal(await relay.metric(HTTP_SHARDS_OK), 0);
-  assert.ok((await relay.metric(LIBP2P_SHARDS_OK)) > libp2p, 'no shard came over libp2p');
+  assert.ok((await relay.metric(LIBP2P_SHARDS_OK)) > libp2pBefore, 'no shard came over libp2p');
 });
 
 /**

@@ -7,8 +7,8 @@
 //   cargo build --release -p shardweb && ./scripts/build-web
 //   node tests/browser/profile.mjs [--mib 256] [--keep] [--libp2p] [--top 30]
 //
-// --libp2p: the get takes every shard over libp2p (`shardsOverHttp: false`) instead of over
-// the relay's HTTP.
+// --libp2p: the put and the get take every shard over libp2p (`shardsOverHttp: false`) instead
+// of over the relay's HTTP.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';

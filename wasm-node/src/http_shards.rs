@@ -1,36 +1,50 @@
 //! Shards fetched from a relay over plain HTTP (`GET /api/shards/<id>`, see
-//! [`shardweb_core::protocol::SHARD_HTTP_PATH`]), beside the libp2p shard protocol.
+//! [`shardweb_core::protocol::SHARD_HTTP_PATH`]) and put to it (a signed `POST /api/shards`,
+//! see [`shardweb_core::protocol::http_put`]), beside the libp2p shard protocol.
 //!
 //! A shard is public ciphertext named by its hash, so reading one needs no identity: the
-//! caller checks every shard against its id, as it does a libp2p reply. What HTTP saves is the
-//! browser's own work: the bytes arrive through the browser's network stack instead of through
-//! Noise and yamux in wasm on the node's thread.
+//! caller checks every shard against its id, as it does a libp2p reply. A put is signed with
+//! this node's identity key, so that the relay charges it to this node as it would over
+//! libp2p. What HTTP saves is the browser's own work: the bytes go through the browser's
+//! network stack instead of through Noise and yamux in wasm on the node's thread.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::{Either, join_all, select};
 use js_sys::{Promise, Reflect, Uint8Array};
+use libp2p::PeerId;
 use shardweb_core::ShardId;
+use shardweb_core::manifest::SigningKey;
 use shardweb_core::node::NetworkError;
-use shardweb_core::protocol::{MAX_SHARD_BYTES, ShardStatus};
+use shardweb_core::protocol::http_put::PutAuth;
+use shardweb_core::protocol::{
+    MAX_BATCH, MAX_SHARD_BYTES, PutOutcome, ShardRequest, ShardResponse, ShardStatus,
+};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::error::describe;
 use crate::relays;
 
-/// How long one shard has to arrive.
+/// How long one shard has to arrive, or one put to be answered.
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest put reply: one outcome per shard, or a refusal.
+const MAX_PUT_REPLY: usize = 3 + MAX_BATCH + 512;
 /// The longest shard path a relay may name in its `/api/info`.
 const MAX_PATH: usize = 256;
 
 /// The URL under which a relay at `url` serves shards, from the path its `/api/info` names;
 /// `None` for a path that is not one (then the relay is asked over libp2p only).
 pub fn base_url(url: &str, path: &str) -> Option<String> {
+    path.ends_with('/').then(|| put_url(url, path))?
+}
+
+/// The URL to which a relay at `url` takes puts, from the path its `/api/info` names; `None`
+/// for a path that is not one (then shards are put over libp2p only).
+pub fn put_url(url: &str, path: &str) -> Option<String> {
     let valid = path.len() <= MAX_PATH
         && path.starts_with('/')
-        && path.ends_with('/')
         && !path.contains("//")
         && !path.contains("..")
         && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b));
@@ -47,47 +61,120 @@ pub async fn get_shards(base: &str, ids: &[ShardId]) -> Result<Vec<ShardStatus>,
 
 async fn get_shard(base: &str, id: &ShardId) -> Result<ShardStatus, NetworkError> {
     let url = format!("{base}{id}");
-    let unreachable =
-        |detail: String| NetworkError::Unreachable { detail: format!("{url}: {detail}") };
-    let (global, fetch) =
-        relays::fetch().ok_or_else(|| unreachable("this scope has no fetch".into()))?;
-    let abort = web_sys::AbortController::new().map_err(|e| unreachable(describe(&e)))?;
     let init = web_sys::RequestInit::new();
+    let url = url.as_str();
+    exchange(url, init, |response| async move {
+        match response.status() {
+            200 => read_body(&response, url, MAX_SHARD_BYTES).await.map(ShardStatus::Found),
+            404 => Ok(ShardStatus::Missing),
+            status => Err(unreachable(url, format!("answered {status}"))),
+        }
+    })
+    .await
+}
+
+/// Puts `shards` to `relay` at `url`, signed with `key`: one outcome per shard, in order, as
+/// a put over libp2p answers. Fails if the relay did not answer with a put reply, so that the
+/// caller can put over libp2p instead (a put may be repeated: it changes nothing twice).
+pub async fn put_shards(
+    url: &str,
+    relay: &PeerId,
+    key: &SigningKey,
+    shards: &[(ShardId, Bytes)],
+) -> Result<Vec<PutOutcome>, NetworkError> {
+    let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
+    let now = (js_sys::Date::now() / 1000.0) as u64;
+    let auth = PutAuth::sign(key, relay, now, &ids);
+    let headers = web_sys::Headers::new().map_err(|e| unreachable(url, describe(&e)))?;
+    let content_type = [("content-type", "application/octet-stream".to_owned())];
+    for (name, value) in content_type.into_iter().chain(auth.headers()) {
+        headers.append(name, &value).map_err(|e| unreachable(url, describe(&e)))?;
+    }
+    let body = body_of(shards);
+    let init = web_sys::RequestInit::new();
+    init.set_method("POST");
+    init.set_headers(&headers);
+    init.set_body(&body);
+    exchange(url, init, |response| async move {
+        if response.status() != 200 {
+            return Err(unreachable(url, format!("answered {}", response.status())));
+        }
+        let reply = read_body(&response, url, MAX_PUT_REPLY).await?;
+        let invalid = |detail: String| NetworkError::InvalidReply { detail };
+        match ShardResponse::decode(reply).map_err(|e| invalid(format!("{url}: {e}")))? {
+            ShardResponse::Put(outcomes) if outcomes.len() == shards.len() => Ok(outcomes),
+            ShardResponse::Refused(refusal) => Err(NetworkError::Refused(refusal)),
+            _ => Err(invalid(format!("{url}: not a put reply for {} shards", shards.len()))),
+        }
+    })
+    .await
+}
+
+/// The body of a put of `shards`: the frame's pieces (the shards' own bytes among them) copied
+/// once, into one array. (A `Blob` made straight from views of wasm memory would spare the
+/// node's thread a quarter of `fetch`'s cost, but making those views can grow wasm memory and
+/// empty the views made before.)
+fn body_of(shards: &[(ShardId, Bytes)]) -> Uint8Array {
+    let pieces = ShardRequest::Put(shards.to_vec()).frame().into_pieces();
+    let body = Uint8Array::new_with_length(pieces.iter().map(|p| p.len() as u32).sum());
+    let mut at = 0;
+    for piece in &pieces {
+        body.subarray(at, at + piece.len() as u32).copy_from(piece);
+        at += piece.len() as u32;
+    }
+    body
+}
+
+fn unreachable(url: &str, detail: String) -> NetworkError {
+    NetworkError::Unreachable { detail: format!("{url}: {detail}") }
+}
+
+/// Fetches `url` with `init` and hands the response to `read`, all within [`TIMEOUT`]; the
+/// request bypasses the browser's HTTP cache, and whatever is left of the response when `read`
+/// ends (after a refusal, a timeout, a body over the limit) is not downloaded.
+async fn exchange<T, F>(
+    url: &str,
+    init: web_sys::RequestInit,
+    read: impl FnOnce(web_sys::Response) -> F,
+) -> Result<T, NetworkError>
+where
+    F: std::future::Future<Output = Result<T, NetworkError>>,
+{
+    let (global, fetch) =
+        relays::fetch().ok_or_else(|| unreachable(url, "this scope has no fetch".into()))?;
+    let abort = web_sys::AbortController::new().map_err(|e| unreachable(url, describe(&e)))?;
     init.set_signal(Some(&abort.signal()));
     // Past the browser's HTTP cache: it would write every shard to disk a second time.
     init.set_cache(web_sys::RequestCache::NoStore);
     let request = async {
         let promise = fetch
-            .call2(&global, &JsValue::from(url.as_str()), &init)
-            .map_err(|e| unreachable(describe(&e)))?
+            .call2(&global, &JsValue::from(url), &init)
+            .map_err(|e| unreachable(url, describe(&e)))?
             .unchecked_into::<Promise>();
-        let response: web_sys::Response =
-            JsFuture::from(promise).await.map_err(|e| unreachable(describe(&e)))?.unchecked_into();
-        match response.status() {
-            200 => read_body(&response, &url).await.map(ShardStatus::Found),
-            404 => Ok(ShardStatus::Missing),
-            status => Err(unreachable(format!("answered {status}"))),
-        }
+        let response = JsFuture::from(promise).await.map_err(|e| unreachable(url, describe(&e)))?;
+        read(response.unchecked_into()).await
     };
     let result = match select(Box::pin(request), futures_timer::Delay::new(TIMEOUT)).await {
         Either::Left((result, _)) => result,
         Either::Right(_) => Err(NetworkError::Timeout),
     };
-    // Whatever is left of the response (after a refusal, a timeout, a body over the limit)
-    // is not downloaded; after a whole body this does nothing.
     abort.abort();
     result
 }
 
-/// Reads a shard's body, counting as it goes: a body past [`MAX_SHARD_BYTES`] is refused as
+/// Reads a body of at most `max` bytes, counting as it goes: a body past `max` is refused as
 /// soon as it passes, whatever length it declared (a compressed body declares less).
-async fn read_body(response: &web_sys::Response, url: &str) -> Result<Bytes, NetworkError> {
+async fn read_body(
+    response: &web_sys::Response,
+    url: &str,
+    max: usize,
+) -> Result<Bytes, NetworkError> {
     let failed = |detail: String| NetworkError::Unreachable { detail: format!("{url}: {detail}") };
     let invalid = |detail: &str| NetworkError::InvalidReply { detail: format!("{url}: {detail}") };
-    let over = || invalid("the shard is over the size limit");
+    let over = || invalid("the body is over the size limit");
     let declared = response.headers().get("content-length").ok().flatten();
     let declared = declared.and_then(|l| l.parse::<usize>().ok()).unwrap_or(0);
-    if declared > MAX_SHARD_BYTES {
+    if declared > max {
         return Err(over());
     }
     let Some(body) = response.body() else {
@@ -105,7 +192,7 @@ async fn read_body(response: &web_sys::Response, url: &str) -> Result<Bytes, Net
             value.dyn_into().map_err(|_| invalid("a body chunk is not bytes"))?;
         let start = bytes.len();
         let end = start + value.length() as usize;
-        if end > MAX_SHARD_BYTES {
+        if end > max {
             return Err(over());
         }
         bytes.resize(end, 0);
@@ -141,6 +228,12 @@ mod tests {
             assert_eq!(base_url(url, bad), None, "{bad:?}");
         }
         assert_eq!(base_url(url, &format!("/{}/", "a".repeat(MAX_PATH))), None);
+        assert_eq!(
+            put_url(url, "/api/shards").as_deref(),
+            Some("http://127.0.0.1:8080/api/shards")
+        );
+        assert_eq!(put_url(url, "//evil.example/x"), None);
+        assert_eq!(put_url(url, "api/shards"), None);
     }
 
     /// A body is read whole up to the limit, and refused once it passes it, whether or not it
@@ -151,7 +244,7 @@ mod tests {
             let mut bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let response = web_sys::Response::new_with_opt_u8_array(Some(&mut bytes)).unwrap();
             assert_eq!(response.headers().get("content-length").unwrap(), None);
-            match read_body(&response, "test").await {
+            match read_body(&response, "test", MAX_SHARD_BYTES).await {
                 Ok(read) if len <= MAX_SHARD_BYTES => assert!(read == bytes, "{len} bytes differ"),
                 Err(NetworkError::InvalidReply { .. }) if len > MAX_SHARD_BYTES => {}
                 other => panic!("{len} bytes: {:?}", other.map(|b| b.len())),

@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use libp2p::PeerId;
+use shardweb_core::manifest::SigningKey;
 use shardweb_core::node::peer::Peer;
 use shardweb_core::node::{Fetched, Network, NetworkError};
 use shardweb_core::protocol::{ManifestOutcome, PutOutcome};
@@ -61,8 +62,20 @@ pub struct BrowserNet {
     pub(crate) counters: Rc<Counters>,
     /// Keeps shards fetched from others here, or not.
     keeper: Rc<Keeper>,
-    /// Relays that serve shards over HTTP, and the URL they serve them under.
-    http: Rc<RefCell<HashMap<PeerId, String>>>,
+    /// Relays that serve or take shards over HTTP, and where.
+    http: Rc<RefCell<HashMap<PeerId, HttpRoutes>>>,
+    /// The key that signs puts over HTTP: this node's identity.
+    signer: Rc<SigningKey>,
+}
+
+/// Where a relay serves shards over HTTP, and where it takes them; `None` where it does not
+/// (or no longer: after a failure, until it is connected again).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpRoutes {
+    /// The URL to which a shard id is appended to fetch it.
+    pub get: Option<String>,
+    /// The URL to which puts are posted.
+    pub put: Option<String>,
 }
 
 /// Bytes of fetched shards that may wait for their write before fetches wait for them.
@@ -164,18 +177,25 @@ impl Keeper {
 }
 
 impl BrowserNet {
-    /// The network over `peer` and `store`.
-    pub fn new(peer: Peer, store: Rc<IdbStore>, counters: Rc<Counters>) -> Self {
-        Self { peer, store, counters, keeper: Rc::new(Keeper::new(false)), http: Rc::default() }
+    /// The network over `peer` and `store`, signing its puts over HTTP with `signer`.
+    pub fn new(
+        peer: Peer,
+        store: Rc<IdbStore>,
+        counters: Rc<Counters>,
+        signer: SigningKey,
+    ) -> Self {
+        let keeper = Rc::new(Keeper::new(false));
+        Self { peer, store, counters, keeper, http: Rc::default(), signer: Rc::new(signer) }
     }
 
-    /// Fetches shards from `relay` over HTTP under `base` from now on (see [`http_shards`]),
-    /// or, with `None`, over libp2p.
-    pub fn shards_over_http(&self, relay: PeerId, base: Option<String>) {
-        match base {
-            Some(base) => self.http.borrow_mut().insert(relay, base),
-            None => self.http.borrow_mut().remove(&relay),
-        };
+    /// Fetches shards from `relay` and puts them to it over HTTP where `routes` say, from now
+    /// on (see [`http_shards`]); over libp2p otherwise.
+    pub fn shards_over_http(&self, relay: PeerId, routes: HttpRoutes) {
+        if routes == HttpRoutes::default() {
+            self.http.borrow_mut().remove(&relay);
+        } else {
+            self.http.borrow_mut().insert(relay, routes);
+        }
     }
 
     /// The same network, keeping (or not) the shards it fetches. The setting, and the writes
@@ -220,7 +240,7 @@ impl BrowserNet {
         peer: PeerId,
         ids: &[ShardId],
     ) -> Option<Result<Vec<Fetched>, NetworkError>> {
-        let base = self.http.borrow().get(&peer).cloned()?;
+        let base = self.http.borrow().get(&peer)?.get.clone()?;
         let mut fetched = match http_shards::get_shards(&base, ids).await {
             Ok(statuses) => match Fetched::check_all(ids, statuses) {
                 Ok(fetched) => fetched,
@@ -228,7 +248,9 @@ impl BrowserNet {
             },
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "shards over HTTP failed; asking over libp2p");
-                self.http.borrow_mut().remove(&peer);
+                if let Some(routes) = self.http.borrow_mut().get_mut(&peer) {
+                    routes.get = None;
+                }
                 return None;
             }
         };
@@ -242,6 +264,28 @@ impl BrowserNet {
             }
         }
         Some(Ok(fetched))
+    }
+
+    /// Puts shards to `peer` over HTTP, if it takes them so; `None` to put over libp2p. A relay
+    /// whose HTTP fails (or refuses: a clock too far from the relay's, a proxy in the way) is
+    /// sent puts over libp2p from then on, until it is connected again; the shards of the
+    /// failed put go over libp2p at once (a put repeated changes nothing).
+    async fn put_over_http(
+        &self,
+        peer: PeerId,
+        shards: &[(ShardId, Bytes)],
+    ) -> Option<Vec<PutOutcome>> {
+        let url = self.http.borrow().get(&peer)?.put.clone()?;
+        match http_shards::put_shards(&url, &peer, &self.signer, shards).await {
+            Ok(outcomes) => Some(outcomes),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "puts over HTTP failed; putting over libp2p");
+                if let Some(routes) = self.http.borrow_mut().get_mut(&peer) {
+                    routes.put = None;
+                }
+                None
+            }
+        }
     }
 
     /// Keeps verified shards fetched from another peer, if keeping (see [`Keeper`]).
@@ -284,7 +328,10 @@ impl Network for BrowserNet {
             },
             Holder::Remote(peer) => {
                 let bytes: u64 = shards.iter().map(|(_, b)| b.len() as u64).sum();
-                let outcomes = self.peer.put_shards(peer, shards).await?;
+                let outcomes = match self.put_over_http(*peer, &shards).await {
+                    Some(outcomes) => outcomes,
+                    None => self.peer.put_shards(peer, shards).await?,
+                };
                 Counters::add(&self.counters.bytes_out, bytes);
                 Ok(outcomes)
             }

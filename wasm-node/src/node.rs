@@ -19,7 +19,7 @@ use wasm_bindgen_futures::spawn_local;
 use crate::error::NodeError;
 use crate::http_shards;
 use crate::idb_store::IdbStore;
-use crate::net::{BrowserNet, Counters};
+use crate::net::{BrowserNet, Counters, HttpRoutes};
 use crate::relays::{self, Relay};
 use crate::serve::serve;
 
@@ -38,8 +38,8 @@ pub struct NodeOptions {
     pub max_store_bytes: Option<f64>,
     /// The log level for the browser console: error, warn, info, debug or trace.
     pub log_level: String,
-    /// Whether shards are downloaded from relays over HTTP where they serve them so (the
-    /// default); if not, every transfer goes over libp2p.
+    /// Whether shards are downloaded from relays and put to them over HTTP where they serve
+    /// and take them so (the default); if not, every transfer goes over libp2p.
     pub shards_over_http: bool,
 }
 
@@ -66,7 +66,7 @@ pub struct Node {
     relays: RefCell<Vec<Relay>>,
     on_event: Option<Function>,
     stopped: Cell<bool>,
-    /// Whether shards come from relays over HTTP where they serve them so.
+    /// Whether shards come from relays and go to them over HTTP where they allow it.
     shards_over_http: bool,
     /// Transfers running now, by id.
     pub(crate) active: RefCell<Vec<String>>,
@@ -94,7 +94,12 @@ impl Node {
         spawn_local(driver.run());
         let counters = Rc::new(Counters::default());
         let node = Rc::new(Self {
-            net: BrowserNet::new(peer.clone(), Rc::clone(&store), Rc::clone(&counters)),
+            net: BrowserNet::new(
+                peer.clone(),
+                Rc::clone(&store),
+                Rc::clone(&counters),
+                signing_key(&key)?,
+            ),
             peer,
             store: Rc::clone(&store),
             counters: Rc::clone(&counters),
@@ -131,16 +136,7 @@ impl Node {
 
     /// The Ed25519 key that signs this node's manifests (its libp2p identity).
     pub fn signing_key(&self) -> Result<shardweb_core::manifest::SigningKey, NodeError> {
-        let ed = self
-            .key
-            .clone()
-            .try_into_ed25519()
-            .map_err(|e| NodeError::Crypto { op: "identity", detail: e.to_string() })?;
-        let secret: [u8; 32] = ed.secret().as_ref().try_into().map_err(|_| NodeError::Crypto {
-            op: "identity",
-            detail: "the identity key is not 32 bytes".into(),
-        })?;
-        Ok(shardweb_core::manifest::SigningKey::from_bytes(&secret))
+        signing_key(&self.key)
     }
 
     /// The relays known, connected or not.
@@ -165,9 +161,14 @@ impl Node {
         let relay: PeerId = info.peer_id.parse().map_err(|_| NodeError::NoRelays {
             detail: format!("{url} sent a malformed peer id"),
         })?;
-        let http_path = info.shard_http_path.as_deref().filter(|_| self.shards_over_http);
-        self.net
-            .shards_over_http(relay, http_path.and_then(|path| http_shards::base_url(url, path)));
+        let routes = match self.shards_over_http {
+            true => HttpRoutes {
+                get: info.shard_http_path.as_ref().and_then(|p| http_shards::base_url(url, p)),
+                put: info.shard_put_http_path.as_ref().and_then(|p| http_shards::put_url(url, p)),
+            },
+            false => HttpRoutes::default(),
+        };
+        self.net.shards_over_http(relay, routes);
         let addrs = relays::browser_addrs(&info, relay);
         if addrs.is_empty() {
             return Err(NodeError::NoRelays {
@@ -346,4 +347,17 @@ async fn reconnect(node: Weak<Node>, url: String) {
         }
         wait = (wait * 2).min(MAX_BACKOFF);
     }
+}
+
+/// The Ed25519 signing key of a libp2p identity.
+fn signing_key(key: &Keypair) -> Result<shardweb_core::manifest::SigningKey, NodeError> {
+    let ed = key
+        .clone()
+        .try_into_ed25519()
+        .map_err(|e| NodeError::Crypto { op: "identity", detail: e.to_string() })?;
+    let secret: [u8; 32] = ed.secret().as_ref().try_into().map_err(|_| NodeError::Crypto {
+        op: "identity",
+        detail: "the identity key is not 32 bytes".into(),
+    })?;
+    Ok(shardweb_core::manifest::SigningKey::from_bytes(&secret))
 }

@@ -31,6 +31,9 @@ pub struct Info {
     /// The HTTP path it serves shards under, if it does.
     #[serde(default)]
     pub shard_http_path: Option<String>,
+    /// The HTTP path it takes signed shard puts at, if it does.
+    #[serde(default)]
+    pub shard_put_http_path: Option<String>,
 }
 
 /// A relay the node knows.

@@ -14,10 +14,10 @@ export interface StartOptions {
   /** A cap, in bytes, on the shards this node keeps, below the browser's own quota. */
   maxStoreBytes?: number;
   /**
-   * Whether downloads fetch shards from relays over HTTP (`/api/shards/<id>`), where relays
-   * serve them so: faster, and checked against their ids all the same. Default `true`;
-   * `false` keeps every transfer on libp2p (over plain `http://`, an observer on the path
-   * sees which shard ids are read, though never the file).
+   * Whether downloads fetch shards from relays over HTTP (`/api/shards/<id>`) and uploads put
+   * them by signed requests (`POST /api/shards`), where relays take them so: faster, and
+   * checked all the same. Default `true`; `false` keeps every transfer on libp2p (over plain
+   * `http://`, an observer on the path sees which shard ids move, though never the file).
    */
   shardsOverHttp?: boolean;
   /** The browser console's log level. Default `"warn"`. */
