@@ -14,7 +14,7 @@ use libp2p::{Multiaddr, PeerId, noise, tcp};
 use shardweb_core::manifest::SigningKey;
 use shardweb_core::node::peer::{self, Peer};
 use shardweb_core::node::{Fetched, Network, NetworkError, mux};
-use shardweb_core::protocol::http_put::PutAuth;
+use shardweb_core::protocol::http_put::{PutAuth, RECEIPT_HEADER};
 use shardweb_core::protocol::{
     MAX_BATCH, ManifestOutcome, PutOutcome, ShardRequest, ShardResponse,
 };
@@ -271,16 +271,19 @@ impl HttpPut {
     /// The route to `path` on the relay at `url` (`http://host:port`); `None` if either is
     /// not one.
     fn new(url: &str, path: &str) -> Option<Self> {
-        let host = url.strip_prefix("http://")?.trim_end_matches('/');
+        let rest = url.strip_prefix("http://")?;
+        let host = rest.split('/').next().unwrap_or(rest);
         let valid = |s: &str, extra: &[u8]| {
             !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
         };
         let path_ok = path.starts_with('/') && path.len() <= 256 && !path.contains("..");
-        (valid(host, b"-.:[]") && path_ok && valid(path, b"/-_.")).then(|| Self {
-            host: host.into(),
-            path: path.into(),
-            idle: Mutex::default(),
-        })
+        if !(valid(host, b"-.:[]") && path_ok && valid(path, b"/-_.")) {
+            return None;
+        }
+        let port = host.rsplit_once(':').map(|(_, port)| port).unwrap_or_default();
+        let has_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+        let host = if has_port { host.to_owned() } else { format!("{host}:80") };
+        Some(Self { host, path: path.into(), idle: Mutex::default() })
     }
 
     /// Puts `shards` to `relay` signed with `key`; one outcome per shard, in order. A kept
@@ -307,31 +310,37 @@ impl HttpPut {
         head.push_str("\r\n");
         let exchange = async {
             let kept = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let (mut stream, fresh) = match kept {
-                Some(stream) => (stream, false),
-                None => (self.connect().await?, true),
+            let fresh = kept.is_none();
+            let mut stream = match kept {
+                Some(stream) => stream,
+                None => self.connect().await?,
             };
-            let sent = send(&mut stream, &head, &pieces).await;
-            if sent.is_err() && !fresh {
+            let mut answer = round_trip(&mut stream, &head, &pieces).await;
+            if answer.is_err() && !fresh {
+                // A kept connection that the relay has closed meanwhile fails on the write or
+                // on the read; a put may be sent again (it changes nothing twice).
                 stream = self.connect().await?;
-                send(&mut stream, &head, &pieces).await?;
-            } else {
-                sent?;
+                answer = round_trip(&mut stream, &head, &pieces).await;
             }
-            let (status, body, keep) = read_response(&mut stream).await?;
-            if keep && let Ok(mut idle) = self.idle.lock() {
+            let answer = answer?;
+            if answer.keep
+                && let Ok(mut idle) = self.idle.lock()
+            {
                 idle.push(stream);
             }
-            Ok::<_, anyhow::Error>((status, body))
+            Ok::<_, anyhow::Error>(answer)
         };
-        let (status, body) = tokio::time::timeout(PUT_TIMEOUT, exchange)
+        let answer = tokio::time::timeout(PUT_TIMEOUT, exchange)
             .await
             .map_err(|_| anyhow!("{host} did not answer a put in time"))??;
-        if status != 200 {
-            let text = String::from_utf8_lossy(&body);
-            bail!("{host}{path} answered {status}: {}", text.trim());
+        if answer.status != 200 {
+            let text = String::from_utf8_lossy(&answer.body);
+            bail!("{host}{path} answered {}: {}", answer.status, text.trim());
         }
-        match ShardResponse::decode(body.into())? {
+        // Only the relay itself can say that it stored the shards, whatever answers here.
+        auth.check_receipt(relay, &answer.body, answer.receipt.as_deref())
+            .with_context(|| format!("{host}{path}"))?;
+        match ShardResponse::decode(answer.body.into())? {
             ShardResponse::Put(outcomes) if outcomes.len() == shards.len() => Ok(outcomes),
             ShardResponse::Refused(r) => bail!("{host} refused the put: {}", r.message),
             _ => bail!("{host} sent a reply that is not one for this put"),
@@ -345,17 +354,32 @@ impl HttpPut {
     }
 }
 
-async fn send(stream: &mut TcpStream, head: &str, pieces: &[Bytes]) -> std::io::Result<()> {
+/// A relay's answer to a put over HTTP.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    /// The receipt header's value, if any.
+    receipt: Option<String>,
+    /// Whether the connection may carry another request.
+    keep: bool,
+}
+
+/// Sends a request and reads its answer.
+async fn round_trip(
+    stream: &mut TcpStream,
+    head: &str,
+    pieces: &[Bytes],
+) -> anyhow::Result<Answer> {
     stream.write_all(head.as_bytes()).await?;
     for piece in pieces {
         stream.write_all(piece).await?;
     }
-    stream.flush().await
+    stream.flush().await?;
+    read_response(stream).await
 }
 
-/// Reads a response with a `Content-Length` body of at most [`MAX_PUT_REPLY`] bytes: the
-/// status, the body, and whether the connection may carry another request.
-async fn read_response(stream: &mut TcpStream) -> anyhow::Result<(u16, Vec<u8>, bool)> {
+/// Reads a response with a `Content-Length` body of at most [`MAX_PUT_REPLY`] bytes.
+async fn read_response(stream: &mut TcpStream) -> anyhow::Result<Answer> {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     let mut head = (&mut reader).take(MAX_HEAD);
@@ -365,18 +389,26 @@ async fn read_response(stream: &mut TcpStream) -> anyhow::Result<(u16, Vec<u8>, 
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("malformed HTTP status line {:?}", line.trim()))?;
-    let (mut len, mut keep) = (None, true);
+    let (mut len, mut keep, mut receipt) = (None, true, None);
     loop {
         line.clear();
         if head.read_line(&mut line).await? == 0 {
             bail!("the response head was cut short");
         }
-        let Some((name, value)) = line.trim_end().split_once(':') else {
+        if line.trim_end().is_empty() {
             break;
+        }
+        let Some((name, value)) = line.trim_end().split_once(':') else {
+            bail!("malformed HTTP header line {:?}", line.trim_end());
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            len = Some(value.parse::<usize>().context("malformed Content-Length")?);
+            let n = value.parse::<usize>().context("malformed Content-Length")?;
+            if len.replace(n).is_some_and(|m| m != n) {
+                bail!("conflicting Content-Length headers");
+            }
+        } else if name.eq_ignore_ascii_case(RECEIPT_HEADER) {
+            receipt = Some(value.to_owned());
         } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close") {
             keep = false;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -390,7 +422,8 @@ async fn read_response(stream: &mut TcpStream) -> anyhow::Result<(u16, Vec<u8>, 
     let mut body = vec![0; len];
     reader.read_exact(&mut body).await?;
     // Nothing may follow the body: a reply is read whole before the next request is sent.
-    Ok((status, body, keep && reader.buffer().is_empty()))
+    let keep = keep && reader.buffer().is_empty();
+    Ok(Answer { status, body, receipt, keep })
 }
 
 /// Addresses a native client can dial: TCP (not WebSocket) and QUIC.

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use serde::Serialize;
 use shardweb_core::ShardId;
 use shardweb_core::protocol::http_put::{
-    KEY_HEADER, PutAuth, SHARD_PUT_HTTP_PATH, SIGNATURE_HEADER, TIME_HEADER,
+    KEY_HEADER, PutAuth, RECEIPT_HEADER, SHARD_PUT_HTTP_PATH, SIGNATURE_HEADER, TIME_HEADER,
 };
 use shardweb_core::protocol::{
     MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_HTTP_PATH,
@@ -77,10 +77,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
     // Shard reads over HTTP, like shard streams over libp2p, run a bounded number at a time:
     // the others wait their turn holding no shard.
     let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_streams.max(1)));
-    let put_permits = Arc::clone(&permits);
     let shard = move |state, id| shard(state, id, Arc::clone(&permits));
-    let put =
-        move |state, headers, body| put_shards(state, headers, body, Arc::clone(&put_permits));
+    // Puts over HTTP reserve their declared length from a budget of their own before their
+    // body is read: slow or abandoned bodies hold at most that, and never the reads' permits.
+    let budget = Arc::new(Semaphore::new(PUT_BUDGET_MIB));
+    let put = move |state, headers, body| put_shards(state, headers, body, Arc::clone(&budget));
     let api = Router::new()
         .route("/api/info", get(info))
         .route("/api/health", get(health))
@@ -182,15 +183,19 @@ async fn shard(
     response
 }
 
+/// MiB of put bodies over HTTP that may be in the relay's memory at once.
+pub const PUT_BUDGET_MIB: usize = 256;
+
 /// Shards put over HTTP by a signed request (see [`shardweb_core::protocol::http_put`]): the
-/// same put as over libp2p, charged to the signer's peer id, answered with the same put reply.
-/// The signature's time is checked before the body is read, and the body is read holding one
-/// of the permits that bound shard transfers, within the request timeout.
+/// same put as over libp2p, charged to the signer's peer id, answered with the same put reply
+/// and a receipt signed with the relay's identity key. The signature's time and the declared
+/// length are checked before the body is read; the body is read within the request timeout,
+/// holding its length of [`PUT_BUDGET_MIB`], for which it waits at most that timeout too.
 async fn put_shards(
     State(shared): State<Arc<Shared>>,
     headers: HeaderMap,
     body: Body,
-    permits: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
 ) -> Response {
     let refuse = |status: StatusCode, why: String| {
         shared.metrics.request(Protocol::HttpShard, Outcome::Refused);
@@ -207,15 +212,23 @@ async fn put_shards(
     if let Err(e) = auth.check_time(now) {
         return refuse(StatusCode::UNAUTHORIZED, e.to_string());
     }
-    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-    if declared.is_some_and(|len: usize| len > MAX_FRAME_BYTES) {
+    let declared: Option<usize> =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let Some(declared) = declared else {
+        return refuse(StatusCode::LENGTH_REQUIRED, "a put declares its length".into());
+    };
+    if declared > MAX_FRAME_BYTES {
         let why = format!("a put is at most {MAX_FRAME_BYTES} bytes");
         return refuse(StatusCode::PAYLOAD_TOO_LARGE, why);
     }
-    let Ok(_permit) = permits.acquire_owned().await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    let mib = u32::try_from(declared.div_ceil(1 << 20).max(1)).unwrap_or(u32::MAX);
+    let wait = shared.config.request_timeout();
+    let _reserved = match tokio::time::timeout(wait, budget.acquire_many_owned(mib)).await {
+        Ok(Ok(reserved)) => reserved,
+        Ok(Err(_)) => return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response(),
+        Err(_) => return refuse(StatusCode::SERVICE_UNAVAILABLE, "too many puts at once".into()),
     };
-    let read = axum::body::to_bytes(body, MAX_FRAME_BYTES);
+    let read = read_body(body, declared);
     let body = match tokio::time::timeout(shared.config.request_timeout(), read).await {
         Ok(Ok(body)) => body,
         Ok(Err(_)) => {
@@ -239,13 +252,21 @@ async fn put_shards(
     let served = tokio::task::spawn_blocking(move || {
         crate::node::serve_shards(&serving, &sender, request, Protocol::HttpShard)
     });
-    match served.await {
-        Ok(reply) => {
+    let signed = served.await.map_err(|e| e.to_string()).and_then(|reply| {
+        let body = reply.encode();
+        let receipt = shared.key.sign(&auth.receipt_message(&body)).map_err(|e| e.to_string())?;
+        Ok((body, PutAuth::receipt_header(&receipt)))
+    });
+    match signed {
+        Ok((body, receipt)) => {
             let headers = [
-                (header::CONTENT_TYPE, "application/octet-stream"),
-                (header::CACHE_CONTROL, "no-store"),
+                (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+                (HeaderName::from_static(RECEIPT_HEADER), receipt),
+                // A page of another origin reads the receipt only if told it may.
+                (header::ACCESS_CONTROL_EXPOSE_HEADERS, RECEIPT_HEADER.to_owned()),
             ];
-            (headers, reply.encode()).into_response()
+            (headers, body).into_response()
         }
         Err(e) => {
             tracing::error!(error = %e, "shard put stopped");
@@ -253,6 +274,24 @@ async fn put_shards(
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot store shards\n").into_response()
         }
     }
+}
+
+/// Reads a put's body of at most [`MAX_FRAME_BYTES`] into one buffer of the `declared` length,
+/// copying each chunk once as it comes (collecting the chunks and joining them would hold
+/// the body twice).
+async fn read_body(body: Body, declared: usize) -> Result<bytes::Bytes, ()> {
+    use futures::StreamExt;
+    let mut chunks = body.into_data_stream();
+    // Capacity not yet written is not yet memory: a body that never comes costs nothing.
+    let mut buf = bytes::BytesMut::with_capacity(declared.min(MAX_FRAME_BYTES));
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(drop)?;
+        if buf.len() + chunk.len() > MAX_FRAME_BYTES {
+            return Err(());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 /// What a browser asks before a put from a page of another origin: the method and headers
@@ -329,6 +368,7 @@ mod tests {
         let addr: libp2p::Multiaddr =
             format!("/ip4/127.0.0.1/tcp/1/p2p/{peer_id}").parse().unwrap();
         Arc::new(Shared {
+            key,
             peer_id,
             addrs: RwLock::new(vec![addr]),
             store: Arc::new(DiskStore::open(dir, limits).unwrap()),
@@ -398,8 +438,21 @@ mod tests {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
     }
 
-    /// A `POST /api/shards` of `body` with `headers`: the status, and the put reply if any.
+    /// A `POST /api/shards` of `body` with `headers` and its length: the status, and the put
+    /// reply if any, whose receipt must be the relay's.
     async fn post(
+        shared: &Arc<Shared>,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Option<ShardResponse>) {
+        let length = body.len().to_string();
+        let declared = headers.iter().any(|(name, _)| *name == "content-length");
+        let length = (!declared).then_some(("content-length", length));
+        post_as_is(shared, &[headers, length.as_slice()].concat(), body).await
+    }
+
+    /// The same without a declared length, unless `headers` declare one.
+    async fn post_as_is(
         shared: &Arc<Shared>,
         headers: &[(&str, String)],
         body: Vec<u8>,
@@ -412,8 +465,23 @@ mod tests {
         let response = response.await.unwrap();
         let status = response.status();
         assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let receipt =
+            response.headers().get(RECEIPT_HEADER).map(|v| v.to_str().unwrap().to_owned());
+        if status == StatusCode::OK {
+            let exposed = &response.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS];
+            assert_eq!(exposed, RECEIPT_HEADER);
+        }
         let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
-        (status, (status == StatusCode::OK).then(|| ShardResponse::decode(body).unwrap()))
+        if status != StatusCode::OK {
+            return (status, None);
+        }
+        let header = |name: &str| headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+        let auth = PutAuth::from_headers(header).unwrap();
+        auth.check_receipt(&shared.peer_id, &body, receipt.as_deref())
+            .expect("the relay's receipt");
+        let other = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+        assert!(auth.check_receipt(&other, &body, receipt.as_deref()).is_err());
+        (status, Some(ShardResponse::decode(body).unwrap()))
     }
 
     #[tokio::test]
@@ -473,12 +541,14 @@ mod tests {
         let mut too_long = signed.to_vec();
         too_long.push(("content-length", (MAX_FRAME_BYTES + 1).to_string()));
         assert_eq!(post(&shared, &too_long, Vec::new()).await.0, StatusCode::PAYLOAD_TOO_LARGE);
+        let unsized_put = post_as_is(&shared, &signed, body.clone()).await;
+        assert_eq!(unsized_put, (StatusCode::LENGTH_REQUIRED, None));
         assert_eq!(shared.store.shard_count(), 2);
 
         let (_, metrics) = get(&shared, "/metrics").await;
         for line in [
             "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 3",
-            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 7",
+            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 8",
         ] {
             assert!(metrics.contains(line), "{line} in {metrics}");
         }

@@ -37,6 +37,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// What the HTTP server reads of the running node.
 #[derive(Debug)]
 pub struct Shared {
+    /// This node's identity key: it signs the receipts of puts over HTTP.
+    pub key: Keypair,
     /// This node's peer id.
     pub peer_id: PeerId,
     /// Addresses peers can dial, each ending in `/p2p/<peer id>`.
@@ -409,6 +411,7 @@ pub fn open(
     let store = DiskStore::open(&config.data_dir.join("store"), limits)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let shared = Arc::new(Shared {
+        key: key.clone(),
         peer_id: key.public().to_peer_id(),
         addrs: RwLock::new(Vec::new()),
         store: Arc::new(store),

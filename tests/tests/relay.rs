@@ -62,15 +62,16 @@ fn the_client_opens_two_connections_to_a_relay() {
 const HTTP_SHARDS_OK: &str = "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"}";
 const LIBP2P_SHARDS_OK: &str = "shardweb_requests_total{protocol=\"shard\",outcome=\"ok\"}";
 
-/// A stand-in for a relay's HTTP that answers `GET /api/info` with `info` and refuses
-/// everything else, as a proxy in front of a relay might; returns its URL and a count of what
-/// it refused. It serves until the test process ends.
+/// A stand-in for a relay's HTTP that answers `GET /api/info` with `info` (naming the relay's
+/// peer id and addresses) and every put with a forged "stored" for one shard, without the
+/// relay's receipt; returns its URL and a count of the puts it answered. It serves until the
+/// test process ends.
 fn info_only(info: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let refused = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = std::sync::Arc::clone(&refused);
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&answered);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             let mut lines = BufReader::new(&stream).lines();
@@ -86,18 +87,17 @@ fn info_only(info: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicU
                 )
             } else {
                 counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                write!(
-                    stream,
-                    "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                )
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\n";
+                stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&[0x81, 0, 1, 0]))
             };
         }
     });
-    (url, refused)
+    (url, answered)
 }
 
 /// The client puts shards over HTTP to a relay that takes them so (signed, charged to the
-/// client's peer id); where HTTP fails it puts them over libp2p, at once and from then on.
+/// client's peer id); where HTTP fails, or answers without the relay's receipt, it puts them
+/// over libp2p, at once and from then on.
 #[test]
 fn the_client_puts_over_http_and_over_libp2p_where_http_fails() {
     use shardweb_core::ShardId;
@@ -121,17 +121,17 @@ fn the_client_puts_over_http_and_over_libp2p_where_http_fails() {
         assert_eq!(counts(), (Some(1), Some(0)));
 
         let info = shardweb_relay::client::http_get(&relay.url(), "/api/info").await.unwrap();
-        let (proxy, refused) = info_only(info);
+        let (proxy, forged) = info_only(info);
         let client = Client::start(true).unwrap();
         let peers = client.connect(&[proxy]).await.expect("connect through the proxy's info");
         let net = client.net().unwrap();
         let put = net.put_shards(&peers[0], shard("over libp2p")).await.unwrap();
         assert_eq!(put, [PutOutcome::Stored]);
-        assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(forged.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(counts(), (Some(1), Some(1)));
         let put = net.put_shards(&peers[0], shard("again")).await.unwrap();
         assert_eq!(put, [PutOutcome::Stored]);
-        assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1, "HTTP asked again");
+        assert_eq!(forged.load(std::sync::atomic::Ordering::SeqCst), 1, "HTTP asked again");
         assert_eq!(counts(), (Some(1), Some(2)));
     });
     assert_eq!(relay.metric("shardweb_shards_stored"), Some(3));

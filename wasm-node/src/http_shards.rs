@@ -17,7 +17,7 @@ use libp2p::PeerId;
 use shardweb_core::ShardId;
 use shardweb_core::manifest::SigningKey;
 use shardweb_core::node::NetworkError;
-use shardweb_core::protocol::http_put::PutAuth;
+use shardweb_core::protocol::http_put::{PutAuth, RECEIPT_HEADER};
 use shardweb_core::protocol::{
     MAX_BATCH, MAX_SHARD_BYTES, PutOutcome, ShardRequest, ShardResponse, ShardStatus,
 };
@@ -74,7 +74,8 @@ async fn get_shard(base: &str, id: &ShardId) -> Result<ShardStatus, NetworkError
 }
 
 /// Puts `shards` to `relay` at `url`, signed with `key`: one outcome per shard, in order, as
-/// a put over libp2p answers. Fails if the relay did not answer with a put reply, so that the
+/// a put over libp2p answers, taken only with the relay's receipt (see
+/// [`shardweb_core::protocol::http_put`]). Fails if the relay did not answer with a put reply, so that the
 /// caller can put over libp2p instead (a put may be repeated: it changes nothing twice).
 pub async fn put_shards(
     url: &str,
@@ -99,8 +100,12 @@ pub async fn put_shards(
         if response.status() != 200 {
             return Err(unreachable(url, format!("answered {}", response.status())));
         }
+        let receipt = response.headers().get(RECEIPT_HEADER).ok().flatten();
         let reply = read_body(&response, url, MAX_PUT_REPLY).await?;
         let invalid = |detail: String| NetworkError::InvalidReply { detail };
+        // Only the relay itself can say that it stored the shards, whatever answers here.
+        auth.check_receipt(relay, &reply, receipt.as_deref())
+            .map_err(|e| invalid(format!("{url}: {e}")))?;
         match ShardResponse::decode(reply).map_err(|e| invalid(format!("{url}: {e}")))? {
             ShardResponse::Put(outcomes) if outcomes.len() == shards.len() => Ok(outcomes),
             ShardResponse::Refused(refusal) => Err(NetworkError::Refused(refusal)),

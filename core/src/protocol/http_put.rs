@@ -17,6 +17,18 @@
 //! A signature is good for [`MAX_CLOCK_SKEW_SECS`] either side of the relay's clock and for
 //! that relay only. Replaying one within that time stores the same shards for the same sender
 //! again, which changes nothing: shards are named by their hash and charged once.
+//!
+//! The reply is vouched for in turn: the relay signs it with its own libp2p identity key,
+//! bound to the request by the request's signature, so that only the relay the sender meant
+//! can tell it that its shards are stored (not whatever answers at a URL):
+//!
+//! ```text
+//! x-shardweb-receipt    128 lowercase hex digits: the relay's Ed25519 signature over
+//!     "shardweb/http-put-receipt/1" ‖ the request's signature [64] ‖ the reply's bytes
+//! ```
+//!
+//! The sender checks it against the key inside the relay's peer id, which libp2p derives
+//! from the key itself for Ed25519 identities.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use libp2p::PeerId;
@@ -31,10 +43,13 @@ pub const KEY_HEADER: &str = "x-shardweb-key";
 pub const TIME_HEADER: &str = "x-shardweb-time";
 /// The header with the signature.
 pub const SIGNATURE_HEADER: &str = "x-shardweb-signature";
+/// The reply's header with the relay's signature of the reply.
+pub const RECEIPT_HEADER: &str = "x-shardweb-receipt";
 /// How far the time signed may be from the relay's clock, either way.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 300;
 
 const DOMAIN: &[u8] = b"shardweb/http-put/1";
+const RECEIPT_DOMAIN: &[u8] = b"shardweb/http-put-receipt/1";
 
 /// Why a signed put was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +72,9 @@ pub enum AuthError {
     /// The signature is not the key's over this request to this relay.
     #[error("the signature does not match the request")]
     BadSignature,
+    /// A reply's receipt is missing, malformed, or not the relay's over this reply.
+    #[error("the reply is not signed by the relay it was sent to")]
+    BadReceipt,
 }
 
 /// A put's signature and what it vouches for.
@@ -113,6 +131,44 @@ impl PutAuth {
             .map_err(|_| AuthError::Malformed(KEY_HEADER))?;
         Ok(libp2p::identity::PublicKey::from(public).to_peer_id())
     }
+}
+
+impl PutAuth {
+    /// The bytes a relay signs, with its identity key, to vouch for `reply` to this put.
+    pub fn receipt_message(&self, reply: &[u8]) -> Vec<u8> {
+        [RECEIPT_DOMAIN, &self.signature, reply].concat()
+    }
+
+    /// The receipt header's value for a signature over [`PutAuth::receipt_message`].
+    pub fn receipt_header(signature: &[u8]) -> String {
+        data_encoding::HEXLOWER.encode(signature)
+    }
+
+    /// Checks that `receipt` (the header's value) is `relay`'s signature of `reply` to this
+    /// put. Fails for a relay whose peer id does not hold its key (only Ed25519 ones do).
+    pub fn check_receipt(
+        &self,
+        relay: &PeerId,
+        reply: &[u8],
+        receipt: Option<&str>,
+    ) -> Result<(), AuthError> {
+        let signature: [u8; 64] = receipt.and_then(hex_array).ok_or(AuthError::BadReceipt)?;
+        let key = public_key_of(relay).ok_or(AuthError::BadReceipt)?;
+        match key.verify(&self.receipt_message(reply), &signature) {
+            true => Ok(()),
+            false => Err(AuthError::BadReceipt),
+        }
+    }
+}
+
+/// The public key a peer id holds: Ed25519 (and other short) keys are inlined in the peer
+/// id as an identity multihash; `None` for peer ids that only hash their key.
+pub fn public_key_of(peer: &PeerId) -> Option<libp2p::identity::PublicKey> {
+    let hash = peer.as_ref();
+    if hash.code() != 0 {
+        return None;
+    }
+    libp2p::identity::PublicKey::try_decode_protobuf(hash.digest()).ok()
 }
 
 /// The bytes signed for a put of `ids` to `relay` at `time`.
@@ -192,6 +248,39 @@ mod tests {
             "cb60b4b113fd0b4fbfdbbc6769d1f1f40b69567ffa4420e7f5f40ed34a0bda26\
              4b4366bd93a9d5fc0df0fd4595265725babcb7cb08205efdeafad3cd3da6bb07"
         );
+    }
+
+    /// A relay's receipt of a reply, pinned (checked against Python's `cryptography` too), and
+    /// good only for that relay's key, that request and those bytes.
+    #[test]
+    fn receipts_vouch_for_one_reply_from_one_relay() {
+        let (key, relay, ids) = fixture();
+        let relay_key = libp2p::identity::Keypair::ed25519_from_bytes([9; 32]).unwrap();
+        let auth = PutAuth::sign(&key, &relay, 1_790_000_000, &ids);
+        let reply = [0x81, 0, 2, 0, 1];
+        let message = auth.receipt_message(&reply);
+        assert_eq!(&message[..27], b"shardweb/http-put-receipt/1");
+        assert_eq!(&message[27..91], &auth.signature);
+        assert_eq!(&message[91..], &reply);
+        let receipt = PutAuth::receipt_header(&relay_key.sign(&message).unwrap());
+        assert_eq!(
+            receipt,
+            "aec6788bb43b4d111493bbe91cc324df651fcc451d707bf30cd260ed19a021a1\
+             0b8926cdbea39001da1a18525e88fae1553fb3bb98d1291d82c9d68bed85880a"
+        );
+        assert_eq!(auth.check_receipt(&relay, &reply, Some(&receipt)), Ok(()));
+        let bad = Err(AuthError::BadReceipt);
+        assert_eq!(auth.check_receipt(&relay, &[0x81, 0, 2, 0, 0], Some(&receipt)), bad);
+        assert_eq!(auth.check_receipt(&relay, &reply, None), bad);
+        assert_eq!(auth.check_receipt(&relay, &reply, Some(&receipt[2..])), bad);
+        let other = libp2p::identity::Keypair::generate_ed25519().public().to_peer_id();
+        assert_eq!(auth.check_receipt(&other, &reply, Some(&receipt)), bad);
+        let later = PutAuth::sign(&key, &relay, 1_790_000_001, &ids);
+        assert_eq!(later.check_receipt(&relay, &reply, Some(&receipt)), bad);
+        // A peer id that only hashes its key (as RSA ones do) cannot be checked.
+        let sha256 = libp2p::multihash::Multihash::wrap(0x12, &[1; 32]).unwrap();
+        let hashed = PeerId::from_multihash(sha256).unwrap();
+        assert_eq!(auth.check_receipt(&hashed, &reply, Some(&receipt)), bad);
     }
 
     #[test]
