@@ -247,8 +247,12 @@ test('the node moves its relay sockets and AES-GCM to helper workers, and where 
     await page.evaluate(async (url) => {
       window.node = await window.shardweb.Node.start({ relays: [url] });
     }, relay.url);
+    const before = await relay.metric(HTTP_SHARDS_OK);
     const result = await putFile(page, file, { keep: false });
     assert.ok(result.link, `${origin}: ${JSON.stringify(result)}`);
+    // Every shard went by HTTP, from the relay's own origin and from another one (past the
+    // preflight, with the receipt readable): two stripes of six.
+    assert.equal((await relay.metric(HTTP_SHARDS_OK)) - before, 12, origin);
     const out = join(dir, `out-${helped}.bin`);
     const get = await shardweb(['get', result.link, '-o', out, '--relay', relay.url]);
     assert.equal(get.code, 0, get.stderr);
