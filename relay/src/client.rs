@@ -45,6 +45,10 @@ pub struct Client {
 
 type Routes = Arc<Mutex<HashMap<PeerId, Arc<HttpPut>>>>;
 
+fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, HashMap<PeerId, Arc<HttpPut>>> {
+    routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         self.task.abort();
@@ -119,7 +123,7 @@ impl Client {
             info.peer_id.parse().with_context(|| format!("{url} sent a bad peer id"))?;
         if let Some(path) = info.shard_put_http_path.as_deref().filter(|_| self.over_http) {
             match HttpPut::new(url, path) {
-                Some(route) => drop(self.routes().insert(peer, Arc::new(route))),
+                Some(route) => drop(lock(&self.http).insert(peer, Arc::new(route))),
                 None => tracing::warn!(relay = %url, %path, "ignoring a malformed put path"),
             }
         }
@@ -161,10 +165,6 @@ impl Client {
         Ok(peer)
     }
 
-    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<PeerId, Arc<HttpPut>>> {
-        self.http.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Asks the DHT for the holders of a manifest and connects to them.
     pub async fn providers(&self, id: ManifestId) -> anyhow::Result<Vec<PeerId>> {
         Ok(self.peer.providers(id).await?)
@@ -189,14 +189,12 @@ impl ClientNet {
         peer: &PeerId,
         shards: &[(ShardId, Bytes)],
     ) -> Option<Vec<PutOutcome>> {
-        let route = self.http.lock().ok()?.get(peer).cloned()?;
+        let route = lock(&self.http).get(peer).cloned()?;
         match route.put(peer, &self.key, shards).await {
             Ok(outcomes) => Some(outcomes),
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "puts over HTTP failed; putting over libp2p");
-                if let Ok(mut routes) = self.http.lock() {
-                    routes.remove(peer);
-                }
+                lock(&self.http).remove(peer);
                 None
             }
         }
@@ -271,19 +269,16 @@ impl HttpPut {
     /// The route to `path` on the relay at `url` (`http://host:port`); `None` if either is
     /// not one.
     fn new(url: &str, path: &str) -> Option<Self> {
-        let rest = url.strip_prefix("http://")?;
-        let host = rest.split('/').next().unwrap_or(rest);
+        let host = host_of(url).ok()?;
         let valid = |s: &str, extra: &[u8]| {
             !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
         };
         let path_ok = path.starts_with('/') && path.len() <= 256 && !path.contains("..");
-        if !(valid(host, b"-.:[]") && path_ok && valid(path, b"/-_.")) {
-            return None;
-        }
-        let port = host.rsplit_once(':').map(|(_, port)| port).unwrap_or_default();
-        let has_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
-        let host = if has_port { host.to_owned() } else { format!("{host}:80") };
-        Some(Self { host, path: path.into(), idle: Mutex::default() })
+        (valid(&host, b"-.:[]") && path_ok && valid(path, b"/-_.")).then(|| Self {
+            host,
+            path: path.into(),
+            idle: Mutex::default(),
+        })
     }
 
     /// Puts `shards` to `relay` signed with `key`; one outcome per shard, in order. A kept
@@ -445,14 +440,22 @@ pub async fn relay_info(url: &str) -> anyhow::Result<Info> {
     serde_json::from_str(&body).with_context(|| format!("{url}/api/info is not relay info"))
 }
 
-/// A minimal HTTP/1.1 GET over plain TCP, bounded in time and size; enough for a relay's API.
-pub async fn http_get(url: &str, path: &str) -> anyhow::Result<String> {
+/// The `host:port` a relay URL (`http://host[:port][/...]`) names; port 80 if it names none.
+fn host_of(url: &str) -> anyhow::Result<String> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("relay URL {url} must start with http://"))?;
     let host = rest.split('/').next().unwrap_or(rest);
+    let port = host.rsplit_once(':').map(|(_, port)| port).unwrap_or_default();
+    let has_port = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+    Ok(if has_port { host.to_owned() } else { format!("{host}:80") })
+}
+
+/// A minimal HTTP/1.1 GET over plain TCP, bounded in time and size; enough for a relay's API.
+pub async fn http_get(url: &str, path: &str) -> anyhow::Result<String> {
+    let host = host_of(url)?;
     let io = async {
-        let mut stream = tokio::net::TcpStream::connect(host).await?;
+        let mut stream = tokio::net::TcpStream::connect(&host).await?;
         let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut response = Vec::new();
@@ -497,6 +500,19 @@ pub fn output_path(out: Option<&Path>, name: &str) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_urls_name_a_host_and_port() {
+        assert_eq!(host_of("http://127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(host_of("http://relay.example/x/").unwrap(), "relay.example:80");
+        assert_eq!(host_of("http://[::1]").unwrap(), "[::1]:80");
+        assert_eq!(host_of("http://[::1]:9/").unwrap(), "[::1]:9");
+        assert!(host_of("https://relay.example").is_err());
+        let route = HttpPut::new("http://127.0.0.1:8080/", "/api/shards").unwrap();
+        assert_eq!((route.host.as_str(), route.path.as_str()), ("127.0.0.1:8080", "/api/shards"));
+        assert!(HttpPut::new("http://127.0.0.1:8080", "/../x").is_none());
+        assert!(HttpPut::new("http://a b", "/api/shards").is_none());
+    }
 
     #[test]
     fn names_from_manifests_cannot_escape_the_directory() {
