@@ -5,10 +5,11 @@
 // /tmp/shardweb-profile-<put|get>-<worker>.cpuprofile (open them in Chromium's DevTools).
 //
 //   cargo build --release -p shardweb && ./scripts/build-web
-//   node tests/browser/profile.mjs [--mib 256] [--keep] [--libp2p] [--top 30]
+//   node tests/browser/profile.mjs [--mib 256] [--keep] [--libp2p] [--top 30] [--cpu-only]
 //
 // --libp2p: the put and the get take every shard over libp2p (`shardsOverHttp: false`) instead
-// of over the relay's HTTP.
+// of over the relay's HTTP. --cpu-only: only the CPU time of each process and thread, without
+// the sampling profiler (which slows the workers it samples).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,6 +32,7 @@ const { values } = parseArgs({
     keep: { type: 'boolean', default: false },
     libp2p: { type: 'boolean', default: false },
     top: { type: 'string', default: '30' },
+    'cpu-only': { type: 'boolean', default: false },
   },
 });
 process.env.SHARDWEB_BIN ??= join(ROOT, 'target/release/shardweb');
@@ -90,6 +92,7 @@ async function profiler(port) {
   const { send, workers, close } = await devtools(port, 'profile.html');
   return {
     async start() {
+      if (values['cpu-only']) return;
       for (const worker of workers) {
         await send('Profiler.enable', {}, worker);
         await send('Profiler.setSamplingInterval', { interval: 200 }, worker);
@@ -98,6 +101,7 @@ async function profiler(port) {
     },
     /** Stops profiling; prints each worker's functions by self time. */
     async stop(what) {
+      if (values['cpu-only']) return;
       for (const worker of workers) {
         const { profile } = await send('Profiler.stop', {}, worker);
         if (!profile) continue;
