@@ -74,8 +74,10 @@ async fn run_upload(
     node: &Rc<Node>,
     state: UploadState,
     options: &JsValue,
+    file_copy: Option<upload::FileCopy>,
 ) -> Result<JsValue, NodeError> {
-    let done = upload::run(node, state, function(options, "onProgress"), signal(options)).await?;
+    let (on_progress, signal) = (function(options, "onProgress"), signal(options));
+    let done = upload::run(node, state, on_progress, signal, file_copy).await?;
     Ok(put_result(done))
 }
 
@@ -114,16 +116,27 @@ impl WasmNode {
             let opts: PutOptions = options(&options_)?;
             let name = Reflect::get(&file, &"name".into()).ok().and_then(|n| n.as_string());
             let state = UploadState::new(file, name.unwrap_or_else(|| "file".into()), &opts)?;
-            // The record keeps a copy of the file so that a reload can resume; when the store
-            // has no room for it, the upload goes on without that.
-            match node.store.put_transfer(&state.id, state.to_js(true)).await {
-                Err(NodeError::QuotaExceeded { .. }) => {
-                    tracing::info!(id = %state.id, "no room to keep the file: this upload cannot resume");
-                    node.store.put_transfer(&state.id, state.to_js(false)).await?;
+            // The record is listed at once. The copy of the file in it, which lets a reload
+            // resume the upload, is written beside the upload: copying a file into the store
+            // takes the browser a second or more per 256 MiB, and waiting for it held every
+            // upload back by as much. A reload before it lands (or a store with no room for
+            // it) leaves an upload that cannot resume.
+            node.store.put_transfer(&state.id, state.to_js(false)).await?;
+            let (copied, file_copy) = futures::channel::oneshot::channel();
+            let (store, id, record) = (Rc::clone(&node.store), state.id.clone(), state.to_js(true));
+            wasm_bindgen_futures::spawn_local(async move {
+                match store.put_transfer(&id, record).await {
+                    Ok(()) => {}
+                    Err(NodeError::QuotaExceeded { .. }) => {
+                        tracing::info!(%id, "no room to keep the file: this upload cannot resume");
+                    }
+                    Err(e) => {
+                        tracing::warn!(%id, error = %e, "the file was not kept: this upload cannot resume");
+                    }
                 }
-                other => other?,
-            }
-            run_upload(&node, state, &options_).await
+                let _ = copied.send(());
+            });
+            run_upload(&node, state, &options_, Some(file_copy)).await
         })
     }
 
@@ -141,7 +154,7 @@ impl WasmNode {
                 .await?
                 .ok_or(NodeError::NoSuchTransfer { id: id.clone() })?;
             let state = UploadState::from_js(&record)?;
-            run_upload(&node, state, &options_).await
+            run_upload(&node, state, &options_, None).await
         })
     }
 

@@ -26,9 +26,10 @@ use crate::node::Node;
 use crate::progress::Progress;
 use crate::webcrypto::WebSealer;
 
-/// Batches of shards in flight to relays at once: enough to keep a connection busy, few
-/// enough to keep the worker's memory bounded.
-const IN_FLIGHT: usize = 12;
+/// Stripes in flight to relays at once: enough to keep the connections busy, few enough to
+/// keep the worker's memory bounded. Each stripe goes as one batch per relay (the network
+/// cuts it into requests: see `BrowserNet`'s puts).
+const STRIPES_IN_FLIGHT: usize = 3;
 
 /// What `put` may be told.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -260,6 +261,18 @@ fn check_running(node: &Node, signal: Option<&AbortSignal>) -> Result<(), NodeEr
     Ok(())
 }
 
+/// The copy of an upload's file into its record, written beside the upload (see
+/// `WasmNode::put`); it ends whether or not it was written.
+pub type FileCopy = oneshot::Receiver<()>;
+
+/// Waits for the file's copy, if one is being written: a record is removed only after, so that
+/// the copy cannot land after the removal and bring back a finished upload.
+async fn copy_written(file_copy: &mut Option<FileCopy>) {
+    if let Some(copy) = file_copy.take() {
+        let _ = copy.await;
+    }
+}
+
 /// Runs (or resumes) an upload to the end. On a full store or a cancel, every shard it kept
 /// here and its record are removed; on other failures the record stays, to be resumed.
 pub async fn run(
@@ -267,10 +280,12 @@ pub async fn run(
     state: UploadState,
     on_progress: Option<Function>,
     signal: Option<AbortSignal>,
+    mut file_copy: Option<FileCopy>,
 ) -> Result<PutResult, NodeError> {
     node.active.borrow_mut().push(state.id.clone());
     let mut kept = Vec::new();
-    let result = upload(node, &state, on_progress, signal.as_ref(), &mut kept).await;
+    let result =
+        upload(node, &state, on_progress, signal.as_ref(), &mut kept, &mut file_copy).await;
     node.active.borrow_mut().retain(|id| *id != state.id);
     if let Err(e) = &result
         && matches!(e, NodeError::QuotaExceeded { .. } | NodeError::Stopped { what: "the upload" })
@@ -280,6 +295,7 @@ pub async fn run(
         if state.keep && !kept.is_empty() {
             let _ = node.store.delete_shards(&kept).await;
         }
+        copy_written(&mut file_copy).await;
         let _ = node.store.delete_transfer(&state.id).await;
     }
     result
@@ -291,6 +307,7 @@ async fn upload(
     on_progress: Option<Function>,
     signal: Option<&AbortSignal>,
     kept: &mut Vec<ShardId>,
+    file_copy: &mut Option<FileCopy>,
 ) -> Result<PutResult, NodeError> {
     let store = &node.store;
     let sealer = WebSealer::new(&state.key, state.file_id).await?;
@@ -305,7 +322,8 @@ async fn upload(
         if holders.is_empty() {
             return Err(NodeError::NoRelays { detail: "no relay is connected".into() });
         }
-        Some(Upload::new(node.net.clone(), holders)?.with_in_flight(IN_FLIGHT).with_max_batch(1))
+        let in_flight = STRIPES_IN_FLIGHT * holders.len();
+        Some(Upload::new(node.net.clone(), holders)?.with_in_flight(in_flight))
     };
     let mut progress = Progress::new(&state.id, "upload", Some(state.size), on_progress);
     let mut unacked: HashMap<u64, Vec<ShardId>> = HashMap::new();
@@ -349,13 +367,15 @@ async fn upload(
         let _ = node.peer.provide(manifest.id()).await;
         store.put_file(&FileRecord::new(&link, &meta, state.size, "uploaded")).await?;
     }
+    copy_written(file_copy).await;
     store.delete_transfer(&state.id).await?;
     progress.report(true);
     Ok(PutResult { link, name: state.name.clone(), size: state.size })
 }
 
-/// Reads the file slice by slice (the next read under way while this one is worked on) and
-/// seals, codes, keeps and sends every segment, the next one sealing while this one is coded.
+/// Reads the file slice by slice (the next [`READS_AHEAD`] under way while this one is worked
+/// on) and seals, codes, keeps and sends every segment, the next one sealing while this one is
+/// coded.
 async fn encode_and_send(
     step: &mut Step<'_>,
     sealer: &WebSealer,
@@ -366,20 +386,16 @@ async fn encode_and_send(
 ) -> Result<(), NodeError> {
     let (blob, size) = (&step.state.blob, step.state.size);
     let segment_size = step.state.params.segment_size() as u64;
-    let mut offset = 0;
-    let mut sealing = VecDeque::new();
-    let mut next = (size > 0).then(|| start_read(blob, 0, segment_size.min(size))).transpose()?;
+    let (mut read_to, mut sealing, mut reads) = (0, VecDeque::new(), VecDeque::new());
     loop {
+        while reads.len() < READS_AHEAD && read_to < size {
+            let end = (read_to + segment_size).min(size);
+            reads.push_back(start_read(blob, read_to, end)?);
+            read_to = end;
+        }
         check_running(step.node, signal)?;
-        let segments = match next.take() {
-            Some(read) => {
-                let chunk = finish_read(read).await?;
-                offset += u64::from(chunk.length());
-                if offset < size {
-                    next = Some(start_read(blob, offset, (offset + segment_size).min(size))?);
-                }
-                segments_of(encoder, &chunk)?
-            }
+        let segments = match reads.pop_front() {
+            Some(read) => segments_of(encoder, &finish_read(read).await?)?,
             None => vec![encoder.last_segment()?],
         };
         let last = segments.last().is_some_and(|s| s.last);
@@ -404,6 +420,11 @@ async fn encode_and_send(
         }
     }
 }
+
+/// Reads of the file under way: the browser serves them from another process, which shares
+/// the machine with this thread's work, so one read ahead left this thread waiting for the
+/// next in a tenth of a 256 MiB put.
+const READS_AHEAD: usize = 2;
 
 /// Segments sealed ahead of the one being coded: the crypto worker seals the next while this
 /// thread codes and sends the one before.
