@@ -24,6 +24,14 @@ pub const MANIFEST_PROTOCOL: &str = "/shardweb/manifest/1";
 /// lowercase hex. A shard is public ciphertext named by its hash, so anyone may read it; the
 /// reader checks the bytes against the id as it would a libp2p reply.
 pub const SHARD_HTTP_PATH: &str = "/api/shards/";
+/// Where a relay serves several shards in one HTTP response: this path, then their ids
+/// joined by commas ([`batch_path`]). The body is the get reply frame of the shard protocol,
+/// one status per id in order, as libp2p would carry it. One request per stripe instead of
+/// one per shard spares the browser, its network process and the relay a request's fixed
+/// cost for each shard.
+pub const SHARD_BATCH_HTTP_PATH: &str = "/api/shard-batch/";
+/// The most ids in one HTTP batch: a URL of some 4 KiB.
+pub const MAX_HTTP_BATCH: usize = 64;
 
 /// The largest shard accepted on the wire. A 4 MiB segment makes shards of at most 4 MiB + 16
 /// bytes (k = 1); larger segments need k large enough to keep shards under this.
@@ -34,6 +42,30 @@ pub const MAX_FRAME_BYTES: usize = 32 << 20;
 pub const MAX_BATCH: usize = 1024;
 /// The longest error message a peer may send.
 pub const MAX_ERROR_MESSAGE: usize = 256;
+
+/// The path segment naming `ids` in an HTTP batch (see [`SHARD_BATCH_HTTP_PATH`]).
+pub fn batch_path(ids: &[crate::ShardId]) -> String {
+    let names: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    names.join(",")
+}
+
+/// The ids an HTTP batch's path segment names: 1 to [`MAX_HTTP_BATCH`] shard ids, each 64
+/// lowercase hex digits, joined by commas.
+pub fn parse_batch_path(segment: &str) -> Result<Vec<crate::ShardId>, BadBatchPath> {
+    let ids: Vec<crate::ShardId> =
+        segment.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| BadBatchPath)?;
+    if ids.len() > MAX_HTTP_BATCH {
+        return Err(BadBatchPath);
+    }
+    Ok(ids)
+}
+
+/// A batch path that does not name 1 to [`MAX_HTTP_BATCH`] shard ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a batch names 1 to {MAX_HTTP_BATCH} shard ids of 64 lowercase hex digits, joined by commas"
+)]
+pub struct BadBatchPath;
 
 /// A wire message: one frame per stream direction.
 pub trait Message: Sized {
@@ -256,4 +288,36 @@ fn decode_refusal(r: &mut crate::wire::Reader<'_>) -> Result<Refusal, Error> {
     }
     let message = String::from_utf8_lossy(r.take(len, "error message")?).into_owned();
     Ok(Refusal { code, message })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ShardId;
+
+    /// A batch path names its ids in order and reads back as them; anything else is refused.
+    #[test]
+    fn batch_paths_name_their_ids_in_order() {
+        let ids: Vec<ShardId> = (0..3u8).map(|i| ShardId::of(&[i])).collect();
+        let path = batch_path(&ids);
+        assert_eq!(path.len(), 3 * 64 + 2);
+        assert_eq!(path.split(',').next(), Some(ids[0].to_string().as_str()));
+        assert_eq!(parse_batch_path(&path), Ok(ids.clone()));
+        let most: Vec<ShardId> =
+            (0..MAX_HTTP_BATCH).map(|i| ShardId::of(&i.to_be_bytes())).collect();
+        assert_eq!(parse_batch_path(&batch_path(&most)), Ok(most.clone()));
+        let one = ids[0].to_string();
+        for bad in [
+            String::new(),
+            format!("{one},"),
+            format!(",{one}"),
+            format!("{one},,{one}"),
+            one.to_uppercase(),
+            format!("{one} "),
+            one[1..].to_owned(),
+            format!("{},{one}", batch_path(&most)),
+        ] {
+            assert_eq!(parse_batch_path(&bad), Err(BadBatchPath), "{bad:?}");
+        }
+    }
 }

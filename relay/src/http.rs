@@ -1,6 +1,7 @@
 //! The relay's HTTP server: the page at `/`, `/api/info` (what a browser or client needs to
-//! dial this relay), `/api/shards/<id>` (a shard's bytes), `POST /api/shards` (shards put by a
-//! signed request), `/api/health` and `/metrics`.
+//! dial this relay), `/api/shards/<id>` (a shard's bytes), `/api/shard-batch/<id>,<id>,…`
+//! (several shards in one get reply frame), `POST /api/shards` (shards put by a signed
+//! request), `/api/health` and `/metrics`.
 
 use std::sync::Arc;
 
@@ -16,8 +17,8 @@ use shardweb_core::protocol::http_put::{
     KEY_HEADER, PutAuth, RECEIPT_HEADER, SHARD_PUT_HTTP_PATH, SIGNATURE_HEADER, TIME_HEADER,
 };
 use shardweb_core::protocol::{
-    MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_HTTP_PATH,
-    SHARD_PROTOCOL, ShardRequest,
+    MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_BATCH_HTTP_PATH,
+    SHARD_HTTP_PATH, SHARD_PROTOCOL, ShardRequest, ShardResponse, ShardStatus, parse_batch_path,
 };
 use tokio::sync::Semaphore;
 use tower_http::services::ServeDir;
@@ -47,6 +48,11 @@ pub struct Info {
     /// libp2p.
     #[serde(default)]
     pub shard_put_http_path: Option<String>,
+    /// The HTTP path under which several shards are served in one response, their ids joined
+    /// by commas (`/api/shard-batch/`, see [`SHARD_BATCH_HTTP_PATH`]); absent from relays that
+    /// serve shards one per request only.
+    #[serde(default)]
+    pub shard_batch_http_path: Option<String>,
     /// Limits in force.
     pub limits: InfoLimits,
 }
@@ -77,6 +83,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
     // Shard reads over HTTP, like shard streams over libp2p, run a bounded number at a time:
     // the others wait their turn holding no shard.
     let permits = Arc::new(Semaphore::new(shared.config.max_concurrent_streams.max(1)));
+    let batch = {
+        let permits = Arc::clone(&permits);
+        move |state, ids| shard_batch(state, ids, Arc::clone(&permits))
+    };
     let shard = move |state, id| shard(state, id, Arc::clone(&permits));
     // Puts over HTTP reserve their declared length from a budget of their own before their
     // body is read: slow or abandoned bodies hold at most that, and never the reads' permits.
@@ -86,6 +96,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/api/info", get(info))
         .route("/api/health", get(health))
         .route(&format!("{SHARD_HTTP_PATH}{{id}}"), get(shard))
+        .route(&format!("{SHARD_BATCH_HTTP_PATH}{{ids}}"), get(batch))
         .route(SHARD_PUT_HTTP_PATH, axum::routing::post(put).options(put_preflight))
         .layer(public);
     let router =
@@ -117,6 +128,7 @@ pub fn info_of(shared: &Shared) -> Info {
         protocols: vec![SHARD_PROTOCOL.into(), MANIFEST_PROTOCOL.into()],
         shard_http_path: Some(SHARD_HTTP_PATH.into()),
         shard_put_http_path: Some(SHARD_PUT_HTTP_PATH.into()),
+        shard_batch_http_path: Some(SHARD_BATCH_HTTP_PATH.into()),
         limits: InfoLimits {
             max_storage: shared.config.max_storage,
             max_storage_per_peer: shared.config.max_storage_per_peer,
@@ -181,6 +193,58 @@ async fn shard(
     };
     shared.metrics.request(Protocol::HttpShard, outcome);
     response
+}
+
+/// Several shards in one response: the shard protocol's get reply frame for the ids the path
+/// names, one status per id (a shard not held, or found corrupt, is `missing`), as a get over
+/// libp2p answers, under one read permit as one libp2p request holds one stream. The frame's
+/// pieces go out as they are, with their length declared.
+async fn shard_batch(
+    State(shared): State<Arc<Shared>>,
+    Path(ids): Path<String>,
+    permits: Arc<Semaphore>,
+) -> Response {
+    let ids = match parse_batch_path(&ids) {
+        Ok(ids) => ids,
+        Err(e) => {
+            shared.metrics.request(Protocol::HttpShard, Outcome::Refused);
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let Ok(_permit) = permits.acquire_owned().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+    };
+    let serving = Arc::clone(&shared);
+    let request = Ok(ShardRequest::Get(ids));
+    // A read needs no sender: the relay's own id stands in for one.
+    let served = tokio::task::spawn_blocking(move || {
+        crate::node::serve_shards(&serving, &serving.peer_id, request, Protocol::HttpShard)
+    });
+    let reply = match served.await {
+        Ok(reply) => reply,
+        Err(e) => {
+            tracing::error!(error = %e, "shard batch read stopped");
+            shared.metrics.request(Protocol::HttpShard, Outcome::Error);
+            return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read shards\n").into_response();
+        }
+    };
+    let complete = matches!(&reply, ShardResponse::Get(statuses)
+        if statuses.iter().all(|s| matches!(s, ShardStatus::Found(_))));
+    let pieces = reply.frame().into_pieces();
+    let length: usize = pieces.iter().map(bytes::Bytes::len).sum();
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream"),
+        (header::CONTENT_LENGTH, &length.to_string()),
+        // Shards never change, but a shard missing now may be held later.
+        (
+            header::CACHE_CONTROL,
+            if complete { "public, max-age=31536000, immutable" } else { "no-store" },
+        ),
+    ];
+    let body = Body::from_stream(futures::stream::iter(
+        pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
+    ));
+    (headers, body).into_response()
 }
 
 /// MiB of put bodies over HTTP that may be in the relay's memory at once.
@@ -434,6 +498,60 @@ mod tests {
         }
     }
 
+    /// A batch answers one status per id in order, as a get over libp2p does, with its
+    /// length declared; it is cached for good only when every shard was found.
+    #[tokio::test]
+    async fn batches_of_shards_come_in_one_get_reply() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared(dir.path());
+        let (a, b) = (b"shard a".to_vec(), b"shard b".to_vec());
+        let (id_a, id_b) = (ShardId::of(&a), ShardId::of(&b));
+        shared.store.put_shard(b"owner", &id_a, &a).unwrap();
+        shared.store.put_shard(b"owner", &id_b, &b).unwrap();
+        let missing = ShardId::of(b"never stored");
+        let ask = |ids: &[ShardId]| {
+            let uri =
+                format!("{SHARD_BATCH_HTTP_PATH}{}", shardweb_core::protocol::batch_path(ids));
+            router(Arc::clone(&shared))
+                .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+        };
+        let response = ask(&[id_b, missing, id_a]).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+        let declared: usize =
+            response.headers()[header::CONTENT_LENGTH].to_str().unwrap().parse().unwrap();
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        assert_eq!(body.len(), declared);
+        let statuses = vec![
+            ShardStatus::Found(b.clone().into()),
+            ShardStatus::Missing,
+            ShardStatus::Found(a.clone().into()),
+        ];
+        assert_eq!(ShardResponse::decode(body).unwrap(), ShardResponse::Get(statuses));
+
+        let response = ask(&[id_a]).await.unwrap();
+        assert!(response.headers()[header::CACHE_CONTROL].to_str().unwrap().contains("immutable"));
+        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let found = ShardResponse::Get(vec![ShardStatus::Found(a.into())]);
+        assert_eq!(ShardResponse::decode(body).unwrap(), found);
+
+        // Not ids; too many ids: refused, and nothing is read.
+        let too_many = vec![id_a; shardweb_core::protocol::MAX_HTTP_BATCH + 1];
+        let too_many = shardweb_core::protocol::batch_path(&too_many);
+        for bad in [format!("{id_a},nope"), format!("{id_a},"), too_many] {
+            let (status, _) = get(&shared, &format!("{SHARD_BATCH_HTTP_PATH}{bad}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        let (_, metrics) = get(&shared, "/metrics").await;
+        for line in [
+            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 2",
+            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 3",
+        ] {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
+    }
+
     fn now() -> u64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
     }
@@ -588,6 +706,7 @@ mod tests {
         assert_eq!(info.limits.max_storage_per_peer, 1000);
         assert_eq!(info.shard_http_path.as_deref(), Some("/api/shards/"));
         assert_eq!(info.shard_put_http_path.as_deref(), Some("/api/shards"));
+        assert_eq!(info.shard_batch_http_path.as_deref(), Some("/api/shard-batch/"));
     }
 
     #[tokio::test]

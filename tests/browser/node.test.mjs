@@ -79,8 +79,9 @@ test('the native CLI and the browser read each other’s files', async (t) => {
   assert.equal(await relay.metric(LIBP2P_SHARDS_OK), 0);
   const got = await getLink(page, put.stdout.trim());
   assert.deepEqual(got, { name: 'from-cli.bin', size: 9_000_001, sha256: cliSha });
-  // The relay serves shards over HTTP, and the browser fetched them so.
-  assert.ok((await relay.metric(HTTP_SHARDS_OK)) >= putOverHttp + 3, 'no shard came over HTTP');
+  // The relay serves shards over HTTP, and the browser fetched them so: the three data
+  // shards of each of the file's three stripes in one request.
+  assert.equal((await relay.metric(HTTP_SHARDS_OK)) - putOverHttp, 3, 'not one batch per stripe over HTTP');
 
   const fromBrowser = join(dir, 'from-browser.bin');
   const browserSha = randomFile(fromBrowser, 7_654_321);
@@ -108,9 +109,13 @@ test('a browser whose HTTP requests for shards fail, or that is told not to use 
 
   const browser = await launch(t);
   const page = await harness(browser, relay);
-  let refused = 0;
+  let [refused, refusedBatches] = [0, 0];
   await page.context().route('**/api/shards/**', (route) => {
     refused += 1;
+    return route.abort('connectionrefused');
+  });
+  await page.context().route('**/api/shard-batch/**', (route) => {
+    refusedBatches += 1;
     return route.abort('connectionrefused');
   });
   // Puts are answered "stored" by something that is not the relay: a reply without the
@@ -123,7 +128,9 @@ test('a browser whose HTTP requests for shards fail, or that is told not to use 
   const before = await relay.metric(LIBP2P_SHARDS_OK);
   const got = await getLink(page, put.stdout.trim());
   assert.deepEqual(got, { name: 'file.bin', size: 5_000_000, sha256: sha });
-  assert.ok(refused > 0, 'the browser asked nothing over HTTP');
+  // A failed batch is asked again a shard per request, and that failing, over libp2p.
+  assert.ok(refusedBatches > 0, 'the browser asked for no batch over HTTP');
+  assert.ok(refused > 0, 'the browser asked no single shard over HTTP');
   assert.equal(await relay.metric(HTTP_SHARDS_OK), 0);
   const libp2p = await relay.metric(LIBP2P_SHARDS_OK);
   assert.ok(libp2p > before, 'no shard came over libp2p');

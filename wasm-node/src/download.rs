@@ -97,9 +97,9 @@ pub async fn open(
     let mut holders = vec![Holder::Local];
     holders.extend(node.connected_relays().into_iter().map(Holder::Remote));
     holders.extend(others);
-    let mut download = Download::start(net.clone(), holders, &manifest, &link.key, WINDOW)
-        .await?
-        .with_max_batch(1);
+    // One request per holder and stripe: over HTTP one batch, over libp2p the network asks
+    // a shard per request.
+    let mut download = Download::start(net.clone(), holders, &manifest, &link.key, WINDOW).await?;
     if download.unlocated().is_some() {
         // Some stripe lacks holders among the relays: ask the DHT who else has the file.
         let found = node.peer.providers(link.manifest).await.unwrap_or_default();

@@ -19,7 +19,8 @@ use shardweb_core::manifest::SigningKey;
 use shardweb_core::node::NetworkError;
 use shardweb_core::protocol::http_put::{PutAuth, RECEIPT_HEADER};
 use shardweb_core::protocol::{
-    MAX_BATCH, MAX_SHARD_BYTES, PutOutcome, ShardRequest, ShardResponse, ShardStatus,
+    MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, PutOutcome, ShardRequest, ShardResponse,
+    ShardStatus, batch_path,
 };
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -68,6 +69,27 @@ async fn get_shard(base: &str, id: &ShardId) -> Result<ShardStatus, NetworkError
             200 => read_body(&response, url, MAX_SHARD_BYTES).await.map(ShardStatus::Found),
             404 => Ok(ShardStatus::Missing),
             status => Err(unreachable(url, format!("answered {status}"))),
+        }
+    })
+    .await
+}
+
+/// Fetches the shards `ids` names (at most [`shardweb_core::protocol::MAX_HTTP_BATCH`]) in one request to `base`,
+/// whose reply is the shard protocol's get reply: one status per id, in order, not yet
+/// checked against the ids. Fails on anything else, so that the caller can ask another way.
+pub async fn get_batch(base: &str, ids: &[ShardId]) -> Result<Vec<ShardStatus>, NetworkError> {
+    let url = format!("{base}{}", batch_path(ids));
+    let url = url.as_str();
+    exchange(url, web_sys::RequestInit::new(), |response| async move {
+        if response.status() != 200 {
+            return Err(unreachable(url, format!("answered {}", response.status())));
+        }
+        let reply = read_body(&response, url, MAX_FRAME_BYTES).await?;
+        let invalid = |detail: String| NetworkError::InvalidReply { detail };
+        match ShardResponse::decode(reply).map_err(|e| invalid(format!("{url}: {e}")))? {
+            ShardResponse::Get(statuses) if statuses.len() == ids.len() => Ok(statuses),
+            ShardResponse::Refused(refusal) => Err(NetworkError::Refused(refusal)),
+            _ => Err(invalid(format!("{url}: not a get reply for {} shards", ids.len()))),
         }
     })
     .await

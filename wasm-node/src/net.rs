@@ -12,7 +12,7 @@ use libp2p::PeerId;
 use shardweb_core::manifest::SigningKey;
 use shardweb_core::node::peer::Peer;
 use shardweb_core::node::{Fetched, Network, NetworkError};
-use shardweb_core::protocol::{ManifestOutcome, PutOutcome};
+use shardweb_core::protocol::{MAX_HTTP_BATCH, ManifestOutcome, PutOutcome, ShardStatus};
 use shardweb_core::{Manifest, ManifestId, ShardId};
 
 use crate::error::NodeError;
@@ -74,6 +74,8 @@ pub struct BrowserNet {
 pub struct HttpRoutes {
     /// The URL to which a shard id is appended to fetch it.
     pub get: Option<String>,
+    /// The URL to which shard ids joined by commas are appended to fetch them in one reply.
+    pub batch: Option<String>,
     /// The URL to which puts are posted.
     pub put: Option<String>,
 }
@@ -220,7 +222,15 @@ impl BrowserNet {
     ) -> Result<Vec<Fetched>, NetworkError> {
         let fetched = match self.fetch_over_http(peer, &ids).await {
             Some(fetched) => fetched?,
-            None => self.peer.get_shards(&peer, ids).await?,
+            None => {
+                // A request per shard, all at once, as puts go (see `put_shards`).
+                let gets = ids.into_iter().map(|id| self.peer.get_shards(&peer, vec![id]));
+                let mut fetched = Vec::new();
+                for got in futures::future::join_all(gets).await {
+                    fetched.extend(got?);
+                }
+                fetched
+            }
         };
         let bytes: u64 = fetched
             .iter()
@@ -240,19 +250,10 @@ impl BrowserNet {
         peer: PeerId,
         ids: &[ShardId],
     ) -> Option<Result<Vec<Fetched>, NetworkError>> {
-        let base = self.http.borrow().get(&peer)?.get.clone()?;
-        let mut fetched = match http_shards::get_shards(&base, ids).await {
-            Ok(statuses) => match Fetched::check_all(ids, statuses) {
-                Ok(fetched) => fetched,
-                Err(e) => return Some(Err(e)),
-            },
-            Err(e) => {
-                tracing::warn!(%peer, error = %e, "shards over HTTP failed; asking over libp2p");
-                if let Some(routes) = self.http.borrow_mut().get_mut(&peer) {
-                    routes.get = None;
-                }
-                return None;
-            }
+        let statuses = self.statuses_over_http(peer, ids).await?;
+        let mut fetched = match Fetched::check_all(ids, statuses) {
+            Ok(fetched) => fetched,
+            Err(e) => return Some(Err(e)),
         };
         let missing: Vec<usize> =
             (0..ids.len()).filter(|&i| fetched[i] == Fetched::Missing).collect();
@@ -264,6 +265,40 @@ impl BrowserNet {
             }
         }
         Some(Ok(fetched))
+    }
+
+    /// The statuses of `ids` at `peer` over HTTP, not yet checked: in batches where it serves
+    /// them so, else a request per shard; `None` where it serves neither (any longer). A
+    /// route that fails is not used again until the relay is connected again: a failed batch
+    /// is asked again a shard per request, and a failed shard request over libp2p.
+    async fn statuses_over_http(&self, peer: PeerId, ids: &[ShardId]) -> Option<Vec<ShardStatus>> {
+        let (get, batch) = {
+            let http = self.http.borrow();
+            let routes = http.get(&peer)?;
+            (routes.get.clone(), routes.batch.clone())
+        };
+        if let Some(batch) = batch {
+            let gets = ids.chunks(MAX_HTTP_BATCH).map(|ids| http_shards::get_batch(&batch, ids));
+            match futures::future::join_all(gets).await.into_iter().collect::<Result<Vec<_>, _>>() {
+                Ok(statuses) => return Some(statuses.concat()),
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "shard batches over HTTP failed; asking a shard at a time");
+                    if let Some(routes) = self.http.borrow_mut().get_mut(&peer) {
+                        routes.batch = None;
+                    }
+                }
+            }
+        }
+        match http_shards::get_shards(&get?, ids).await {
+            Ok(statuses) => Some(statuses),
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "shards over HTTP failed; asking over libp2p");
+                if let Some(routes) = self.http.borrow_mut().get_mut(&peer) {
+                    routes.get = None;
+                }
+                None
+            }
+        }
     }
 
     /// Puts shards to `peer` over HTTP, if it takes them so; `None` to put over libp2p. A relay

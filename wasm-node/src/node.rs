@@ -164,6 +164,8 @@ impl Node {
         let routes = match self.shards_over_http {
             true => HttpRoutes {
                 get: info.shard_http_path.as_ref().and_then(|p| http_shards::base_url(url, p)),
+                batch: (info.shard_batch_http_path.as_ref())
+                    .and_then(|p| http_shards::base_url(url, p)),
                 put: info.shard_put_http_path.as_ref().and_then(|p| http_shards::put_url(url, p)),
             },
             false => HttpRoutes::default(),

@@ -34,6 +34,9 @@ pub struct Info {
     /// The HTTP path it takes signed shard puts at, if it does.
     #[serde(default)]
     pub shard_put_http_path: Option<String>,
+    /// The HTTP path it serves several shards at once under, if it does.
+    #[serde(default)]
+    pub shard_batch_http_path: Option<String>,
 }
 
 /// A relay the node knows.
