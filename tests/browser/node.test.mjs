@@ -191,6 +191,41 @@ test('a relay killed in the middle of a browser download does not stop it', asyn
   assert.deepEqual(got, { name: 'both.bin', size, sha256: sha });
 });
 
+test('a download left short of shards part way ends its stream with a typed error', async (t) => {
+  const dir = tempDir(t);
+  const a = await startRelay(t, dir);
+  const b = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const file = join(dir, 'half.bin');
+  randomFile(file, 120_000_000);
+  // Three shards a stripe on two relays: every other stripe has two of them on the relay
+  // that is killed, and no one else holds any.
+  const put = await shardweb(['put', file, '--relay', `${a.url},${b.url}`, '--k', '2', '--m', '1']);
+  assert.equal(put.code, 0, put.stderr);
+
+  const browser = await launch(t);
+  const page = await harness(browser, b, { relays: [a.url, b.url] });
+  const reading = page.evaluate(async (l) => {
+    const { stream } = await window.node.get(l, { keep: false });
+    const reader = stream.getReader();
+    let bytes = 0;
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) return { bytes };
+        bytes += value.byteLength;
+      }
+    } catch (e) {
+      return { bytes, error: { code: e.code, name: e.name, typed: e instanceof window.shardweb.ShardwebError } };
+    }
+  }, put.stdout.trim());
+  const before = await a.metric('shardweb_bytes_out_total');
+  await until('the download to draw on both relays', async () => (await a.metric('shardweb_bytes_out_total')) > before + 8_000_000);
+  a.kill();
+  const got = await reading;
+  assert.ok(got.bytes > 0 && got.bytes < 120_000_000, JSON.stringify(got));
+  assert.deepEqual(got.error, { code: 'NOT_ENOUGH_SHARDS', name: 'NotEnoughShardsError', typed: true }, JSON.stringify(got));
+});
+
 test('a browser download short of shards after a relay is killed finds a third holder in the DHT', async (t) => {
   const dir = tempDir(t);
   const a = await startRelay(t, dir);

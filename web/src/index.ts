@@ -14,7 +14,7 @@
  */
 
 import { ShardwebError, fromWire } from './errors.js';
-import type { Call, Op, RawProgress, Reply } from './protocol.js';
+import type { Call, Op, RawProgress, Reply, StreamAsk, StreamReply } from './protocol.js';
 import type {
   GetOptions,
   GetResult,
@@ -84,6 +84,8 @@ export class Node {
   readonly #worker: Worker;
   readonly #pending = new Map<number, Pending>();
   readonly #watchers = new Map<number, Watcher>();
+  /** Downloads' pulls waiting for their chunk: failed with the node. */
+  readonly #pulls = new Set<(reply: StreamReply) => void>();
   readonly #listeners = new Set<Listener>();
   #next = 1;
   #persisted: boolean | null = null;
@@ -162,7 +164,10 @@ export class Node {
    */
   async get(link: string, options: GetOptions = {}): Promise<GetResult> {
     const { onProgress, ...rest } = options;
-    return (await this.#call('get', [link, rest], onProgress)) as GetResult;
+    const opened = (await this.#call('get', [link, rest], onProgress)) as Omit<GetResult, 'stream'> & {
+      stream: MessagePort;
+    };
+    return { ...opened, stream: this.#streamOf(opened.stream) };
   }
 
   /** Unfinished transfers kept across reloads. */
@@ -222,6 +227,46 @@ export class Node {
     return this.pageUrl === '' ? link : `${this.pageUrl}#${fragment}`;
   }
 
+  /**
+   * The plaintext the worker hands over `port`, a chunk per pull (one chunk read ahead), each
+   * chunk's buffer moved rather than copied. Errors arrive typed, as a call's do.
+   */
+  #streamOf(port: MessagePort): ReadableStream<Uint8Array> {
+    let waiting: ((reply: StreamReply) => void) | undefined;
+    port.onmessage = ({ data }: MessageEvent<StreamReply>) => {
+      const resolve = waiting;
+      waiting = undefined;
+      if (resolve !== undefined) {
+        this.#pulls.delete(resolve);
+        resolve(data);
+      }
+    };
+    const ask = (what: StreamAsk): void => port.postMessage(what);
+    return new ReadableStream<Uint8Array>({
+      pull: async (controller) => {
+        const reply = await new Promise<StreamReply>((resolve) => {
+          waiting = resolve;
+          this.#pulls.add(resolve);
+          ask('pull');
+        });
+        if ('value' in reply) {
+          controller.enqueue(reply.value);
+          return;
+        }
+        port.close();
+        if ('done' in reply) {
+          controller.close();
+        } else {
+          controller.error(fromWire(reply.error));
+        }
+      },
+      cancel: () => {
+        ask('cancel');
+        port.close();
+      },
+    });
+  }
+
   #call(op: Op, args: unknown[], onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<unknown> {
     const id = this.#next++;
     return new Promise((resolve, reject) => {
@@ -278,6 +323,10 @@ export class Node {
     }
     this.#pending.clear();
     this.#watchers.clear();
+    for (const pull of this.#pulls) {
+      pull({ error: { message, code } });
+    }
+    this.#pulls.clear();
   }
 }
 

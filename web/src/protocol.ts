@@ -40,3 +40,12 @@ export interface RawProgress {
   wireBytes: number;
   done: boolean;
 }
+
+/**
+ * Page to worker on a download's own port: the next chunk, or an end to it. The page asks
+ * for one chunk at a time.
+ */
+export type StreamAsk = 'pull' | 'cancel';
+
+/** Worker to page on a download's port: a chunk (its buffer transferred), the end, or why not. */
+export type StreamReply = { value: Uint8Array } | { done: true } | { error: WireError };

@@ -5,7 +5,7 @@
 
 import init, { WasmNode } from '../pkg/shardweb_wasm.js';
 import { toWire } from './errors.js';
-import type { Call, Reply } from './protocol.js';
+import type { Call, Reply, StreamAsk, StreamReply } from './protocol.js';
 
 interface WorkerScope {
   postMessage(message: Reply, transfer?: Transferable[]): void;
@@ -38,6 +38,44 @@ function withProgress(id: number, options: unknown): Record<string, unknown> {
   };
 }
 
+/**
+ * A download's plaintext, handed to the page over a port of its own with each chunk's buffer
+ * transferred, not copied: a transferred `ReadableStream` copies every chunk out of this thread
+ * and into the page's (about 1 s of CPU per 256 MiB of 4 MiB chunks, measured in Chromium).
+ */
+function portOf(stream: ReadableStream<Uint8Array>): MessagePort {
+  const { port1, port2 } = new MessageChannel();
+  const reader = stream.getReader();
+  port1.onmessage = async ({ data }: MessageEvent<StreamAsk>) => {
+    if (data === 'cancel') {
+      port1.close();
+      await reader.cancel().catch(() => {});
+      return;
+    }
+    let reply: StreamReply;
+    let transfer: Transferable[] = [];
+    try {
+      const { done, value } = await reader.read();
+      if (done) {
+        reply = { done: true };
+      } else {
+        // Only a buffer that is the chunk's alone moves; a view of a larger one is copied.
+        const whole = value.buffer instanceof ArrayBuffer && value.byteOffset === 0 && value.byteLength === value.buffer.byteLength;
+        const chunk = whole ? value : value.slice();
+        reply = { value: chunk };
+        transfer = [chunk.buffer];
+      }
+    } catch (e) {
+      reply = { error: toWire(e) };
+    }
+    port1.postMessage(reply, transfer);
+    if (!('value' in reply)) {
+      port1.close();
+    }
+  };
+  return port2;
+}
+
 async function run(call: Call): Promise<[unknown, Transferable[]]> {
   const [a, b] = call.args;
   switch (call.op) {
@@ -57,7 +95,8 @@ async function run(call: Call): Promise<[unknown, Transferable[]]> {
       const result = (await running().get(a as string, withProgress(call.id, b))) as {
         stream: ReadableStream<Uint8Array>;
       };
-      return [result, [result.stream]];
+      const port = portOf(result.stream);
+      return [{ ...result, stream: port }, [port]];
     }
     case 'transfers':
       return [await running().transfers(), []];
