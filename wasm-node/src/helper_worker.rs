@@ -30,11 +30,11 @@ fn url_of(script: &str) -> Option<String> {
 /// New buffers for helper workers are made in multiples of this.
 pub(crate) const BUFFER_STEP: usize = 64 << 10;
 
-/// Buffers a helper worker gave back, to carry later transfers to it: filling a fresh buffer
-/// costs the first touch of new memory, several times a plain copy. At most `MAX_BYTES` of
-/// them are kept. A reused buffer still holds earlier bytes past the view handed out; the
-/// whole buffer goes to the helper worker, which reads only the view (the bytes are this
-/// node's own, and stay in its workers).
+/// Buffers a helper worker (or `fetch`) gave back, to carry later transfers: filling a fresh
+/// buffer costs the first touch of new memory, several times a plain copy. At most
+/// `MAX_BYTES` of them are kept. A reused buffer still holds earlier bytes past the view
+/// handed out; the whole buffer goes to the helper worker, which reads only the view, and
+/// `fetch` reads only the view (the bytes are this node's own, and stay in its workers).
 #[derive(Debug, Default)]
 pub(crate) struct Spares<const MAX_BYTES: usize> {
     buffers: Vec<js_sys::ArrayBuffer>,
@@ -48,7 +48,14 @@ impl<const MAX_BYTES: usize> Spares<MAX_BYTES> {
     /// spare buffer that fits, else in a new one (rounded up, so that it fits later copies of
     /// about the same size).
     pub(crate) fn copy_out(&mut self, bytes: &[u8]) -> js_sys::Uint8Array {
-        let len = bytes.len();
+        let view = self.empty(bytes.len());
+        view.copy_from(bytes);
+        view
+    }
+
+    /// A view of `len` bytes at the start of a spare buffer (or a new one), to be filled: it
+    /// holds earlier bytes until then.
+    pub(crate) fn empty(&mut self, len: usize) -> js_sys::Uint8Array {
         let fit = (self.buffers.iter().enumerate())
             .filter(|(_, b)| b.byte_length() as usize >= len)
             .min_by_key(|(_, b)| b.byte_length())
@@ -64,9 +71,7 @@ impl<const MAX_BYTES: usize> Spares<MAX_BYTES> {
                 js_sys::ArrayBuffer::new(len.next_multiple_of(BUFFER_STEP) as u32)
             }
         };
-        let view = js_sys::Uint8Array::new_with_byte_offset_and_length(&buffer, 0, len as u32);
-        view.copy_from(bytes);
-        view
+        js_sys::Uint8Array::new_with_byte_offset_and_length(&buffer, 0, len as u32)
     }
 
     /// Keeps a buffer a helper worker gave back. Past the bound the smallest go first: the next

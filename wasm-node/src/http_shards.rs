@@ -26,6 +26,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use crate::error::describe;
+use crate::helper_worker::{BUFFER_STEP, Spares};
 use crate::relays;
 
 /// How long one shard has to arrive, or one put to be answered.
@@ -118,7 +119,10 @@ pub async fn put_shards(
     init.set_method("POST");
     init.set_headers(&headers);
     init.set_body(&body);
-    exchange(url, init, |response| async move {
+    // `fetch` takes a copy of the body before it returns (the Fetch standard's "extract a
+    // body"), so the buffer carries the next put's body as soon as this one is sent.
+    let sent = || BODIES.with(|b| b.borrow_mut().keep(body.buffer()));
+    exchange_then(url, init, sent, |response| async move {
         if response.status() != 200 {
             return Err(unreachable(url, format!("answered {}", response.status())));
         }
@@ -144,13 +148,23 @@ pub async fn put_shards(
 /// (39-61 MB/s against 59-62).
 fn body_of(shards: &[(ShardId, Bytes)]) -> Uint8Array {
     let pieces = ShardRequest::Put(shards.to_vec()).frame().into_pieces();
-    let body = Uint8Array::new_with_length(pieces.iter().map(|p| p.len() as u32).sum());
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    let body = BODIES.with(|b| b.borrow_mut().empty(len));
     let mut at = 0;
     for piece in &pieces {
         body.subarray(at, at + piece.len() as u32).copy_from(piece);
         at += piece.len() as u32;
     }
     body
+}
+
+thread_local! {
+    /// The buffer of the put body last sent, to carry the next one: filling a fresh buffer
+    /// costs the first touch of new memory, several times a plain copy. A body is made and
+    /// sent in one run of this thread, so one buffer serves every put; bodies over 8 MiB
+    /// (a lone large shard) are not kept.
+    static BODIES: std::cell::RefCell<Spares<{ (8 << 20) + BUFFER_STEP }>> =
+        std::cell::RefCell::default();
 }
 
 fn unreachable(url: &str, detail: String) -> NetworkError {
@@ -168,6 +182,19 @@ async fn exchange<T, F>(
 where
     F: std::future::Future<Output = Result<T, NetworkError>>,
 {
+    exchange_then(url, init, || {}, read).await
+}
+
+/// [`exchange`], calling `sent` once `fetch` has been called (whether or not it could be).
+async fn exchange_then<T, F>(
+    url: &str,
+    init: web_sys::RequestInit,
+    sent: impl FnOnce(),
+    read: impl FnOnce(web_sys::Response) -> F,
+) -> Result<T, NetworkError>
+where
+    F: std::future::Future<Output = Result<T, NetworkError>>,
+{
     let (global, fetch) =
         relays::fetch().ok_or_else(|| unreachable(url, "this scope has no fetch".into()))?;
     let abort = web_sys::AbortController::new().map_err(|e| unreachable(url, describe(&e)))?;
@@ -175,10 +202,10 @@ where
     // Past the browser's HTTP cache: it would write every shard to disk a second time.
     init.set_cache(web_sys::RequestCache::NoStore);
     let request = async {
-        let promise = fetch
-            .call2(&global, &JsValue::from(url), &init)
-            .map_err(|e| unreachable(url, describe(&e)))?
-            .unchecked_into::<Promise>();
+        let called = fetch.call2(&global, &JsValue::from(url), &init);
+        sent();
+        let promise =
+            called.map_err(|e| unreachable(url, describe(&e)))?.unchecked_into::<Promise>();
         let response = JsFuture::from(promise).await.map_err(|e| unreachable(url, describe(&e)))?;
         read(response.unchecked_into()).await
     };
@@ -264,10 +291,12 @@ mod tests {
         assert_eq!(put_url(url, "api/shards"), None);
     }
 
-    /// A put's body is the put request's frame, byte for byte, whatever the shards.
+    /// A put's body is the put request's frame, byte for byte, whatever the shards, also in
+    /// the buffer of a larger body sent before it.
     #[wasm_bindgen_test]
     fn a_put_body_is_the_put_frame() {
-        for sizes in [vec![0], vec![1, 2, 3], vec![1 << 20; 6], vec![5_000_000, 17]] {
+        let sizes = [vec![1 << 20; 6], vec![0], vec![1, 2, 3], vec![5_000_000, 17], vec![9]];
+        for sizes in sizes {
             let shards: Vec<(ShardId, Bytes)> = sizes
                 .iter()
                 .enumerate()
@@ -277,9 +306,12 @@ mod tests {
                     (ShardId::of(&bytes), bytes)
                 })
                 .collect();
-            let body = body_of(&shards).to_vec();
-            assert!(body == ShardRequest::Put(shards).encode(), "{sizes:?}");
+            let body = body_of(&shards);
+            assert!(body.to_vec() == ShardRequest::Put(shards).encode(), "{sizes:?}");
+            BODIES.with(|b| b.borrow_mut().keep(body.buffer()));
         }
+        // One buffer carried them all.
+        assert_eq!(BODIES.with(|b| b.borrow().made()), 1);
     }
 
     /// A body is read whole up to the limit, and refused once it passes it, whether or not it
