@@ -269,7 +269,7 @@ async function staticSite(t, www, headers) {
   return `http://127.0.0.1:${server.address().port}`;
 }
 
-test('the node moves its relay sockets and AES-GCM to helper workers, and where a policy forbids them does both itself', async (t) => {
+test('the node moves its relay sockets, AES-GCM and its posts to helper workers, and where a policy forbids them does all itself', async (t) => {
   const dir = tempDir(t);
   const www = wwwWithHarness(dir);
   const relay = await startRelay(t, dir, { www });
@@ -304,9 +304,9 @@ test('the node moves its relay sockets and AES-GCM to helper workers, and where 
       return window.digestStream(stream);
     }, result.link);
     assert.equal(got.sha256, sha);
-    // A pump for the relay's socket and the crypto worker, or neither.
+    // A pump for the relay's socket, the crypto worker and the post worker, or none.
     const helpers = workers.filter((url) => url.startsWith('blob:'));
-    assert.equal(helpers.length, helped ? 2 : 0, `${origin}: workers ${workers.join(', ')}`);
+    assert.equal(helpers.length, helped ? 3 : 0, `${origin}: workers ${workers.join(', ')}`);
     await context.close();
   }
 });

@@ -27,6 +27,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::error::describe;
 use crate::helper_worker::{BUFFER_STEP, Spares};
+use crate::post_worker::Posted;
 use crate::relays;
 
 /// How long one shard has to arrive, or one put to be answered.
@@ -109,53 +110,76 @@ pub async fn put_shards(
     let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
     let now = (js_sys::Date::now() / 1000.0) as u64;
     let auth = PutAuth::sign(key, relay, now, &ids);
-    let headers = web_sys::Headers::new().map_err(|e| unreachable(url, describe(&e)))?;
     let content_type = [("content-type", "application/octet-stream".to_owned())];
-    for (name, value) in content_type.into_iter().chain(auth.headers()) {
-        headers.append(name, &value).map_err(|e| unreachable(url, describe(&e)))?;
+    let headers: Vec<(&str, String)> = content_type.into_iter().chain(auth.headers()).collect();
+    let pieces = ShardRequest::Put(shards.to_vec()).frame().into_pieces();
+    let len: usize = pieces.iter().map(Bytes::len).sum();
+    let answer = |status: u16, receipt: Option<String>, reply: Vec<u8>| {
+        if status != 200 {
+            return Err(unreachable(url, format!("answered {status}")));
+        }
+        let invalid = |detail: String| NetworkError::InvalidReply { detail };
+        // Only the relay itself can say that it stored the shards, whatever answers here.
+        auth.check_receipt(relay, &reply, receipt.as_deref())
+            .map_err(|e| invalid(format!("{url}: {e}")))?;
+        match ShardResponse::decode(reply.into()).map_err(|e| invalid(format!("{url}: {e}")))? {
+            ShardResponse::Put(outcomes) if outcomes.len() == shards.len() => Ok(outcomes),
+            ShardResponse::Refused(refusal) => Err(NetworkError::Refused(refusal)),
+            _ => Err(invalid(format!("{url}: not a put reply for {} shards", shards.len()))),
+        }
+    };
+    let fill = |body: &Uint8Array| write_pieces(body, &pieces);
+    // On the post worker where there is one; else (or where it cannot run) on this thread.
+    if let Some(mut pending) = crate::post_worker::post_worker()
+        .and_then(|w| w.post(url, &headers, len, fill, MAX_PUT_REPLY))
+    {
+        let posted =
+            match select(Box::pin(pending.answer()), futures_timer::Delay::new(TIMEOUT)).await {
+                Either::Left((posted, _)) => posted,
+                Either::Right(_) => return Err(NetworkError::Timeout),
+            };
+        match posted {
+            Posted::Done { status, receipt, reply } => return answer(status, receipt, reply),
+            Posted::Failed(why) => return Err(unreachable(url, why)),
+            Posted::Unavailable => {}
+        }
     }
-    let body = body_of(shards);
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
-    init.set_headers(&headers);
+    let init_headers = web_sys::Headers::new().map_err(|e| unreachable(url, describe(&e)))?;
+    for (name, value) in &headers {
+        init_headers.append(name, value).map_err(|e| unreachable(url, describe(&e)))?;
+    }
+    init.set_headers(&init_headers);
+    let body = BODIES.with(|b| b.borrow_mut().empty(len));
+    write_pieces(&body, &pieces);
     init.set_body(&body);
     // `fetch` takes a copy of the body before it returns (the Fetch standard's "extract a
     // body"), so the buffer carries the next put's body as soon as this one is sent.
     let sent = || BODIES.with(|b| b.borrow_mut().keep(body.buffer()));
     exchange_then(url, init, sent, |response| async move {
-        if response.status() != 200 {
-            return Err(unreachable(url, format!("answered {}", response.status())));
-        }
         let receipt = response.headers().get(RECEIPT_HEADER).ok().flatten();
-        let reply = read_body(&response, url, MAX_PUT_REPLY).await?;
-        let invalid = |detail: String| NetworkError::InvalidReply { detail };
-        // Only the relay itself can say that it stored the shards, whatever answers here.
-        auth.check_receipt(relay, &reply, receipt.as_deref())
-            .map_err(|e| invalid(format!("{url}: {e}")))?;
-        match ShardResponse::decode(reply).map_err(|e| invalid(format!("{url}: {e}")))? {
-            ShardResponse::Put(outcomes) if outcomes.len() == shards.len() => Ok(outcomes),
-            ShardResponse::Refused(refusal) => Err(NetworkError::Refused(refusal)),
-            _ => Err(invalid(format!("{url}: not a put reply for {} shards", shards.len()))),
-        }
+        let reply = if response.status() == 200 {
+            read_body(&response, url, MAX_PUT_REPLY).await?.to_vec()
+        } else {
+            Vec::new()
+        };
+        answer(response.status(), receipt, reply)
     })
     .await
 }
 
-/// The body of a put of `shards`: the frame's pieces (the shards' own bytes among them) copied
-/// once, into one array. A `Blob` made from views of wasm memory instead spares the node's
-/// thread the copy (its CPU per 128 MiB put 1.04-1.26 s against 1.41-1.52 s) but costs the
-/// browser process more (0.95-1.8 s against 0.55-0.62 s), and moved no more bytes on 2 cores
-/// (39-61 MB/s against 59-62).
-fn body_of(shards: &[(ShardId, Bytes)]) -> Uint8Array {
-    let pieces = ShardRequest::Put(shards.to_vec()).frame().into_pieces();
-    let len: usize = pieces.iter().map(Bytes::len).sum();
-    let body = BODIES.with(|b| b.borrow_mut().empty(len));
+/// Writes a put's body: the frame's pieces (the shards' own bytes among them) one after
+/// another into `body`, exactly as long, copied once. A `Blob` made from views of wasm memory
+/// instead spares the node's thread the copy (its CPU per 128 MiB put 1.04-1.26 s against
+/// 1.41-1.52 s) but costs the browser process more (0.95-1.8 s against 0.55-0.62 s), and
+/// moved no more bytes on 2 cores (39-61 MB/s against 59-62).
+fn write_pieces(body: &Uint8Array, pieces: &[Bytes]) {
     let mut at = 0;
-    for piece in &pieces {
+    for piece in pieces {
         body.subarray(at, at + piece.len() as u32).copy_from(piece);
         at += piece.len() as u32;
     }
-    body
 }
 
 thread_local! {
@@ -306,7 +330,9 @@ mod tests {
                     (ShardId::of(&bytes), bytes)
                 })
                 .collect();
-            let body = body_of(&shards);
+            let pieces = ShardRequest::Put(shards.clone()).frame().into_pieces();
+            let body = BODIES.with(|b| b.borrow_mut().empty(pieces.iter().map(Bytes::len).sum()));
+            write_pieces(&body, &pieces);
             assert!(body.to_vec() == ShardRequest::Put(shards).encode(), "{sizes:?}");
             BODIES.with(|b| b.borrow_mut().keep(body.buffer()));
         }

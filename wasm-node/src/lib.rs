@@ -31,6 +31,8 @@ mod net;
 #[cfg(wasm_browser)]
 mod node;
 #[cfg(wasm_browser)]
+mod post_worker;
+#[cfg(wasm_browser)]
 mod progress;
 #[cfg(wasm_browser)]
 mod relays;
