@@ -118,14 +118,22 @@ async function heapMonitor(port) {
   const timer = setInterval(async () => {
     for (const worker of workers) {
       const late = new Promise((resolve) => setTimeout(() => resolve({}), 500));
-      const { usedSize } = await Promise.race([send('Runtime.getHeapUsage', {}, worker), late]);
-      if (usedSize !== undefined) samples.push([Date.now(), usedSize]);
+      const { usedSize, backingStorageSize } = await Promise.race([send('Runtime.getHeapUsage', {}, worker), late]);
+      if (usedSize !== undefined) samples.push([Date.now(), usedSize, backingStorageSize ?? null]);
     }
   }, 100);
   return {
     /** The largest heap sampled between two times, or null if none was. */
     peak: (from, to) => {
       const within = samples.filter(([t]) => t >= from && t <= to).map(([, s]) => s);
+      return within.length ? Math.max(...within) : null;
+    },
+    /**
+     * The largest JS heap plus array buffer memory (wasm memory among it) of one worker
+     * sampled between two times, or null if the browser does not report the latter.
+     */
+    peakWithBuffers: (from, to) => {
+      const within = samples.filter(([t, , b]) => t >= from && t <= to && b !== null).map(([, s, b]) => s + b);
       return within.length ? Math.max(...within) : null;
     },
     close() {
@@ -176,6 +184,8 @@ async function main() {
       console.log(`\nworker memory while ${value.mib} MiB goes up (${fmt(value.mbps)} MB/s, sampled every 200 ms):`);
       const together = heap === null ? 'n/a (no heap sample)' : mib(value.wasm + heap);
       console.log(`  peak wasm linear memory ${mib(value.wasm)}, peak JS heap ${mib(heap)}, together at most ${together}`);
+      const all = monitor?.peakWithBuffers(memoryStart, Date.now()) ?? null;
+      console.log(`  peak JS heap and array buffers of one worker (its wasm memory among them) ${mib(all)}`);
     } else if (kind === 'error') {
       finish.reject(new Error(value));
     } else if (kind === 'done') {
