@@ -52,8 +52,10 @@ pub fn batch_path(ids: &[crate::ShardId]) -> String {
 /// The ids an HTTP batch's path segment names: 1 to [`MAX_HTTP_BATCH`] shard ids, each 64
 /// lowercase hex digits, joined by commas.
 pub fn parse_batch_path(segment: &str) -> Result<Vec<crate::ShardId>, BadBatchPath> {
-    let ids: Vec<crate::ShardId> =
-        segment.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| BadBatchPath)?;
+    let ids: Vec<crate::ShardId> = (segment.split(',').take(MAX_HTTP_BATCH + 1))
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| BadBatchPath)?;
     if ids.len() > MAX_HTTP_BATCH {
         return Err(BadBatchPath);
     }

@@ -426,7 +426,11 @@ mod tests {
     use crate::store::{DiskStore, Limits};
 
     fn shared(dir: &std::path::Path) -> Arc<Shared> {
-        let limits = Limits { max_bytes: 5000, max_bytes_per_peer: 1000 };
+        shared_with(dir, 5000, 1000)
+    }
+
+    fn shared_with(dir: &std::path::Path, max: u64, per_peer: u64) -> Arc<Shared> {
+        let limits = Limits { max_bytes: max, max_bytes_per_peer: per_peer };
         let key = libp2p::identity::Keypair::generate_ed25519();
         let peer_id = key.public().to_peer_id();
         let addr: libp2p::Multiaddr =
@@ -437,15 +441,23 @@ mod tests {
             addrs: RwLock::new(vec![addr]),
             store: Arc::new(DiskStore::open(dir, limits).unwrap()),
             metrics: Metrics::default(),
-            config: Config { max_storage: 5000, max_storage_per_peer: 1000, ..Config::default() },
+            config: Config {
+                max_storage: max,
+                max_storage_per_peer: per_peer,
+                ..Config::default()
+            },
         })
     }
 
     async fn get_bytes(shared: &Arc<Shared>, uri: &str) -> (StatusCode, Vec<u8>) {
+        get_bytes_up_to(shared, uri, 1 << 20).await
+    }
+
+    async fn get_bytes_up_to(shared: &Arc<Shared>, uri: &str, max: usize) -> (StatusCode, Vec<u8>) {
         let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
         let response = router(Arc::clone(shared)).oneshot(request).await.unwrap();
         let status = response.status();
-        let body = to_bytes(response.into_body(), 1 << 20).await.unwrap();
+        let body = to_bytes(response.into_body(), max).await.unwrap();
         (status, body.to_vec())
     }
 
@@ -550,6 +562,33 @@ mod tests {
         ] {
             assert!(metrics.contains(line), "{line} in {metrics}");
         }
+    }
+
+    /// A batch answers at most one frame of shards: once one does not fit, it and every one
+    /// after it are deferred without being read, even one that would fit.
+    #[tokio::test]
+    async fn a_batch_past_one_frame_defers_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = shared_with(dir.path(), 64 << 20, 64 << 20);
+        let shards: Vec<Vec<u8>> =
+            (0..3u8).map(|i| vec![i; 12 << 20]).chain(std::iter::once(b"small".to_vec())).collect();
+        let ids: Vec<ShardId> = shards.iter().map(|s| ShardId::of(s)).collect();
+        for (id, bytes) in ids.iter().zip(&shards) {
+            shared.store.put_shard(b"owner", id, bytes).unwrap();
+        }
+        let uri = format!("{SHARD_BATCH_HTTP_PATH}{}", shardweb_core::protocol::batch_path(&ids));
+        let (status, body) = get_bytes_up_to(&shared, &uri, MAX_FRAME_BYTES).await;
+        assert_eq!(status, StatusCode::OK);
+        let statuses = vec![
+            ShardStatus::Found(shards[0].clone().into()),
+            ShardStatus::Found(shards[1].clone().into()),
+            ShardStatus::Deferred,
+            ShardStatus::Deferred,
+        ];
+        assert!(ShardResponse::decode(body.into()).unwrap() == ShardResponse::Get(statuses));
+        let (_, metrics) = get(&shared, "/metrics").await;
+        let line = format!("shardweb_bytes_out_total {}", 24 << 20);
+        assert!(metrics.contains(&line), "{line} in {metrics}");
     }
 
     fn now() -> u64 {

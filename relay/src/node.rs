@@ -324,22 +324,34 @@ pub fn serve_shards(
         }
         ShardRequest::Get(ids) => {
             let mut budget = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
+            // Once one shard has not fit, the rest are not even read: a short request naming
+            // many large shards costs at most one frame's worth of reading.
+            let mut full = false;
             let statuses = ids
                 .iter()
-                .map(|id| match store.get_shard(id) {
-                    Ok(Some(bytes)) if bytes.len() <= budget => {
-                        budget -= bytes.len();
-                        tracing::debug!(%peer, shard = %id, "serving shard");
-                        metrics
-                            .bytes_out
-                            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        ShardStatus::Found(bytes)
+                .map(|id| {
+                    if full {
+                        return ShardStatus::Deferred;
                     }
-                    Ok(Some(_)) => ShardStatus::Deferred,
-                    Ok(None) | Err(store::Error::Corrupt { .. }) => ShardStatus::Missing,
-                    Err(e) => {
-                        tracing::error!(shard = %id, error = %e, "cannot read shard");
-                        ShardStatus::Missing
+                    match store.get_shard(id) {
+                        Ok(Some(bytes)) if bytes.len() <= budget => {
+                            budget -= bytes.len();
+                            tracing::debug!(%peer, shard = %id, "serving shard");
+                            metrics.bytes_out.fetch_add(
+                                bytes.len() as u64,
+                                std::sync::atomic::Ordering::Relaxed,
+                            );
+                            ShardStatus::Found(bytes)
+                        }
+                        Ok(Some(_)) => {
+                            full = true;
+                            ShardStatus::Deferred
+                        }
+                        Ok(None) | Err(store::Error::Corrupt { .. }) => ShardStatus::Missing,
+                        Err(e) => {
+                            tracing::error!(shard = %id, error = %e, "cannot read shard");
+                            ShardStatus::Missing
+                        }
                     }
                 })
                 .collect();

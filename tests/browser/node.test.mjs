@@ -226,6 +226,37 @@ test('a download left short of shards part way ends its stream with a typed erro
   assert.deepEqual(got.error, { code: 'NOT_ENOUGH_SHARDS', name: 'NotEnoughShardsError', typed: true }, JSON.stringify(got));
 });
 
+test('a node stopped in the middle of a download ends its stream with STOPPED', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const file = join(dir, 'long.bin');
+  randomFile(file, 40_000_000);
+  const put = await shardweb(['put', file, '--relay', relay.url]);
+  assert.equal(put.code, 0, put.stderr);
+  const browser = await launch(t);
+  const page = await harness(browser, relay);
+  const got = await page.evaluate(async (l) => {
+    const { stream } = await window.node.get(l, { keep: false });
+    const reader = stream.getReader();
+    let bytes = (await reader.read()).value.byteLength;
+    await window.node.stop();
+    // The chunk read ahead may still come; then the stream ends, within seconds, not never.
+    const late = new Promise((resolve) => setTimeout(() => resolve('hung'), 10_000));
+    try {
+      for (;;) {
+        const next = await Promise.race([reader.read(), late]);
+        if (next === 'hung') return { bytes, hung: true };
+        if (next.done) return { bytes, done: true };
+        bytes += next.value.byteLength;
+      }
+    } catch (e) {
+      return { bytes, code: e.code };
+    }
+  }, put.stdout.trim());
+  assert.equal(got.code, 'STOPPED', JSON.stringify(got));
+  assert.ok(got.bytes < 40_000_000, JSON.stringify(got));
+});
+
 test('a browser download short of shards after a relay is killed finds a third holder in the DHT', async (t) => {
   const dir = tempDir(t);
   const a = await startRelay(t, dir);

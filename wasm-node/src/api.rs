@@ -208,9 +208,16 @@ impl WasmNode {
                      runs it"
                 )));
             }
+            // An upload's record says whether it kept its shards here, with or without the
+            // copy of its file in it.
+            let kept = |record: &JsValue| {
+                Reflect::get(record, &"kind".into()).ok().and_then(|k| k.as_string()).as_deref()
+                    == Some("upload")
+                    && Reflect::get(record, &"keep".into()).ok().and_then(|k| k.as_bool())
+                        != Some(false)
+            };
             if let Some(record) = node.store.transfer(&id).await?
-                && let Ok(state) = UploadState::from_js(&record)
-                && state.keep
+                && kept(&record)
             {
                 let ids: Vec<_> =
                     node.store.stripes(&id).await?.into_iter().flat_map(|(_, ids)| ids).collect();

@@ -209,7 +209,8 @@ where
     exchange_then(url, init, || {}, read).await
 }
 
-/// [`exchange`], calling `sent` once `fetch` has been called (whether or not it could be).
+/// [`exchange`], calling `sent` once `fetch` has been called (whether or not the call
+/// succeeded; not at all when this scope has no `fetch` or no `AbortController`).
 async fn exchange_then<T, F>(
     url: &str,
     init: web_sys::RequestInit,

@@ -269,8 +269,9 @@ impl BrowserNet {
 
     /// The statuses of `ids` at `peer` over HTTP, not yet checked: in batches where it serves
     /// them so, else a request per shard; `None` where it serves neither (any longer). A
-    /// route that fails is not used again until the relay is connected again: a failed batch
-    /// is asked again a shard per request, and a failed shard request over libp2p.
+    /// route that fails (other than by a timeout, for batches) is not used again until the
+    /// relay is connected again: a failed batch is asked again a shard per request, and a
+    /// failed shard request over libp2p.
     async fn statuses_over_http(&self, peer: PeerId, ids: &[ShardId]) -> Option<Vec<ShardStatus>> {
         let (get, batch) = {
             let http = self.http.borrow();
@@ -281,6 +282,11 @@ impl BrowserNet {
             let gets = ids.chunks(MAX_HTTP_BATCH).map(|ids| http_shards::get_batch(&batch, ids));
             match futures::future::join_all(gets).await.into_iter().collect::<Result<Vec<_>, _>>() {
                 Ok(statuses) => return Some(statuses.concat()),
+                // A batch that came too slowly is asked again a shard at a time, and the next
+                // ones go in batches still: a slow link is no reason to give up the route.
+                Err(NetworkError::Timeout) => {
+                    tracing::debug!(%peer, "a shard batch over HTTP timed out; asking a shard at a time");
+                }
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "shard batches over HTTP failed; asking a shard at a time");
                     if let Some(routes) = self.http.borrow_mut().get_mut(&peer) {

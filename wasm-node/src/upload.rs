@@ -286,6 +286,9 @@ pub async fn run(
     let mut kept = Vec::new();
     let result =
         upload(node, &state, on_progress, signal.as_ref(), &mut kept, &mut file_copy).await;
+    // The upload counts as running until its file's copy has landed: a record removed before
+    // (by `cancelTransfer`, say) would be brought back by it.
+    copy_written(&mut file_copy).await;
     node.active.borrow_mut().retain(|id| *id != state.id);
     if let Err(e) = &result
         && matches!(e, NodeError::QuotaExceeded { .. } | NodeError::Stopped { what: "the upload" })
@@ -295,7 +298,6 @@ pub async fn run(
         if state.keep && !kept.is_empty() {
             let _ = node.store.delete_shards(&kept).await;
         }
-        copy_written(&mut file_copy).await;
         let _ = node.store.delete_transfer(&state.id).await;
     }
     result

@@ -84,8 +84,8 @@ export class Node {
   readonly #worker: Worker;
   readonly #pending = new Map<number, Pending>();
   readonly #watchers = new Map<number, Watcher>();
-  /** Downloads' pulls waiting for their chunk: failed with the node. */
-  readonly #pulls = new Set<(reply: StreamReply) => void>();
+  /** The downloads being read: each fails with the node. */
+  readonly #streams = new Set<(reply: StreamReply) => void>();
   readonly #listeners = new Set<Listener>();
   #next = 1;
   #persisted: boolean | null = null;
@@ -229,31 +229,43 @@ export class Node {
 
   /**
    * The plaintext the worker hands over `port`, a chunk per pull (one chunk read ahead), each
-   * chunk's buffer moved rather than copied. Errors arrive typed, as a call's do.
+   * chunk's buffer moved rather than copied. Errors arrive typed, as a call's do; when the
+   * node stops or its worker fails, the stream errors too, whether or not a pull is waiting.
    */
   #streamOf(port: MessagePort): ReadableStream<Uint8Array> {
     let waiting: ((reply: StreamReply) => void) | undefined;
-    port.onmessage = ({ data }: MessageEvent<StreamReply>) => {
+    let failed: StreamReply | undefined;
+    const end = (): void => {
+      this.#streams.delete(fail);
+      port.close();
+    };
+    // What the node's end sends it: the reply to the pull waiting, or why none will come.
+    const settle = (reply: StreamReply): void => {
       const resolve = waiting;
       waiting = undefined;
-      if (resolve !== undefined) {
-        this.#pulls.delete(resolve);
-        resolve(data);
-      }
+      resolve?.(reply);
     };
-    const ask = (what: StreamAsk): void => port.postMessage(what);
+    const fail = (reply: StreamReply): void => {
+      failed = reply;
+      port.postMessage('cancel' satisfies StreamAsk);
+      end();
+      settle(reply);
+    };
+    this.#streams.add(fail);
+    port.onmessage = ({ data }: MessageEvent<StreamReply>) => settle(data);
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
-        const reply = await new Promise<StreamReply>((resolve) => {
-          waiting = resolve;
-          this.#pulls.add(resolve);
-          ask('pull');
-        });
+        const reply =
+          failed ??
+          (await new Promise<StreamReply>((resolve) => {
+            waiting = resolve;
+            port.postMessage('pull' satisfies StreamAsk);
+          }));
         if ('value' in reply) {
           controller.enqueue(reply.value);
           return;
         }
-        port.close();
+        end();
         if ('done' in reply) {
           controller.close();
         } else {
@@ -261,8 +273,9 @@ export class Node {
         }
       },
       cancel: () => {
-        ask('cancel');
-        port.close();
+        port.postMessage('cancel' satisfies StreamAsk);
+        end();
+        waiting = undefined;
       },
     });
   }
@@ -323,10 +336,9 @@ export class Node {
     }
     this.#pending.clear();
     this.#watchers.clear();
-    for (const pull of this.#pulls) {
-      pull({ error: { message, code } });
+    for (const fail of [...this.#streams]) {
+      fail({ error: { message, code } });
     }
-    this.#pulls.clear();
   }
 }
 
