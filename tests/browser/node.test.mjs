@@ -226,6 +226,31 @@ test('a download left short of shards part way ends its stream with a typed erro
   assert.deepEqual(got.error, { code: 'NOT_ENOUGH_SHARDS', name: 'NotEnoughShardsError', typed: true }, JSON.stringify(got));
 });
 
+test('a download whose stream the page cancels stops running, and its record can be cancelled', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const file = join(dir, 'dropped.bin');
+  randomFile(file, 40_000_000);
+  const put = await shardweb(['put', file, '--relay', relay.url]);
+  assert.equal(put.code, 0, put.stderr);
+  const browser = await launch(t);
+  const page = await harness(browser, relay);
+  const left = await page.evaluate(async (l) => {
+    const { stream } = await window.node.get(l);
+    const reader = stream.getReader();
+    await reader.read();
+    await reader.cancel();
+    const listed = async () => (await window.node.transfers()).filter((x) => x.kind.startsWith('download'));
+    for (let i = 0; i < 100 && (await listed()).some((x) => x.kind.endsWith(':running')); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const before = await listed();
+    await window.node.cancelTransfer(before[0].id);
+    return { before: before.map((x) => x.kind), after: await listed() };
+  }, put.stdout.trim());
+  assert.deepEqual(left, { before: ['download'], after: [] });
+});
+
 test('a node stopped in the middle of a download ends its stream with STOPPED', async (t) => {
   const dir = tempDir(t);
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });

@@ -165,6 +165,19 @@ struct State {
     asked_dht: bool,
 }
 
+impl Drop for State {
+    /// A download dropped before its end (its stream cancelled by the reader) is no longer
+    /// running: its record stays, to be opened again or cancelled.
+    fn drop(&mut self) {
+        if !self.done {
+            let mut active = self.node.active.borrow_mut();
+            if let Some(at) = active.iter().position(|id| *id == self.id) {
+                active.remove(at);
+            }
+        }
+    }
+}
+
 async fn next(mut state: State) -> Option<(Result<JsValue, JsValue>, State)> {
     if state.done {
         return None;
