@@ -461,6 +461,14 @@ mod tests {
         (status, body.to_vec())
     }
 
+    /// Asserts that `/metrics` has each of `lines`.
+    async fn assert_metrics(shared: &Arc<Shared>, lines: &[&str]) {
+        let (_, metrics) = get(shared, "/metrics").await;
+        for line in lines {
+            assert!(metrics.contains(line), "{line} in {metrics}");
+        }
+    }
+
     async fn get(shared: &Arc<Shared>, uri: &str) -> (StatusCode, String) {
         let (status, body) = get_bytes(shared, uri).await;
         (status, String::from_utf8(body).unwrap())
@@ -500,14 +508,15 @@ mod tests {
         assert!(!shared.store.has_shard(&id_b).unwrap());
         assert_eq!(get_bytes(&shared, &format!("/api/shards/{id_a}")).await, (StatusCode::OK, a));
 
-        let (_, metrics) = get(&shared, "/metrics").await;
-        for line in [
-            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 4",
-            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 2",
-            "shardweb_corrupt_shards_removed_total 1",
-        ] {
-            assert!(metrics.contains(line), "{line} in {metrics}");
-        }
+        assert_metrics(
+            &shared,
+            &[
+                "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 4",
+                "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 2",
+                "shardweb_corrupt_shards_removed_total 1",
+            ],
+        )
+        .await;
     }
 
     /// A batch answers one status per id in order, as a get over libp2p does, with its
@@ -555,13 +564,14 @@ mod tests {
             let (status, _) = get(&shared, &format!("{SHARD_BATCH_HTTP_PATH}{bad}")).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
         }
-        let (_, metrics) = get(&shared, "/metrics").await;
-        for line in [
-            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 2",
-            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 3",
-        ] {
-            assert!(metrics.contains(line), "{line} in {metrics}");
-        }
+        assert_metrics(
+            &shared,
+            &[
+                "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 2",
+                "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 3",
+            ],
+        )
+        .await;
     }
 
     /// A batch answers at most one frame of shards: once one does not fit, it and every one
@@ -586,9 +596,7 @@ mod tests {
             ShardStatus::Deferred,
         ];
         assert!(ShardResponse::decode(body.into()).unwrap() == ShardResponse::Get(statuses));
-        let (_, metrics) = get(&shared, "/metrics").await;
-        let line = format!("shardweb_bytes_out_total {}", 24 << 20);
-        assert!(metrics.contains(&line), "{line} in {metrics}");
+        assert_metrics(&shared, &[&format!("shardweb_bytes_out_total {}", 24 << 20)]).await;
     }
 
     fn now() -> u64 {
@@ -702,13 +710,14 @@ mod tests {
         assert_eq!(unsized_put, (StatusCode::LENGTH_REQUIRED, None));
         assert_eq!(shared.store.shard_count(), 2);
 
-        let (_, metrics) = get(&shared, "/metrics").await;
-        for line in [
-            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 3",
-            "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 8",
-        ] {
-            assert!(metrics.contains(line), "{line} in {metrics}");
-        }
+        assert_metrics(
+            &shared,
+            &[
+                "shardweb_requests_total{protocol=\"http_shard\",outcome=\"ok\"} 3",
+                "shardweb_requests_total{protocol=\"http_shard\",outcome=\"refused\"} 8",
+            ],
+        )
+        .await;
     }
 
     /// A page of another origin may put: the browser's preflight is answered.
