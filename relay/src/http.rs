@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use serde::Serialize;
 use shardweb_core::ShardId;
 use shardweb_core::protocol::http_put::{
@@ -20,12 +21,13 @@ use shardweb_core::protocol::{
     MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_BATCH_HTTP_PATH,
     SHARD_HTTP_PATH, SHARD_PROTOCOL, ShardRequest, ShardResponse, ShardStatus, parse_batch_path,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::metrics::{Outcome, Protocol};
 use crate::node::{Shared, VERSION};
+use crate::stall::StallGuard;
 use crate::store;
 
 /// What `/api/info` answers.
@@ -155,7 +157,7 @@ async fn shard(
         return (StatusCode::BAD_REQUEST, "a shard id is 64 lowercase hex digits\n")
             .into_response();
     };
-    let Ok(_permit) = permits.acquire_owned().await else {
+    let Ok(permit) = permits.acquire_owned().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let store = Arc::clone(&shared.store);
@@ -169,9 +171,10 @@ async fn shard(
                 .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let headers = [
                 (header::CONTENT_TYPE, "application/octet-stream"),
+                (header::CONTENT_LENGTH, &bytes.len().to_string()),
                 (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
             ];
-            (Outcome::Ok, (headers, Body::from(bytes)).into_response())
+            (Outcome::Ok, (headers, held(vec![bytes], permit)).into_response())
         }
         Ok(Ok(None) | Err(store::Error::Corrupt { .. })) => {
             (Outcome::Ok, (StatusCode::NOT_FOUND, "shard not held here\n").into_response())
@@ -211,7 +214,7 @@ async fn shard_batch(
             return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
         }
     };
-    let Ok(_permit) = permits.acquire_owned().await else {
+    let Ok(permit) = permits.acquire_owned().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
     let serving = Arc::clone(&shared);
@@ -241,10 +244,30 @@ async fn shard_batch(
             if complete { "public, max-age=31536000, immutable" } else { "no-store" },
         ),
     ];
-    let body = Body::from_stream(futures::stream::iter(
-        pieces.into_iter().map(Ok::<_, std::convert::Infallible>),
-    ));
-    (headers, body).into_response()
+    (headers, held(pieces, permit)).into_response()
+}
+
+/// A reply's body that holds its read permit until it is sent or dropped: replies waiting for
+/// slow readers count against [`Config::max_concurrent_streams`](crate::config::Config) as
+/// reads do, so at most that many sit in memory. A reader that stops altogether is cut off
+/// after the request timeout (see [`serve`]).
+fn held(pieces: Vec<bytes::Bytes>, permit: OwnedSemaphorePermit) -> Body {
+    Body::from_stream(futures::stream::iter(pieces).map(move |piece| {
+        let _held = &permit;
+        Ok::<_, std::convert::Infallible>(piece)
+    }))
+}
+
+/// Serves [`router`] on `listener` until `stop` completes, then lets the requests under way
+/// finish. A connection whose peer takes no bytes for the request timeout is closed, with
+/// what its reply held.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = StallGuard::new(listener, shared.config.request_timeout());
+    axum::serve(listener, router(shared)).with_graceful_shutdown(stop).await
 }
 
 /// MiB of put bodies over HTTP that may be in the relay's memory at once.
@@ -430,7 +453,16 @@ mod tests {
     }
 
     fn shared_with(dir: &std::path::Path, max: u64, per_peer: u64) -> Arc<Shared> {
-        let limits = Limits { max_bytes: max, max_bytes_per_peer: per_peer };
+        let config =
+            Config { max_storage: max, max_storage_per_peer: per_peer, ..Config::default() };
+        shared_configured(dir, config)
+    }
+
+    fn shared_configured(dir: &std::path::Path, config: Config) -> Arc<Shared> {
+        let limits = Limits {
+            max_bytes: config.max_storage,
+            max_bytes_per_peer: config.max_storage_per_peer,
+        };
         let key = libp2p::identity::Keypair::generate_ed25519();
         let peer_id = key.public().to_peer_id();
         let addr: libp2p::Multiaddr =
@@ -441,11 +473,7 @@ mod tests {
             addrs: RwLock::new(vec![addr]),
             store: Arc::new(DiskStore::open(dir, limits).unwrap()),
             metrics: Metrics::default(),
-            config: Config {
-                max_storage: max,
-                max_storage_per_peer: per_peer,
-                ..Config::default()
-            },
+            config,
         })
     }
 
@@ -597,6 +625,100 @@ mod tests {
         ];
         assert!(ShardResponse::decode(body.into()).unwrap() == ShardResponse::Get(statuses));
         assert_metrics(&shared, &[&format!("shardweb_bytes_out_total {}", 24 << 20)]).await;
+    }
+
+    /// A shard being sent holds its read permit: with one permit, a second read waits until
+    /// the first reply is sent or dropped, not only until its bytes were read from disk.
+    #[tokio::test]
+    async fn a_reply_holds_its_read_permit_until_it_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { max_concurrent_streams: 1, ..Config::default() };
+        let shared = shared_configured(dir.path(), config);
+        let shard = b"one shard".to_vec();
+        let id = ShardId::of(&shard);
+        shared.store.put_shard(b"owner", &id, &shard).unwrap();
+        let app = router(Arc::clone(&shared));
+        let uri = format!("{SHARD_HTTP_PATH}{id}");
+        let request = || Request::builder().uri(&uri).body(Body::empty()).unwrap();
+
+        let first = app.clone().oneshot(request()).await.unwrap();
+        let second = tokio::spawn(app.clone().oneshot(request()));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(!second.is_finished(), "a second read ran while a reply held the only permit");
+        let body = to_bytes(first.into_body(), 1 << 20).await.unwrap();
+        assert_eq!(&body[..], &shard[..]);
+        let second = tokio::time::timeout(std::time::Duration::from_secs(5), second)
+            .await
+            .expect("the second read runs once the first reply is sent")
+            .unwrap()
+            .unwrap();
+        assert_eq!(to_bytes(second.into_body(), 1 << 20).await.unwrap(), body);
+    }
+
+    /// A client that asks for a shard and reads nothing is cut off after the request timeout:
+    /// its reply ends short, and the read permit it held serves the next client.
+    #[tokio::test]
+    async fn a_reader_that_stops_is_cut_off_and_its_permit_serves_the_next() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            max_storage: 64 << 20,
+            max_storage_per_peer: 64 << 20,
+            request_timeout_secs: 1,
+            max_concurrent_streams: 1,
+            ..Config::default()
+        };
+        let shared = shared_configured(dir.path(), config);
+        // Larger than loopback's socket buffers take from a peer that does not read.
+        let big = vec![5u8; MAX_SHARD_BYTES];
+        let small = b"small".to_vec();
+        for shard in [&big, &small] {
+            shared.store.put_shard(b"owner", &ShardId::of(shard), shard).unwrap();
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::clone(&shared), async move {
+            let _ = stopped.await;
+        }));
+        let ask = |id: ShardId| async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!(
+                "GET {SHARD_HTTP_PATH}{id} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
+            );
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            tcp
+        };
+
+        let mut stalled = ask(ShardId::of(&big)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let mut next = ask(ShardId::of(&small)).await;
+        let mut reply = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), next.read_to_end(&mut reply))
+            .await
+            .expect("the next client is served once the stalled one is cut off")
+            .unwrap();
+        assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
+        assert!(reply.ends_with(&small));
+        let head = String::from_utf8_lossy(&reply).to_lowercase();
+        assert!(head.contains("\r\ncontent-length: 5\r\n"), "{head}");
+
+        let mut cut = Vec::new();
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stalled.read_to_end(&mut cut))
+                .await
+                .expect("the stalled connection is closed");
+        assert!(cut.starts_with(b"HTTP/1.1 200"));
+        assert!(cut.len() < big.len(), "the stalled reply was sent whole: {}", cut.len());
+
+        // Nothing is left holding the server: it stops at once.
+        stop.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), server)
+            .await
+            .expect("the server stops")
+            .unwrap()
+            .unwrap();
     }
 
     fn now() -> u64 {

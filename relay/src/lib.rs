@@ -9,5 +9,6 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod node;
+pub mod stall;
 pub mod store;
 pub mod tls;

@@ -209,15 +209,10 @@ async fn relay(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot serve HTTP on {}", shared.config.http))?;
     tracing::info!(peer = %shared.peer_id, http = %shared.config.http, data = %shared.config.data_dir.display(), "relay starting");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = http::router(Arc::clone(&shared));
     let mut http_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&shared), async move {
+        let _ = http_stop.wait_for(|stop| *stop).await;
+    }));
     let signals = async move {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
