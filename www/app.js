@@ -1,7 +1,7 @@
 // The shardweb page: upload, share, download. It uses only the public API of the `shardweb`
 // package, as any other app would.
 
-import { Node } from './shardweb/dist/index.js';
+import { Node, ShardwebError } from './shardweb/dist/index.js';
 
 const $ = (id) => document.getElementById(id);
 const status = $('status');
@@ -205,7 +205,7 @@ function answers(worker, message, transfer, ms) {
     channel.port1.onmessage = () => resolve(true);
     setTimeout(() => resolve(false), ms);
   });
-  worker.postMessage(message, [...transfer, channel.port2]);
+  worker.postMessage({ ...message, reply: channel.port2 }, [channel.port2, ...transfer]);
   return answered;
 }
 
@@ -219,14 +219,49 @@ async function saver() {
 }
 
 /**
+ * A port from which the service worker pulls `stream`'s chunks one at a time, each moved to
+ * it rather than copied (a transferred stream would copy every chunk on both threads).
+ * The worker asks with 'pull' or 'cancel'; it gets `{ value }`, `{ done }` or `{ error }`.
+ */
+function chunksPort(stream) {
+  const { port1, port2 } = new MessageChannel();
+  const reader = stream.getReader();
+  port1.onmessage = async ({ data }) => {
+    if (data === 'cancel') {
+      port1.close();
+      const reason = new ShardwebError('STOPPED', 'the download was cancelled in the browser');
+      await reader.cancel(reason).catch(() => {});
+      return;
+    }
+    try {
+      const { done, value } = await reader.read();
+      if (done) {
+        port1.postMessage({ done: true });
+        port1.close();
+        return;
+      }
+      // A chunk that is a view of a larger buffer is copied, so that only its own bytes move.
+      const own = value.byteOffset === 0 && value.byteLength === value.buffer.byteLength;
+      const chunk = own ? value : value.slice();
+      port1.postMessage({ value: chunk }, [chunk.buffer]);
+    } catch (e) {
+      port1.postMessage({ error: e?.message ?? String(e) });
+      port1.close();
+    }
+  };
+  return port2;
+}
+
+/**
  * Saves a stream to disk through the service worker, so that it never sits in memory. The
  * download frame opens only once the worker holds the stream: its request could otherwise
  * reach the worker before the stream does.
  */
 async function saveStreamed(worker, result, stream) {
   const id = `${Date.now()}-${Math.random().toString(36).slice(2)}`;
-  const message = { type: 'shardweb-download', id, name: result.name, size: result.size, mime: result.type, stream };
-  if (!(await answers(worker, message, [stream], 10_000))) throw new Error('The browser did not take the download: reload the page and try again.');
+  const chunks = chunksPort(stream);
+  const message = { type: 'shardweb-download', id, name: result.name, size: result.size, mime: result.type, chunks };
+  if (!(await answers(worker, message, [chunks], 10_000))) throw new Error('The browser did not take the download: reload the page and try again.');
   const frame = document.createElement('iframe');
   frame.hidden = true;
   frame.title = 'download';
@@ -279,7 +314,8 @@ async function download() {
     say(`${result.name} saved: done`);
     refresh();
   } catch (e) {
-    fail(e);
+    if (e?.code === 'STOPPED') say(`${result.name}: download cancelled.`);
+    else fail(e);
   } finally {
     // The same file can be saved again.
     if (linkFromHash() === link) openLink(link, true);

@@ -6,16 +6,54 @@ const downloads = new Map();
 self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
 
+/**
+ * The stream of the chunks the page sends over `port` (see the page's `chunksPort`): each is
+ * asked for when the download wants it, and moved here, not copied.
+ */
+function streamFrom(port) {
+  let waiting = null;
+  port.onmessage = ({ data }) => {
+    const resolve = waiting;
+    waiting = null;
+    resolve?.(data);
+  };
+  return new ReadableStream({
+    async pull(controller) {
+      const reply = await new Promise((resolve) => {
+        waiting = resolve;
+        port.postMessage('pull');
+      });
+      if (reply?.value instanceof Uint8Array) {
+        controller.enqueue(reply.value);
+        return;
+      }
+      port.close();
+      if (reply?.done) controller.close();
+      else controller.error(new Error(reply?.error ?? 'the page stopped the download'));
+    },
+    cancel() {
+      port.postMessage('cancel');
+      port.close();
+    },
+  });
+}
+
 self.addEventListener('message', (event) => {
   const data = event.data;
+  // Pages say where to answer in `reply`; older ones sent the reply port alone.
+  const reply = data?.reply ?? event.ports[0];
   if (data?.type === 'shardweb-ping') {
-    event.ports[0]?.postMessage({ type: 'shardweb-pong' });
-  } else if (data?.type === 'shardweb-download' && data.stream instanceof ReadableStream) {
-    downloads.set(data.id, data);
+    reply?.postMessage({ type: 'shardweb-pong' });
+  } else if (data?.type === 'shardweb-download') {
+    const stream = data.chunks instanceof MessagePort ? streamFrom(data.chunks) : data.stream;
+    if (!(stream instanceof ReadableStream)) return;
+    downloads.set(data.id, { ...data, stream });
     // The page opens the download once told that the stream is here.
-    event.ports[0]?.postMessage({ type: 'shardweb-held', id: data.id });
-    // A download not claimed within a minute is dropped.
-    setTimeout(() => downloads.delete(data.id), 60_000);
+    reply?.postMessage({ type: 'shardweb-held', id: data.id });
+    // A download not claimed within a minute is dropped, and the page stops fetching it.
+    setTimeout(() => {
+      if (downloads.delete(data.id)) stream.cancel().catch(() => {});
+    }, 60_000);
   }
 });
 

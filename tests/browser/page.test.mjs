@@ -48,6 +48,7 @@ test('a 20 MB file uploaded on the page downloads identical in another browser',
     b.getByTestId('download-button').click(),
   ]);
   assert.equal(download.suggestedFilename(), 'holiday photos.bin');
+  assert.match(download.url(), /\/_shardweb\/download\//, 'saved through the service worker');
   assert.equal(await sha256File(await download.path()), sha, 'the bytes came back identical');
   assert.match(await status(b, /done$|^error/), /^holiday photos\.bin saved: done$/);
   await screenshot(b, dir, 'download');
@@ -100,6 +101,47 @@ test('a download a reload interrupted is offered again and fetches only what it 
   const window = (4 * 6 + 2) * ((4 << 20) / 4 + 16);
   t.diagnostic(`served ${served} bytes for a file of ${size}; at most ${size + 4096 * 6 + window}`);
   assert.ok(served <= size + 4096 * 6 + window, `served ${served} for a file of ${size}`);
+  assert.deepEqual(page.errors, []);
+});
+
+test('a download cancelled in the browser stops fetching, and can be saved again', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir);
+  const browser = await launch(t);
+  const size = 128 << 20;
+  const file = join(dir, 'talk.bin');
+  const sha = randomFile(file, size);
+  const put = await shardweb(['put', file, '--relay', relay.url]);
+  assert.equal(put.code, 0, put.stderr);
+  const link = put.stdout.trim().replace(/^shardweb:/, `${relay.url}/#`);
+
+  const page = await openPage(browser, link);
+  assert.match(await status(page, /^Ready: |^error/), /^Ready: talk\.bin/);
+  const before = await relay.metric('shardweb_bytes_out_total');
+  const [download] = await Promise.all([
+    page.waitForEvent('download', { timeout: 60_000 }),
+    page.getByTestId('download-button').click(),
+  ]);
+  await until('part of the download to be served', async () => {
+    return (await relay.metric('shardweb_bytes_out_total')) - before >= size / 8;
+  }, 120_000);
+  await download.cancel();
+  assert.match(await status(page, /cancelled\.$|^error/), /^talk\.bin: download cancelled\.$/);
+  // The node stops fetching: what is served stays short of the file.
+  const stopped = await relay.metric('shardweb_bytes_out_total');
+  await new Promise((resolve) => setTimeout(resolve, 2000));
+  const after = await relay.metric('shardweb_bytes_out_total');
+  t.diagnostic(`served ${stopped - before} bytes at the cancel, ${after - before} two seconds later`);
+  assert.ok(after - before < size / 2, `served ${after - before} of ${size} after the cancel`);
+
+  // The page offers the file again, and saving it now gives the whole file.
+  await until('the save button to come back', () => page.getByTestId('download-button').isEnabled());
+  const [again] = await Promise.all([
+    page.waitForEvent('download', { timeout: 60_000 }),
+    page.getByTestId('download-button').click(),
+  ]);
+  assert.equal(await sha256File(await again.path()), sha, 'the bytes came back identical');
+  assert.match(await status(page, /done$|^error/, 180_000), /^talk\.bin saved: done$/);
   assert.deepEqual(page.errors, []);
 });
 
