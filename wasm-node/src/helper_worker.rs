@@ -2,8 +2,15 @@
 //! the thread that asks for it (a WebSocket's transfers, WebCrypto's AES-GCM), and the node's
 //! own thread is busy sealing and coding, so that work moves to threads of its own.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use js_sys::Array;
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::MessageEvent;
 
 thread_local! {
     /// Each script's `blob:` URL, made once per thread.
@@ -25,6 +32,109 @@ fn url_of(script: &str) -> Option<String> {
     let parts = js_sys::Array::of1(&script.into());
     let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &options).ok()?;
     web_sys::Url::create_object_url_with_blob(&blob).ok()
+}
+
+/// Requests waiting for a helper's answers, by request id.
+type Waiting<A> = Rc<RefCell<HashMap<u32, oneshot::Sender<A>>>>;
+
+/// A helper worker and the requests waiting for it. Requests and replies are arrays whose
+/// first element is the request's id. When the worker fails (a policy that forbids `blob:`
+/// workers shows this way, after it started), every request waiting gets the `unavailable`
+/// answer, and the helper takes no more: callers then do the work on their own thread.
+pub(crate) struct Helper<A> {
+    worker: web_sys::Worker,
+    waiting: Waiting<A>,
+    next: Cell<u32>,
+    broken: Rc<Cell<bool>>,
+    /// Whether the worker has answered at least once: it runs here.
+    answered: Rc<Cell<bool>>,
+    _handlers: [Closure<dyn FnMut(JsValue)>; 2],
+}
+
+impl<A: 'static> Helper<A> {
+    /// Starts a worker running `script`. `read` turns each message from it into the answer to
+    /// the request its first element names, or `None` for a message that answers nothing.
+    pub(crate) fn start(
+        script: &'static str,
+        mut read: impl FnMut(&Array) -> Option<A> + 'static,
+        unavailable: fn() -> A,
+    ) -> Option<Self> {
+        let worker = start(script)?;
+        let waiting: Waiting<A> = Rc::default();
+        let broken = Rc::new(Cell::new(false));
+        let answered = Rc::new(Cell::new(false));
+        let message = {
+            let (waiting, answered) = (Rc::clone(&waiting), Rc::clone(&answered));
+            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+                answered.set(true);
+                let reply: Array = event.unchecked_into::<MessageEvent>().data().unchecked_into();
+                let id = reply.get(0).as_f64().unwrap_or(-1.0) as u32;
+                let Some(answer) = read(&reply) else { return };
+                if let Some(tx) = waiting.borrow_mut().remove(&id) {
+                    let _ = tx.send(answer);
+                }
+            })
+        };
+        let error = {
+            let (waiting, broken) = (Rc::clone(&waiting), Rc::clone(&broken));
+            Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
+                broken.set(true);
+                for (_, tx) in waiting.borrow_mut().drain() {
+                    let _ = tx.send(unavailable());
+                }
+            })
+        };
+        worker.set_onmessage(Some(message.as_ref().unchecked_ref()));
+        worker.set_onerror(Some(error.as_ref().unchecked_ref()));
+        Some(Self {
+            worker,
+            waiting,
+            next: Cell::new(0),
+            broken,
+            answered,
+            _handlers: [message, error],
+        })
+    }
+
+    /// Whether the worker failed: it takes no more requests.
+    pub(crate) fn broken(&self) -> bool {
+        self.broken.get()
+    }
+
+    /// Whether the worker has answered anything yet.
+    pub(crate) fn answered(&self) -> bool {
+        self.answered.get()
+    }
+
+    /// Sends the request `request` makes from its id, moving `transfer`'s buffers to the
+    /// worker: the id and the receiver of the answer, or `None` when the worker cannot take
+    /// it (then nothing was sent).
+    pub(crate) fn send(
+        &self,
+        request: impl FnOnce(u32) -> Array,
+        transfer: &Array,
+    ) -> Option<(u32, oneshot::Receiver<A>)> {
+        if self.broken.get() {
+            return None;
+        }
+        let id = self.next.get();
+        self.next.set(id.wrapping_add(1));
+        let (tx, rx) = oneshot::channel();
+        self.waiting.borrow_mut().insert(id, tx);
+        if self.worker.post_message_with_transfer(&request(id), transfer).is_err() {
+            self.waiting.borrow_mut().remove(&id);
+            return None;
+        }
+        Some((id, rx))
+    }
+
+    /// Stops waiting for request `id`; if it was waiting, sends `message` (which tells the
+    /// worker to give up on it).
+    pub(crate) fn forget(&self, id: u32, message: &JsValue) {
+        if self.waiting.borrow_mut().remove(&id).is_some() {
+            let _ = self.worker.post_message(message);
+        }
+    }
 }
 
 /// New buffers for helper workers are made in multiples of this.

@@ -6,17 +6,14 @@
 //! as bytes, at most as many as the caller allows. Where no worker can start (a content
 //! security policy without `blob:` in `worker-src`), the node posts itself.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
 use js_sys::{Array, ArrayBuffer, Uint8Array};
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
-use web_sys::MessageEvent;
 
-use crate::helper_worker::{BUFFER_STEP, Spares};
+use crate::helper_worker::{BUFFER_STEP, Helper, Spares};
 
 /// The post worker's script. A request is `[id, url, headers, body, max]`, where `headers` is
 /// a list of name and value pairs and `max` the most bytes of reply taken; `[id, null]` aborts
@@ -83,15 +80,11 @@ pub enum Posted {
     Unavailable,
 }
 
-/// The post worker of this thread and the requests waiting for it.
+/// The post worker of this thread.
 pub struct PostWorker {
-    worker: web_sys::Worker,
-    waiting: Rc<RefCell<HashMap<u32, oneshot::Sender<Posted>>>>,
-    next: Cell<u32>,
-    broken: Rc<Cell<bool>>,
+    helper: Helper<Posted>,
     /// Body buffers given back, to carry later bodies.
     spares: Rc<RefCell<Spares<MAX_SPARE>>>,
-    _handlers: [Closure<dyn FnMut(JsValue)>; 2],
 }
 
 thread_local! {
@@ -100,58 +93,29 @@ thread_local! {
 
 /// This thread's post worker, unless none could start or it failed.
 pub fn post_worker() -> Option<Rc<PostWorker>> {
-    WORKER.with(Clone::clone).filter(|w| !w.broken.get())
+    WORKER.with(Clone::clone).filter(|w| !w.helper.broken())
 }
 
 impl PostWorker {
     fn start() -> Option<Self> {
-        let worker = crate::helper_worker::start(POSTER)?;
-        let waiting: Rc<RefCell<HashMap<u32, oneshot::Sender<Posted>>>> = Rc::default();
-        let broken = Rc::new(Cell::new(false));
         let spares: Rc<RefCell<Spares<MAX_SPARE>>> = Rc::default();
-        let message = {
-            let (waiting, spares) = (Rc::clone(&waiting), Rc::clone(&spares));
-            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-                let reply: Array = event.unchecked_into::<MessageEvent>().data().unchecked_into();
-                let id = reply.get(0).as_f64().unwrap_or(-1.0) as u32;
-                let posted = match reply.get(1).as_string().as_deref() {
-                    Some("sent") => {
-                        if let Ok(buffer) = reply.get(2).dyn_into::<ArrayBuffer>() {
-                            spares.borrow_mut().keep(buffer);
-                        }
-                        return;
-                    }
-                    Some("done") => Posted::Done {
-                        status: reply.get(2).as_f64().unwrap_or(0.0) as u16,
-                        receipt: reply.get(3).as_string(),
-                        reply: Uint8Array::new(&reply.get(4)).to_vec(),
-                    },
-                    _ => Posted::Failed(reply.get(2).as_string().unwrap_or_default()),
-                };
-                if let Some(tx) = waiting.borrow_mut().remove(&id) {
-                    let _ = tx.send(posted);
+        let kept = Rc::clone(&spares);
+        let read = move |reply: &Array| match reply.get(1).as_string().as_deref() {
+            Some("sent") => {
+                if let Ok(buffer) = reply.get(2).dyn_into::<ArrayBuffer>() {
+                    kept.borrow_mut().keep(buffer);
                 }
-            })
+                None
+            }
+            Some("done") => Some(Posted::Done {
+                status: reply.get(2).as_f64().unwrap_or(0.0) as u16,
+                receipt: reply.get(3).as_string(),
+                reply: Uint8Array::new(&reply.get(4)).to_vec(),
+            }),
+            _ => Some(Posted::Failed(reply.get(2).as_string().unwrap_or_default())),
         };
-        let error = {
-            let (waiting, broken) = (Rc::clone(&waiting), Rc::clone(&broken));
-            Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
-                broken.set(true);
-                for (_, tx) in waiting.borrow_mut().drain() {
-                    let _ = tx.send(Posted::Unavailable);
-                }
-            })
-        };
-        worker.set_onmessage(Some(message.as_ref().unchecked_ref()));
-        worker.set_onerror(Some(error.as_ref().unchecked_ref()));
-        Some(Self {
-            worker,
-            waiting,
-            next: Cell::new(0),
-            broken,
-            spares,
-            _handlers: [message, error],
-        })
+        let helper = Helper::start(POSTER, read, || Posted::Unavailable)?;
+        Some(Self { helper, spares })
     }
 
     /// Posts a body of `len` bytes, written by `fill` into the view it is given, to `url` with
@@ -165,7 +129,7 @@ impl PostWorker {
         fill: impl FnOnce(&Uint8Array),
         max: usize,
     ) -> Option<Pending> {
-        if self.broken.get() {
+        if self.helper.broken() {
             return None;
         }
         let body = self.spares.borrow_mut().empty(len);
@@ -174,16 +138,10 @@ impl PostWorker {
         for (name, value) in headers {
             pairs.push(&Array::of2(&JsValue::from_str(name), &JsValue::from_str(value)));
         }
-        let id = self.next.get();
-        self.next.set(id.wrapping_add(1));
-        let request = Array::of5(&id.into(), &url.into(), &pairs, &body, &(max as f64).into());
-        let (tx, rx) = oneshot::channel();
-        self.waiting.borrow_mut().insert(id, tx);
-        if self.worker.post_message_with_transfer(&request, &Array::of1(&body.buffer())).is_err() {
-            self.waiting.borrow_mut().remove(&id);
-            return None;
-        }
-        Some(Pending { id, reply: rx, worker: Rc::clone(self) })
+        let request =
+            |id: u32| Array::of5(&id.into(), &url.into(), &pairs, &body, &(max as f64).into());
+        let (id, reply) = self.helper.send(request, &Array::of1(&body.buffer()))?;
+        Some(Pending { id, reply, worker: Rc::clone(self) })
     }
 }
 
@@ -203,10 +161,8 @@ impl Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if self.worker.waiting.borrow_mut().remove(&self.id).is_some() {
-            let abort = Array::of2(&self.id.into(), &JsValue::NULL);
-            let _ = self.worker.worker.post_message(&abort);
-        }
+        let abort = Array::of2(&self.id.into(), &JsValue::NULL);
+        self.worker.helper.forget(self.id, &abort);
     }
 }
 

@@ -8,8 +8,7 @@
 //! as transferred `ArrayBuffer`s; where no worker can start (a content security policy
 //! without `blob:` in `worker-src`), they run here as before.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures::channel::oneshot;
@@ -17,13 +16,12 @@ use js_sys::{Array, ArrayBuffer, Reflect, Uint8Array};
 use shardweb_core::codec::{
     DEFAULT_SEGMENT_SIZE, FileId, FileKey, SealedSegment, segment_aad, segment_nonce,
 };
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AesGcmParams, CryptoKey, MessageEvent, SubtleCrypto};
+use web_sys::{AesGcmParams, CryptoKey, SubtleCrypto};
 
 use crate::error::NodeError;
-use crate::helper_worker::{BUFFER_STEP, Spares};
+use crate::helper_worker::{BUFFER_STEP, Helper, Spares};
 
 /// The crypto worker's script: each request is `[id, decrypt, key, iv, aad, bytes]`, each
 /// reply `[id, result, null, spare]` or `[id, null, error name, spare]`, where `spare` is the
@@ -56,17 +54,11 @@ enum Reply {
     Unavailable,
 }
 
-/// The crypto worker of this thread, and the requests waiting for it.
+/// The crypto worker of this thread.
 struct CryptoWorker {
-    worker: web_sys::Worker,
-    waiting: Rc<RefCell<HashMap<u32, oneshot::Sender<Reply>>>>,
-    next: Cell<u32>,
-    broken: Rc<Cell<bool>>,
-    /// Whether the worker has answered at least once: it runs here.
-    answered: Rc<Cell<bool>>,
+    helper: Helper<Reply>,
     /// Buffers of earlier requests, given back.
     spares: Rc<RefCell<Spares<MAX_SPARE>>>,
-    _handlers: [Closure<dyn FnMut(JsValue)>; 2],
 }
 
 thread_local! {
@@ -75,50 +67,21 @@ thread_local! {
 
 impl CryptoWorker {
     fn start() -> Option<Self> {
-        let worker = crate::helper_worker::start(CRYPTO)?;
-        let waiting: Rc<RefCell<HashMap<u32, oneshot::Sender<Reply>>>> = Rc::default();
-        let broken = Rc::new(Cell::new(false));
-        let answered = Rc::new(Cell::new(false));
         let spares: Rc<RefCell<Spares<MAX_SPARE>>> = Rc::default();
-        let message = {
-            let (waiting, answered) = (Rc::clone(&waiting), Rc::clone(&answered));
-            let spares = Rc::clone(&spares);
-            Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
-                answered.set(true);
-                let reply: Array = event.unchecked_into::<MessageEvent>().data().unchecked_into();
-                if let Ok(spare) = reply.get(3).dyn_into::<ArrayBuffer>() {
-                    spares.borrow_mut().keep(spare);
-                }
-                let id = reply.get(0).as_f64().unwrap_or(-1.0) as u32;
-                let Some(tx) = waiting.borrow_mut().remove(&id) else { return };
-                let out = reply.get(1);
-                let _ = tx.send(if out.is_instance_of::<ArrayBuffer>() {
-                    Reply::Done(out.unchecked_into())
-                } else {
-                    Reply::Failed(reply.get(2).as_string().unwrap_or_default())
-                });
+        let kept = Rc::clone(&spares);
+        let read = move |reply: &Array| {
+            if let Ok(spare) = reply.get(3).dyn_into::<ArrayBuffer>() {
+                kept.borrow_mut().keep(spare);
+            }
+            let out = reply.get(1);
+            Some(if out.is_instance_of::<ArrayBuffer>() {
+                Reply::Done(out.unchecked_into())
+            } else {
+                Reply::Failed(reply.get(2).as_string().unwrap_or_default())
             })
         };
-        let error = {
-            let (waiting, broken) = (Rc::clone(&waiting), Rc::clone(&broken));
-            Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
-                broken.set(true);
-                for (_, tx) in waiting.borrow_mut().drain() {
-                    let _ = tx.send(Reply::Unavailable);
-                }
-            })
-        };
-        worker.set_onmessage(Some(message.as_ref().unchecked_ref()));
-        worker.set_onerror(Some(error.as_ref().unchecked_ref()));
-        Some(Self {
-            worker,
-            waiting,
-            next: Cell::new(0),
-            broken,
-            answered,
-            spares,
-            _handlers: [message, error],
-        })
+        let helper = Helper::start(CRYPTO, read, || Reply::Unavailable)?;
+        Some(Self { helper, spares })
     }
 
     /// Sends one operation to the worker; `bytes` are copied out of wasm memory once, before
@@ -131,35 +94,31 @@ impl CryptoWorker {
         aad: &[u8],
         bytes: &[u8],
     ) -> Option<oneshot::Receiver<Reply>> {
-        if self.broken.get() {
+        if self.helper.broken() {
             return None;
         }
-        let id = self.next.get();
-        self.next.set(id.wrapping_add(1));
         let copy = self.spares.borrow_mut().copy_out(bytes);
-        let request = Array::new();
-        for part in [
-            JsValue::from(id),
-            decrypt.into(),
-            key.into(),
-            Uint8Array::from(nonce).into(),
-            Uint8Array::from(aad).into(),
-            copy.clone().into(),
-        ] {
-            request.push(&part);
-        }
-        let (tx, rx) = oneshot::channel();
-        self.waiting.borrow_mut().insert(id, tx);
-        if self.worker.post_message_with_transfer(&request, &Array::of1(&copy.buffer())).is_err() {
-            self.waiting.borrow_mut().remove(&id);
-            return None;
-        }
-        Some(rx)
+        let request = |id: u32| {
+            let request = Array::new();
+            for part in [
+                JsValue::from(id),
+                decrypt.into(),
+                key.into(),
+                Uint8Array::from(nonce).into(),
+                Uint8Array::from(aad).into(),
+                copy.clone().into(),
+            ] {
+                request.push(&part);
+            }
+            request
+        };
+        let (_, reply) = self.helper.send(request, &Array::of1(&copy.buffer()))?;
+        Some(reply)
     }
 }
 
 fn crypto_worker() -> Option<Rc<CryptoWorker>> {
-    WORKER.with(Clone::clone).filter(|w| !w.broken.get())
+    WORKER.with(Clone::clone).filter(|w| !w.helper.broken())
 }
 
 /// A file's segment key imported into WebCrypto, with the file id its segments are bound to.
@@ -333,7 +292,7 @@ impl Started {
     /// after it starts). Once it has, it runs, and the bytes, already copied to it, can go:
     /// a segment in flight holds no second copy of its plaintext in wasm memory.
     fn retry_needs(&self, data: Vec<u8>) -> Option<Vec<u8>> {
-        let proven = WORKER.with(|w| w.as_ref().is_some_and(|w| w.answered.get()));
+        let proven = WORKER.with(|w| w.as_ref().is_some_and(|w| w.helper.answered()));
         (matches!(self, Started::Worker(_)) && !proven).then_some(data)
     }
 }
@@ -379,7 +338,7 @@ mod tests {
             assert_eq!(sealer.open(&sealed).await.unwrap(), plain);
         }
         let worker = crypto_worker().expect("a crypto worker runs in this browser");
-        assert!(worker.answered.get());
+        assert!(worker.helper.answered());
         assert_eq!(worker.spares.borrow().made(), 1);
     }
 }
