@@ -188,6 +188,22 @@ export function shardweb(args, { cwd = ROOT, timeout = 120_000 } = {}) {
 }
 
 /**
+ * Uploads `file` with the native CLI to `relays` (one or several relays from `startRelay`),
+ * with extra `flags`; resolves to its `shardweb:` link, failing with the CLI's stderr.
+ */
+export async function cliPut(relays, file, flags = []) {
+  const urls = [relays].flat().map((r) => r.url).join(',');
+  const put = await shardweb(['put', file, '--relay', urls, ...flags]);
+  if (put.code !== 0) throw new Error(`shardweb put exited with ${put.code}: ${put.stderr}`);
+  return put.stdout.trim();
+}
+
+/** The page's link (`<relay>/#<manifest id>.<key>`) for a `shardweb:` link. */
+export function pageLink(relay, link) {
+  return link.replace(/^shardweb:/, `${relay.url}/#`);
+}
+
+/**
  * A DevTools protocol client for the Chromium listening on `port`, attached to its page whose
  * URL contains `page`, following that page's workers (their session ids in `workers`).
  */

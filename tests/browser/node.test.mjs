@@ -13,6 +13,7 @@ import { extname, join, normalize } from 'node:path';
 import { test } from 'node:test';
 
 import {
+  cliPut,
   launch,
   openPage,
   randomFile,
@@ -71,13 +72,12 @@ test('the native CLI and the browser read each other’s files', async (t) => {
 
   const fromCli = join(dir, 'from-cli.bin');
   const cliSha = randomFile(fromCli, 9_000_001);
-  const put = await shardweb(['put', fromCli, '--relay', relay.url, '--k', '3', '--m', '2']);
-  assert.equal(put.code, 0, put.stderr);
+  const link = await cliPut(relay, fromCli, ['--k', '3', '--m', '2']);
   // The relay takes shards over HTTP, and the CLI put them so.
   const putOverHttp = await relay.metric(HTTP_SHARDS_OK);
   assert.ok(putOverHttp >= 1, 'the CLI put nothing over HTTP');
   assert.equal(await relay.metric(LIBP2P_SHARDS_OK), 0);
-  const got = await getLink(page, put.stdout.trim());
+  const got = await getLink(page, link);
   assert.deepEqual(got, { name: 'from-cli.bin', size: 9_000_001, sha256: cliSha });
   // The relay serves shards over HTTP, and the browser fetched them so: the three data
   // shards of each of the file's three stripes in one request.
@@ -103,8 +103,7 @@ test('a browser whose HTTP requests for shards fail, or that is told not to use 
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
   const file = join(dir, 'file.bin');
   const sha = randomFile(file, 5_000_000);
-  const put = await shardweb(['put', file, '--relay', relay.url, '--k', '2', '--m', '1', '--no-http']);
-  assert.equal(put.code, 0, put.stderr);
+  const link = await cliPut(relay, file, ['--k', '2', '--m', '1', '--no-http']);
   assert.equal(await relay.metric(HTTP_SHARDS_OK), 0);
 
   const browser = await launch(t);
@@ -126,7 +125,7 @@ test('a browser whose HTTP requests for shards fail, or that is told not to use 
     return route.fulfill({ status: 200, contentType: 'application/octet-stream', body: Buffer.from([0x81, 0, 1, 0]) });
   });
   const before = await relay.metric(LIBP2P_SHARDS_OK);
-  const got = await getLink(page, put.stdout.trim());
+  const got = await getLink(page, link);
   assert.deepEqual(got, { name: 'file.bin', size: 5_000_000, sha256: sha });
   // A failed batch is asked again a shard per request, and that failing, over libp2p.
   assert.ok(refusedBatches > 0, 'the browser asked for no batch over HTTP');
@@ -152,7 +151,7 @@ test('a browser whose HTTP requests for shards fail, or that is told not to use 
   // In a context with nothing in the way, a node told not to use HTTP does not.
   const other = await harness(browser, relay, { shardsOverHttp: false });
   const libp2pBefore = await relay.metric(LIBP2P_SHARDS_OK);
-  assert.deepEqual(await getLink(other, put.stdout.trim()), got);
+  assert.deepEqual(await getLink(other, link), got);
   assert.deepEqual(await getLink(other, uploaded.link), { name: 'upload.bin', size: 3_000_000, sha256: uploadSha });
   assert.equal(await relay.metric(HTTP_SHARDS_OK), 0);
   assert.ok((await relay.metric(LIBP2P_SHARDS_OK)) > libp2pBefore, 'no shard came over libp2p');
@@ -182,12 +181,11 @@ test('a relay killed in the middle of a browser download does not stop it', asyn
   const file = join(dir, 'both.bin');
   const sha = randomFile(file, size);
   // Four shards a stripe, two on each relay: either relay alone holds enough of every stripe.
-  const put = await shardweb(['put', file, '--relay', `${a.url},${b.url}`, '--k', '2', '--m', '2']);
-  assert.equal(put.code, 0, put.stderr);
+  const link = await cliPut([a, b], file, ['--k', '2', '--m', '2']);
 
   const browser = await launch(t);
   const page = await harness(browser, b, { relays: [a.url, b.url] });
-  const got = await getKilling(page, put.stdout.trim(), a);
+  const got = await getKilling(page, link, a);
   assert.deepEqual(got, { name: 'both.bin', size, sha256: sha });
 });
 
@@ -199,8 +197,7 @@ test('a download left short of shards part way ends its stream with a typed erro
   randomFile(file, 120_000_000);
   // Three shards a stripe on two relays: every other stripe has two of them on the relay
   // that is killed, and no one else holds any.
-  const put = await shardweb(['put', file, '--relay', `${a.url},${b.url}`, '--k', '2', '--m', '1']);
-  assert.equal(put.code, 0, put.stderr);
+  const link = await cliPut([a, b], file, ['--k', '2', '--m', '1']);
 
   const browser = await launch(t);
   const page = await harness(browser, b, { relays: [a.url, b.url] });
@@ -217,7 +214,7 @@ test('a download left short of shards part way ends its stream with a typed erro
     } catch (e) {
       return { bytes, error: { code: e.code, name: e.name, typed: e instanceof window.shardweb.ShardwebError } };
     }
-  }, put.stdout.trim());
+  }, link);
   const before = await a.metric('shardweb_bytes_out_total');
   await until('the download to draw on both relays', async () => (await a.metric('shardweb_bytes_out_total')) > before + 8_000_000);
   a.kill();
@@ -231,8 +228,7 @@ test('a download whose stream the page cancels stops running, and its record can
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
   const file = join(dir, 'dropped.bin');
   randomFile(file, 40_000_000);
-  const put = await shardweb(['put', file, '--relay', relay.url]);
-  assert.equal(put.code, 0, put.stderr);
+  const link = await cliPut(relay, file);
   const browser = await launch(t);
   const page = await harness(browser, relay);
   const left = await page.evaluate(async (l) => {
@@ -247,7 +243,7 @@ test('a download whose stream the page cancels stops running, and its record can
     const before = await listed();
     await window.node.cancelTransfer(before[0].id);
     return { before: before.map((x) => x.kind), after: await listed() };
-  }, put.stdout.trim());
+  }, link);
   assert.deepEqual(left, { before: ['download'], after: [] });
 });
 
@@ -256,8 +252,7 @@ test('a node stopped in the middle of a download ends its stream with STOPPED', 
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
   const file = join(dir, 'long.bin');
   randomFile(file, 40_000_000);
-  const put = await shardweb(['put', file, '--relay', relay.url]);
-  assert.equal(put.code, 0, put.stderr);
+  const link = await cliPut(relay, file);
   const browser = await launch(t);
   const page = await harness(browser, relay);
   const got = await page.evaluate(async (l) => {
@@ -277,7 +272,7 @@ test('a node stopped in the middle of a download ends its stream with STOPPED', 
     } catch (e) {
       return { bytes, code: e.code };
     }
-  }, put.stdout.trim());
+  }, link);
   assert.equal(got.code, 'STOPPED', JSON.stringify(got));
   assert.ok(got.bytes < 40_000_000, JSON.stringify(got));
 });
@@ -293,12 +288,11 @@ test('a browser download short of shards after a relay is killed finds a third h
   const file = join(dir, 'three.bin');
   const sha = randomFile(file, size);
   // Three shards a stripe, one on each relay: any two suffice, one alone does not.
-  const put = await shardweb(['put', file, '--relay', `${a.url},${b.url},${c.url}`, '--k', '2', '--m', '1']);
-  assert.equal(put.code, 0, put.stderr);
+  const link = await cliPut([a, b, c], file, ['--k', '2', '--m', '1']);
 
   const browser = await launch(t);
   const page = await harness(browser, b, { relays: [a.url, b.url] });
-  const got = await getKilling(page, put.stdout.trim(), a);
+  const got = await getKilling(page, link, a);
   assert.deepEqual(got, { name: 'three.bin', size, sha256: sha });
   assert.ok((await c.metric('shardweb_bytes_out_total')) > 0, 'nothing came from the relay the DHT named');
 });

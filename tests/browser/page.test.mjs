@@ -9,11 +9,12 @@ import { test } from 'node:test';
 
 import {
   ROOT,
+  cliPut,
   launch,
   openPage,
+  pageLink,
   randomFile,
   sha256File,
-  shardweb,
   startRelay,
   status,
   tempDir,
@@ -62,9 +63,7 @@ test('a download a reload interrupted is offered again and fetches only what it 
   const size = 128 << 20;
   const file = join(dir, 'film.bin');
   const sha = randomFile(file, size);
-  const put = await shardweb(['put', file, '--relay', relay.url]);
-  assert.equal(put.code, 0, put.stderr);
-  const link = put.stdout.trim().replace(/^shardweb:/, `${relay.url}/#`);
+  const link = pageLink(relay, await cliPut(relay, file));
 
   // Opening the link already fetches the first stripes.
   const before = await relay.metric('shardweb_bytes_out_total');
@@ -111,9 +110,7 @@ test('a download cancelled in the browser stops fetching, and can be saved again
   const size = 128 << 20;
   const file = join(dir, 'talk.bin');
   const sha = randomFile(file, size);
-  const put = await shardweb(['put', file, '--relay', relay.url]);
-  assert.equal(put.code, 0, put.stderr);
-  const link = put.stdout.trim().replace(/^shardweb:/, `${relay.url}/#`);
+  const link = pageLink(relay, await cliPut(relay, file));
 
   const page = await openPage(browser, link);
   assert.match(await status(page, /^Ready: |^error/), /^Ready: talk\.bin/);
