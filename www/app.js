@@ -421,7 +421,12 @@ function wire() {
 async function resumeUnfinished() {
   const list = $('interrupted');
   for (const t of await node.transfers()) {
-    if (t.kind === 'upload') {
+    if (t.kind === 'upload' && !t.resumable) {
+      // The browser kept no copy of the file (the reload came before it was written, or there
+      // was no room for it): what was sent cannot be finished.
+      await node.cancelTransfer(t.id).catch(() => {});
+      say(`${t.name} could not continue after the reload: choose it again.`);
+    } else if (t.kind === 'upload') {
       upload({ name: t.name, size: t.size }, t.id);
     } else if (t.kind === 'download' && t.link) {
       const li = document.createElement('li');

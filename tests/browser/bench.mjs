@@ -174,6 +174,7 @@ async function main() {
       console.log(`  bare WebSocket up / down, 64 KiB messages   ${fmt(b.wsUpload)} / ${fmt(b.wsDownload)}`);
       console.log(`  shardweb put / get (4, 2), keeping shards   ${fmt(s.upload)} / ${fmt(s.download)}   (${((100 * s.upload) / b.upload).toFixed(0)}% / ${((100 * s.download) / b.download).toFixed(0)}% of the baseline)`);
       console.log(`  shardweb put / get (4, 2), keep: false      ${fmt(n.upload)} / ${fmt(n.download)}   (${((100 * n.upload) / b.upload).toFixed(0)}% / ${((100 * n.download) / b.download).toFixed(0)}% of the baseline)`);
+      console.log(`  shardweb put, keep: false, resumable: false ${fmt(value.noCopy)}          (${((100 * value.noCopy) / b.upload).toFixed(0)}%: no copy of the file kept to resume from)`);
       console.log(`  the same with every shard over libp2p (shardsOverHttp: false):`);
       console.log(`    put / get, keeping shards                  ${fmt(s.uploadLibp2p)} / ${fmt(s.downloadLibp2p)}`);
       console.log(`    put / get, keep: false                     ${fmt(n.uploadLibp2p)} / ${fmt(n.downloadLibp2p)}`);

@@ -483,6 +483,11 @@ test('a running upload is not cancelled under its own feet; its signal stops it 
   }, id);
   assert.equal(refused.error?.code, 'INVALID_OPTIONS', JSON.stringify(refused));
   assert.match(refused.error.message, /is running/);
+  // Once the copy of its file is kept with its record, a reload could resume it.
+  await until('the upload to be resumable', async () => {
+    const [listed] = await page.evaluate(() => window.node.transfers());
+    return listed?.resumable === true;
+  });
 
   const stopped = await page.evaluate(async () => {
     window.abort.abort();
@@ -494,4 +499,51 @@ test('a running upload is not cancelled under its own feet; its signal stops it 
     transfers: await window.node.transfers(),
   }));
   assert.deepEqual(left, { bytes: 0, transfers: [] });
+});
+
+test('an upload that keeps no copy of its file (resumable: false) completes; after a reload it can only be cancelled', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const browser = await launch(t);
+  const page = await harness(browser, relay);
+  const small = join(dir, 'generated.bin');
+  const sha = randomFile(small, 3_000_000);
+  const put = await putFile(page, small, { resumable: false });
+  assert.ok(put.link, JSON.stringify(put));
+  assert.deepEqual(await getLink(page, put.link), { name: 'generated.bin', size: 3_000_000, sha256: sha });
+  assert.deepEqual(await page.evaluate(() => window.node.transfers()), []);
+  const held = await page.evaluate(async () => (await window.node.stats()).store.bytes);
+
+  const big = join(dir, 'big.bin');
+  randomFile(big, 64 << 20);
+  await page.locator('#file').setInputFiles(big);
+  await page.evaluate(() => {
+    const file = document.getElementById('file').files[0];
+    window.node.put(file, { resumable: false }).catch(() => {});
+  });
+  const stored = await relay.metric('shardweb_shards_stored');
+  await until('part of the upload to be stored', async () => (await relay.metric('shardweb_shards_stored')) >= stored + 12, 60_000);
+  await page.reload();
+  await page.waitForFunction(() => window.ready === true);
+  const after = await page.evaluate(async (url) => {
+    window.node = await window.shardweb.Node.start({ relays: [url] });
+    const [listed, ...more] = await window.node.transfers();
+    let resumed;
+    try {
+      resumed = await window.node.resume(listed.id);
+    } catch (e) {
+      resumed = { error: { code: e.code } };
+    }
+    const kept = (await window.node.stats()).store.bytes;
+    await window.node.cancelTransfer(listed.id);
+    const left = { bytes: (await window.node.stats()).store.bytes, transfers: await window.node.transfers() };
+    return { listed: { kind: listed.kind, name: listed.name, resumable: listed.resumable }, more, resumed, kept, left };
+  }, relay.url);
+  assert.deepEqual(after.listed, { kind: 'upload', name: 'big.bin', resumable: false });
+  assert.deepEqual(after.more, []);
+  assert.deepEqual(after.resumed, { error: { code: 'FILE_UNREADABLE' } });
+  assert.ok(after.kept > held, 'the interrupted upload kept shards here');
+  // Cancelling it removes every shard it wrote here, also those of stripes written but not yet
+  // recorded when the reload came, and none of the finished file's.
+  assert.deepEqual(after.left, { bytes: held, transfers: [] });
 });

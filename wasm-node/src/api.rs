@@ -108,8 +108,8 @@ impl WasmNode {
         self.inner.peer_id().to_string()
     }
 
-    /// Uploads a `Blob` or `File`: `{ k, m, segmentSize, name, type, local, keep, onProgress,
-    /// signal }`. Resolves to `{ link, manifestId, name, size }`.
+    /// Uploads a `Blob` or `File`: `{ k, m, segmentSize, name, type, local, keep, resumable,
+    /// onProgress, signal }`. Resolves to `{ link, manifestId, name, size }`.
     pub fn put(&self, file: Blob, options_: JsValue) -> Promise {
         let node = Rc::clone(&self.inner);
         promise(async move {
@@ -120,8 +120,11 @@ impl WasmNode {
             // resume the upload, is written beside the upload: copying a file into the store
             // takes the browser a second or more per 256 MiB, and waiting for it held every
             // upload back by as much. A reload before it lands (or a store with no room for
-            // it) leaves an upload that cannot resume.
+            // it) leaves an upload that cannot resume; so does `resumable: false`, by choice.
             node.store.put_transfer(&state.id, state.to_js(false)).await?;
+            if opts.resumable == Some(false) {
+                return run_upload(&node, state, &options_, None).await;
+            }
             let (copied, file_copy) = futures::channel::oneshot::channel();
             let (store, id, record) = (Rc::clone(&node.store), state.id.clone(), state.to_js(true));
             wasm_bindgen_futures::spawn_local(async move {
@@ -178,18 +181,23 @@ impl WasmNode {
         })
     }
 
-    /// Unfinished transfers: `[{ id, kind, name, type, size, link? }]`.
+    /// Unfinished transfers: `[{ id, kind, name, type, size, link?, resumable }]`.
     pub fn transfers(&self) -> Promise {
         let node = Rc::clone(&self.inner);
         promise(async move {
             let records = node.store.transfers().await?;
             let list = Array::new();
             for record in records {
+                // A download resumes from its link; an upload, from the copy of its file.
+                let file = Reflect::get(&record, &"blob".into()).is_ok_and(|b| b.is_object());
                 if let Ok(mut info) = serde_wasm_bindgen::from_value::<TransferInfo>(record) {
+                    let resumable = info.kind != "upload" || file;
                     if node.active.borrow().contains(&info.id) {
                         info.kind.push_str(":running");
                     }
-                    list.push(&info.to_js());
+                    let listed = info.to_js();
+                    let _ = Reflect::set(&listed, &"resumable".into(), &resumable.into());
+                    list.push(&listed);
                 }
             }
             Ok(list.into())
@@ -216,14 +224,8 @@ impl WasmNode {
                     && Reflect::get(record, &"keep".into()).ok().and_then(|k| k.as_bool())
                         != Some(false)
             };
-            if let Some(record) = node.store.transfer(&id).await?
-                && kept(&record)
-            {
-                let ids: Vec<_> =
-                    node.store.stripes(&id).await?.into_iter().flat_map(|(_, ids)| ids).collect();
-                node.store.delete_shards(&ids).await?;
-            }
-            node.store.delete_transfer(&id).await?;
+            let record = node.store.transfer(&id).await?;
+            upload::discard(&node, &id, record.as_ref().is_some_and(kept)).await?;
             Ok(JsValue::UNDEFINED)
         })
     }

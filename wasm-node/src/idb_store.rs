@@ -211,12 +211,45 @@ impl IdbStore {
         &self,
         shards: &[(ShardId, Bytes)],
     ) -> Result<Vec<bool>, NodeError> {
-        let tx = self.relaxed_tx(&[SHARDS, META])?;
+        self.put_own_shards_for(shards, None).await
+    }
+
+    /// [`IdbStore::put_own_shards`] for stripe `stripe` of upload `transfer`: the same
+    /// transaction notes which of them it added, so that forgetting the upload (see
+    /// [`IdbStore::added_shards`]) removes those and no shard another file holds too.
+    pub(crate) async fn put_upload_shards(
+        &self,
+        transfer: &str,
+        stripe: u64,
+        shards: &[(ShardId, Bytes)],
+    ) -> Result<Vec<bool>, NodeError> {
+        self.put_own_shards_for(shards, Some((transfer, stripe))).await
+    }
+
+    async fn put_own_shards_for(
+        &self,
+        shards: &[(ShardId, Bytes)],
+        upload: Option<(&str, u64)>,
+    ) -> Result<Vec<bool>, NodeError> {
+        let tx = match upload {
+            Some(_) => self.relaxed_tx(&[SHARDS, META, STRIPES])?,
+            None => self.relaxed_tx(&[SHARDS, META])?,
+        };
         let raw = raw_tx(&tx);
         let store = tx.object_store(SHARDS).map_err(storage)?;
         let meta = tx.object_store(META).map_err(storage)?;
         // Every question goes to the database before any answer is awaited: one round trip
-        // to the browser's storage for the batch, not one per shard.
+        // to the browser's storage for the batch, not one per shard. An upload's note for this
+        // stripe is read too: a run before a reload may have added some of these shards.
+        let note = match upload {
+            Some((transfer, stripe)) => {
+                let key = format!("{}{stripe:016x}", added_prefix(transfer));
+                let stripes = tx.object_store(STRIPES).map_err(storage)?;
+                let earlier = stripes.get::<JsValue, _, _>(key.clone()).primitive();
+                Some((stripes, key, earlier.map_err(storage)?))
+            }
+            None => None,
+        };
         let mut held = Vec::with_capacity(shards.len());
         for (id, _) in shards {
             held.push(store.count().with_query(id.to_string()).primitive().map_err(storage)?);
@@ -250,6 +283,20 @@ impl IdbStore {
         }
         used += added;
         meta.put(JsValue::from(used as f64)).with_key(BYTES_KEY).primitive().map_err(storage)?;
+        if let Some((stripes, key, earlier)) = note {
+            let mut added = earlier
+                .await
+                .map_err(storage)?
+                .and_then(|v| v.dyn_into::<Uint8Array>().ok())
+                .map_or_else(Vec::new, |a| a.to_vec());
+            let new = (shards.iter().zip(&fresh)).filter(|(_, fresh)| **fresh);
+            added.extend(new.flat_map(|((id, _), _)| id.0));
+            stripes
+                .put(JsValue::from(Uint8Array::from(&added[..])))
+                .with_key(key)
+                .primitive()
+                .map_err(storage)?;
+        }
         commit(tx, &raw).await?;
         Ok(fresh)
     }
@@ -402,19 +449,54 @@ impl IdbStore {
         self.values(TRANSFERS).await
     }
 
-    /// Forgets a transfer and its recorded stripes.
+    /// Forgets a transfer, its recorded stripes and its notes of the shards it added.
     pub async fn delete_transfer(&self, id: &str) -> Result<(), NodeError> {
         let tx = self.tx(&[TRANSFERS, STRIPES], TransactionMode::Readwrite)?;
         let raw = raw_tx(&tx);
         let transfers = tx.object_store(TRANSFERS).map_err(storage)?;
         transfers.delete(id.to_owned()).primitive().map_err(storage)?;
         let stripes = tx.object_store(STRIPES).map_err(storage)?;
-        let (from, to) = stripe_range(id);
-        stripes
-            .delete::<String, _>(KeyRange::Bound(from, false, to, false))
-            .primitive()
-            .map_err(storage)?;
+        let added = added_prefix(id);
+        for (from, to) in [stripe_range(id), (added.clone(), format!("{added}~"))] {
+            stripes
+                .delete::<String, _>(KeyRange::Bound(from, false, to, false))
+                .primitive()
+                .map_err(storage)?;
+        }
         commit(tx, &raw).await
+    }
+
+    /// The shards upload `transfer` added to this store (see
+    /// [`IdbStore::put_upload_shards`]), or `None` when it noted none: a record written
+    /// before uploads noted them, or an upload that kept nothing here.
+    pub async fn added_shards(&self, transfer: &str) -> Result<Option<Vec<ShardId>>, NodeError> {
+        let tx = self.tx(&[STRIPES], TransactionMode::Readonly)?;
+        let store = tx.object_store(STRIPES).map_err(storage)?;
+        let added = added_prefix(transfer);
+        let notes = store
+            .get_all::<JsValue>()
+            .with_query::<String, _>(KeyRange::Bound(
+                added.clone(),
+                false,
+                format!("{added}~"),
+                false,
+            ))
+            .primitive()
+            .map_err(storage)?
+            .await
+            .map_err(storage)?;
+        let mut ids = Vec::new();
+        let mut any = false;
+        for note in notes {
+            let Some(bytes) = note.ok().and_then(|n| n.dyn_into::<Uint8Array>().ok()) else {
+                continue;
+            };
+            any = true;
+            ids.extend(
+                bytes.to_vec().chunks_exact(32).filter_map(|c| c.try_into().ok().map(ShardId)),
+            );
+        }
+        Ok(any.then_some(ids))
     }
 
     /// Records the shard ids of stripe `stripe` of an upload.
@@ -529,6 +611,12 @@ fn stripe_range(transfer: &str) -> (String, String) {
     (format!("{transfer}/"), format!("{transfer}/~"))
 }
 
+/// The prefix of the keys under which an upload notes the shards each stripe added, apart from
+/// its recorded stripes (`#` sorts before `/`).
+fn added_prefix(transfer: &str) -> String {
+    format!("{transfer}#added/")
+}
+
 async fn read_bytes(
     meta: &indexed_db_futures::object_store::ObjectStore<'_>,
 ) -> Result<u64, NodeError> {
@@ -571,5 +659,49 @@ fn storage(e: impl Into<indexed_db_futures::error::Error>) -> NodeError {
         NodeError::QuotaExceeded { detail: text }
     } else {
         NodeError::Storage { detail: text }
+    }
+}
+
+#[cfg(all(test, wasm_browser))]
+mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    fn shard(seed: u8) -> (ShardId, Bytes) {
+        let bytes: Vec<u8> = (0..1000).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect();
+        (ShardId::of(&bytes), Bytes::from(bytes))
+    }
+
+    /// An upload notes the shards it added, not those the store already held for another
+    /// file; a run after a reload that writes the same stripe again adds to the note; the
+    /// notes go with the upload's record.
+    #[wasm_bindgen_test]
+    async fn an_upload_notes_the_shards_it_added_and_only_those() {
+        let name = format!("shardweb-test-added-{}", js_sys::Math::random());
+        let store = IdbStore::open(&name, None).await.unwrap();
+        let [a, b, c, d] = [1, 2, 3, 4].map(shard);
+        store.put_own_shards(std::slice::from_ref(&a)).await.unwrap();
+        assert_eq!(store.added_shards("up-1").await.unwrap(), None);
+
+        let fresh = store.put_upload_shards("up-1", 0, &[a.clone(), b.clone()]).await.unwrap();
+        assert_eq!(fresh, [false, true]);
+        store.put_upload_shards("up-1", 1, std::slice::from_ref(&d)).await.unwrap();
+        // After a reload, stripe 0 is written again with a shard it had not reached.
+        store.put_upload_shards("up-1", 0, &[b.clone(), c.clone()]).await.unwrap();
+        let mut added = store.added_shards("up-1").await.unwrap().unwrap();
+        added.sort();
+        let mut expected = vec![b.0, c.0, d.0];
+        expected.sort();
+        assert_eq!(added, expected);
+        // Recorded stripes are apart from the notes.
+        store.put_stripe("up-1", 0, &[a.0, b.0]).await.unwrap();
+        assert_eq!(store.stripes("up-1").await.unwrap(), vec![(0, vec![a.0, b.0])]);
+        assert_eq!(store.added_shards("up-2").await.unwrap(), None);
+
+        store.delete_transfer("up-1").await.unwrap();
+        assert_eq!(store.added_shards("up-1").await.unwrap(), None);
+        assert!(store.stripes("up-1").await.unwrap().is_empty());
+        store.close();
     }
 }

@@ -50,6 +50,10 @@ pub struct PutOptions {
     pub local: bool,
     /// Keep the shards here too (default true; always for `local`).
     pub keep: Option<bool>,
+    /// Keep a copy of the file with the upload's record, so that a reload can resume it
+    /// (default true). Without it the upload takes no room for the copy, nor the browser's
+    /// time to write it, and a reload leaves a record that can only be cancelled.
+    pub resumable: Option<bool>,
 }
 
 /// What an upload needs to run, and to resume after a reload: kept in IndexedDB.
@@ -283,9 +287,7 @@ pub async fn run(
     mut file_copy: Option<FileCopy>,
 ) -> Result<PutResult, NodeError> {
     node.active.borrow_mut().push(state.id.clone());
-    let mut kept = Vec::new();
-    let result =
-        upload(node, &state, on_progress, signal.as_ref(), &mut kept, &mut file_copy).await;
+    let result = upload(node, &state, on_progress, signal.as_ref(), &mut file_copy).await;
     // The upload counts as running until its file's copy has landed: a record removed before
     // (by `cancelTransfer`, say) would be brought back by it.
     copy_written(&mut file_copy).await;
@@ -293,14 +295,24 @@ pub async fn run(
     if let Err(e) = &result
         && matches!(e, NodeError::QuotaExceeded { .. } | NodeError::Stopped { what: "the upload" })
     {
-        let recorded = node.store.stripes(&state.id).await.unwrap_or_default();
-        kept.extend(recorded.into_iter().flat_map(|(_, ids)| ids));
-        if state.keep && !kept.is_empty() {
-            let _ = node.store.delete_shards(&kept).await;
-        }
-        let _ = node.store.delete_transfer(&state.id).await;
+        let _ = discard(node, &state.id, state.keep).await;
     }
     result
+}
+
+/// Forgets upload `id` and, when it kept its shards here (`kept_here`), the shards it added
+/// to this store: those it noted as it wrote them (see `IdbStore::put_upload_shards`), so that
+/// a stripe written but not yet recorded goes too, and a shard another file holds as well
+/// stays. A record from before uploads noted them falls back to its recorded stripes.
+pub async fn discard(node: &Node, id: &str, kept_here: bool) -> Result<(), NodeError> {
+    if kept_here {
+        let ids = match node.store.added_shards(id).await? {
+            Some(ids) => ids,
+            None => node.store.stripes(id).await?.into_iter().flat_map(|(_, ids)| ids).collect(),
+        };
+        node.store.delete_shards(&ids).await?;
+    }
+    node.store.delete_transfer(id).await
 }
 
 async fn upload(
@@ -308,7 +320,6 @@ async fn upload(
     state: &UploadState,
     on_progress: Option<Function>,
     signal: Option<&AbortSignal>,
-    kept: &mut Vec<ShardId>,
     file_copy: &mut Option<FileCopy>,
 ) -> Result<PutResult, NodeError> {
     let store = &node.store;
@@ -334,7 +345,6 @@ async fn upload(
         node,
         state,
         recorded: &recorded,
-        kept,
         unacked: &mut unacked,
         acked: Vec::new(),
         landed: Rc::default(),
@@ -451,7 +461,6 @@ struct Step<'a> {
     node: &'a Rc<Node>,
     state: &'a UploadState,
     recorded: &'a HashMap<u64, Vec<ShardId>>,
-    kept: &'a mut Vec<ShardId>,
     unacked: &'a mut HashMap<u64, Vec<ShardId>>,
     /// Stripes every holder has acknowledged whose own copy here is still being written: a
     /// stripe is recorded (and so skipped by a resume) only once both are done.
@@ -493,10 +502,10 @@ impl Step<'_> {
             Some(upload) => {
                 if self.state.keep {
                     // A copy here while the relays take theirs: written in the background.
-                    self.kept.extend_from_slice(&stripe.ids);
                     let (store, landed) = (Rc::clone(&self.node.store), Rc::clone(&self.landed));
+                    let id = self.state.id.clone();
                     let keep = async move {
-                        store.put_own_shards(&shards).await?;
+                        store.put_upload_shards(&id, index, &shards).await?;
                         landed.borrow_mut().insert(index);
                         Ok(())
                     };
@@ -507,8 +516,7 @@ impl Step<'_> {
             }
             None => {
                 // The only copy: stored before the stripe counts as done.
-                self.node.store.put_own_shards(&shards).await?;
-                self.kept.extend_from_slice(&stripe.ids);
+                self.node.store.put_upload_shards(&self.state.id, index, &shards).await?;
                 self.node.store.put_stripe(&self.state.id, index, &stripe.ids).await?;
             }
         }

@@ -62,6 +62,13 @@ export interface PutOptions {
   local?: boolean;
   /** Keep the shards in this browser too (default true), to serve and to resume from. */
   keep?: boolean;
+  /**
+   * Keep a copy of the file with the upload's record, so that a reload can resume it (default
+   * true). `false` spares the room that copy takes (the file's size, until the upload ends)
+   * and the browser's time to write it; a reload then leaves a record that can only be
+   * cancelled. For data the app can produce again.
+   */
+  resumable?: boolean;
   /** Called with progress. */
   onProgress?: (progress: Progress) => void;
   /** Cancels the upload: it rejects with code `STOPPED` and leaves nothing in this browser. */
@@ -118,6 +125,12 @@ export interface Transfer {
   size: number;
   /** For a download, the link it opened. */
   link?: string;
+  /**
+   * Whether `resume` (an upload) or `get` (a download) can continue it. An upload whose file
+   * was not kept with it (`resumable: false`, no room for the copy, or a reload before the
+   * copy landed) cannot: `resume` rejects with `FILE_UNREADABLE`; cancel it instead.
+   */
+  resumable: boolean;
 }
 
 /** A file this browser keeps. */
