@@ -21,7 +21,7 @@ use shardweb_core::protocol::{
     MANIFEST_PROTOCOL, MAX_BATCH, MAX_FRAME_BYTES, MAX_SHARD_BYTES, SHARD_BATCH_HTTP_PATH,
     SHARD_HTTP_PATH, SHARD_PROTOCOL, ShardRequest, ShardResponse, ShardStatus, parse_batch_path,
 };
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -164,6 +164,13 @@ async fn shard(
     let read = tokio::task::spawn_blocking(move || store.get_shard(&id)).await;
     let (outcome, response) = match read {
         Ok(Ok(Some(bytes))) => {
+            // The reply holds its part of the reply budget until sent, as a get's do.
+            let wait = shared.config.request_timeout();
+            let Some(budget) = shared.replies.take(bytes.len(), wait).await else {
+                shared.metrics.request(Protocol::HttpShard, Outcome::Refused);
+                return (StatusCode::SERVICE_UNAVAILABLE, "busy: ask again later\n")
+                    .into_response();
+            };
             tracing::debug!(shard = %id, "serving shard over HTTP");
             shared
                 .metrics
@@ -174,7 +181,7 @@ async fn shard(
                 (header::CONTENT_LENGTH, &bytes.len().to_string()),
                 (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
             ];
-            (Outcome::Ok, (headers, held(vec![bytes], permit)).into_response())
+            (Outcome::Ok, (headers, held(vec![bytes], (permit, budget))).into_response())
         }
         Ok(Ok(None) | Err(store::Error::Corrupt { .. })) => {
             (Outcome::Ok, (StatusCode::NOT_FOUND, "shard not held here\n").into_response())
@@ -223,8 +230,8 @@ async fn shard_batch(
     let served = tokio::task::spawn_blocking(move || {
         crate::node::serve_shards(&serving, &serving.peer_id, request, Protocol::HttpShard)
     });
-    let reply = match served.await {
-        Ok(reply) => reply,
+    let (reply, budget) = match served.await {
+        Ok(served) => served,
         Err(e) => {
             tracing::error!(error = %e, "shard batch read stopped");
             shared.metrics.request(Protocol::HttpShard, Outcome::Error);
@@ -244,16 +251,18 @@ async fn shard_batch(
             if complete { "public, max-age=31536000, immutable" } else { "no-store" },
         ),
     ];
-    (headers, held(pieces, permit)).into_response()
+    // The read permit and the reply budget go when the reply is sent or dropped.
+    (headers, held(pieces, (permit, budget))).into_response()
 }
 
-/// A reply's body that holds its read permit until it is sent or dropped: replies waiting for
-/// slow readers count against [`Config::max_concurrent_streams`](crate::config::Config) as
-/// reads do, so at most that many sit in memory. A reader that stops altogether is cut off
-/// after the request timeout (see [`serve`]).
-fn held(pieces: Vec<bytes::Bytes>, permit: OwnedSemaphorePermit) -> Body {
+/// A reply's body that holds `guard` (its read permit, and its part of the reply budget) until
+/// it is sent or dropped: replies waiting for slow readers count against
+/// [`Config::max_concurrent_streams`](crate::config::Config) as reads do, and against the
+/// reply budget. A reader that stops altogether is cut off after the request timeout (see
+/// [`serve`]).
+fn held(pieces: Vec<bytes::Bytes>, guard: impl Send + Sync + 'static) -> Body {
     Body::from_stream(futures::stream::iter(pieces).map(move |piece| {
-        let _held = &permit;
+        let _held = &guard;
         Ok::<_, std::convert::Infallible>(piece)
     }))
 }
@@ -339,7 +348,8 @@ async fn put_shards(
     let served = tokio::task::spawn_blocking(move || {
         crate::node::serve_shards(&serving, &sender, request, Protocol::HttpShard)
     });
-    let signed = served.await.map_err(|e| e.to_string()).and_then(|reply| {
+    // A put's reply holds no shards, nor any of the reply budget.
+    let signed = served.await.map_err(|e| e.to_string()).and_then(|(reply, _)| {
         let body = reply.encode();
         let receipt = shared.key.sign(&auth.receipt_message(&body)).map_err(|e| e.to_string())?;
         Ok((body, PutAuth::receipt_header(&receipt)))
@@ -473,6 +483,7 @@ mod tests {
             addrs: RwLock::new(vec![addr]),
             store: Arc::new(DiskStore::open(dir, limits).unwrap()),
             metrics: Metrics::default(),
+            replies: crate::node::ReplyBudget::new(config.max_reply_mib),
             config,
         })
     }
@@ -653,6 +664,63 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(to_bytes(second.into_body(), 1 << 20).await.unwrap(), body);
+    }
+
+    /// Replies hold their shards' length of the relay's reply budget until they are sent: past
+    /// it, a batch's shards are deferred and a single shard waits (then is refused, busy); once
+    /// a reply goes, its part serves the next.
+    #[tokio::test]
+    async fn replies_waiting_to_be_read_hold_the_reply_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            max_storage: 64 << 20,
+            max_storage_per_peer: 64 << 20,
+            max_reply_mib: 32,
+            request_timeout_secs: 1,
+            ..Config::default()
+        };
+        let shared = shared_configured(dir.path(), config);
+        let shards: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 12 << 20]).collect();
+        let ids: Vec<ShardId> = shards.iter().map(|s| ShardId::of(s)).collect();
+        for (id, bytes) in ids.iter().zip(&shards) {
+            shared.store.put_shard(b"owner", id, bytes).unwrap();
+        }
+        let app = router(Arc::clone(&shared));
+        let batch = |ids: &[ShardId]| {
+            let uri =
+                format!("{SHARD_BATCH_HTTP_PATH}{}", shardweb_core::protocol::batch_path(ids));
+            Request::builder().uri(uri).body(Body::empty()).unwrap()
+        };
+        let statuses = |body: bytes::Bytes| match ShardResponse::decode(body).unwrap() {
+            ShardResponse::Get(statuses) => statuses,
+            other => panic!("not a get reply: {other:?}"),
+        };
+
+        // 24 of the 32 MiB held by a reply nobody reads yet.
+        let first = app.clone().oneshot(batch(&ids[..2])).await.unwrap();
+        assert_eq!(shared.replies.available(), 8 << 20);
+        let second = app.clone().oneshot(batch(&ids[2..])).await.unwrap();
+        let body = to_bytes(second.into_body(), MAX_FRAME_BYTES).await.unwrap();
+        assert!(statuses(body) == [ShardStatus::Deferred]);
+        let single = format!("{SHARD_HTTP_PATH}{}", ids[2]);
+        let (status, _) = get_bytes(&shared, &single).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+        let body = to_bytes(first.into_body(), MAX_FRAME_BYTES).await.unwrap();
+        assert!(
+            statuses(body)
+                == [
+                    ShardStatus::Found(shards[0].clone().into()),
+                    ShardStatus::Found(shards[1].clone().into())
+                ]
+        );
+        assert_eq!(shared.replies.available(), 32 << 20);
+        let third = app.clone().oneshot(batch(&ids[2..])).await.unwrap();
+        let body = to_bytes(third.into_body(), MAX_FRAME_BYTES).await.unwrap();
+        assert!(statuses(body) == [ShardStatus::Found(shards[2].clone().into())]);
+        let (status, body) = get_bytes_up_to(&shared, &single, MAX_FRAME_BYTES).await;
+        assert_eq!((status, body.len()), (StatusCode::OK, 12 << 20));
+        assert_eq!(shared.replies.available(), 32 << 20);
     }
 
     /// A client that asks for a shard and reads nothing is cut off after the request timeout:

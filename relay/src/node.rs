@@ -1,8 +1,9 @@
 //! The relay node: a libp2p swarm that keeps shards and manifests in the disk store and serves
 //! them, relays circuits for peers behind NAT, and takes part in the DHT.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -10,7 +11,7 @@ use futures::stream::FuturesUnordered;
 use libp2p::core::muxing::StreamMuxerBox;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as Addr;
-use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{self, InboundRequestId, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, Swarm, Transport, autonat, gossipsub, identify, kad, noise, ping, relay, tcp,
@@ -23,6 +24,7 @@ use shardweb_core::protocol::{
     ManifestRequest, ManifestResponse, PutOutcome, Refusal, SHARD, ShardCodec, ShardRequest,
     ShardResponse, ShardStatus,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
@@ -49,6 +51,40 @@ pub struct Shared {
     pub metrics: Metrics,
     /// The configuration in force.
     pub config: Config,
+    /// What get replies may hold in memory.
+    pub replies: ReplyBudget,
+}
+
+/// The bytes of shards that replies to gets hold in memory until they are sent, over libp2p and
+/// HTTP together ([`Config::max_reply_mib`]): each reply holds its shards' length of it, and a
+/// shard that does not fit is answered `deferred`. Without it, peers asking on many
+/// connections and reading slowly (or not at all) could hold any amount of memory.
+#[derive(Debug, Clone)]
+pub struct ReplyBudget(Arc<Semaphore>);
+
+impl ReplyBudget {
+    /// A budget of `mib` MiB, and never less than one frame.
+    pub fn new(mib: usize) -> Self {
+        Self(Arc::new(Semaphore::new(mib.max(MAX_FRAME_BYTES >> 20) << 20)))
+    }
+
+    /// `bytes` of the budget, if it has them now.
+    pub fn try_take(&self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let bytes = u32::try_from(bytes).ok()?;
+        Arc::clone(&self.0).try_acquire_many_owned(bytes).ok()
+    }
+
+    /// `bytes` of the budget, waiting at most `within` for them.
+    pub async fn take(&self, bytes: usize, within: Duration) -> Option<OwnedSemaphorePermit> {
+        let bytes = u32::try_from(bytes).ok()?;
+        let taking = Arc::clone(&self.0).acquire_many_owned(bytes);
+        tokio::time::timeout(within, taking).await.ok()?.ok()
+    }
+
+    /// Bytes free now.
+    pub fn available(&self) -> usize {
+        self.0.available_permits()
+    }
 }
 
 /// Every protocol a relay speaks.
@@ -148,7 +184,13 @@ pub async fn swarm(
 
 /// A store operation finished off the event loop, with the channel to answer on.
 enum Reply {
-    Shard(ResponseChannel<ShardResponse>, ShardResponse),
+    /// A shard reply, and the part of the reply budget it holds until sent.
+    Shard(
+        ResponseChannel<ShardResponse>,
+        ShardResponse,
+        InboundRequestId,
+        Option<OwnedSemaphorePermit>,
+    ),
     Manifest(ResponseChannel<ManifestResponse>, ManifestResponse, Option<ManifestId>),
 }
 
@@ -174,16 +216,17 @@ pub async fn run(
         }
     }
     let mut pending: FuturesUnordered<JoinHandle<Reply>> = FuturesUnordered::new();
+    let mut sending = Sending::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             Some(done) = pending.next(), if !pending.is_empty() => match done {
-                Ok(reply) => answer(&mut swarm, reply),
+                Ok(reply) => answer(&mut swarm, reply, &mut sending, config.request_timeout()),
                 Err(e) => tracing::error!(error = %e, "store task failed"),
             },
             event = swarm.select_next_some() => {
-                if let Some(task) = on_event(&mut swarm, &shared, event) {
+                if let Some(task) = on_event(&mut swarm, &shared, event, &mut sending) {
                     pending.push(task);
                 }
             }
@@ -193,11 +236,33 @@ pub async fn run(
     Ok(())
 }
 
-fn answer(swarm: &mut Swarm<Behaviour>, reply: Reply) {
+/// The reply budget held by shard replies libp2p is sending, by request, with when each was
+/// handed over: released when libp2p says the reply was sent or failed.
+#[derive(Default)]
+struct Sending(HashMap<InboundRequestId, (Instant, OwnedSemaphorePermit)>);
+
+impl Sending {
+    fn hold(&mut self, id: InboundRequestId, permit: OwnedSemaphorePermit, timeout: Duration) {
+        // A reply that libp2p neither sent nor failed within twice its timeout gives its part
+        // back all the same: a missed event costs no budget for good.
+        self.0.retain(|_, (since, _)| since.elapsed() < 2 * timeout);
+        self.0.insert(id, (Instant::now(), permit));
+    }
+
+    fn release(&mut self, id: InboundRequestId) {
+        self.0.remove(&id);
+    }
+}
+
+fn answer(swarm: &mut Swarm<Behaviour>, reply: Reply, sending: &mut Sending, timeout: Duration) {
     let behaviour = swarm.behaviour_mut();
     match reply {
-        Reply::Shard(channel, response) => {
-            let _ = behaviour.shard.send_response(channel, response);
+        Reply::Shard(channel, response, id, held) => {
+            if behaviour.shard.send_response(channel, response).is_ok()
+                && let Some(permit) = held
+            {
+                sending.hold(id, permit, timeout);
+            }
         }
         Reply::Manifest(channel, response, provide) => {
             let _ = behaviour.manifest.send_response(channel, response);
@@ -214,6 +279,7 @@ fn on_event(
     swarm: &mut Swarm<Behaviour>,
     shared: &Arc<Shared>,
     event: SwarmEvent<BehaviourEvent>,
+    sending: &mut Sending,
 ) -> Option<JoinHandle<Reply>> {
     match event {
         SwarmEvent::NewListenAddr { address, .. } => {
@@ -244,14 +310,19 @@ fn on_event(
         }
         SwarmEvent::Behaviour(BehaviourEvent::Shard(request_response::Event::Message {
             peer,
-            message: request_response::Message::Request { request, channel, .. },
+            message: request_response::Message::Request { request, channel, request_id },
             ..
         })) => {
             let shared = Arc::clone(shared);
             return Some(tokio::task::spawn_blocking(move || {
-                Reply::Shard(channel, serve_shards(&shared, &peer, request, Protocol::Shard))
+                let (response, held) = serve_shards(&shared, &peer, request, Protocol::Shard);
+                Reply::Shard(channel, response, request_id, held)
             }));
         }
+        SwarmEvent::Behaviour(BehaviourEvent::Shard(request_response::Event::ResponseSent {
+            request_id,
+            ..
+        })) => sending.release(request_id),
         SwarmEvent::Behaviour(BehaviourEvent::Manifest(request_response::Event::Message {
             peer,
             message: request_response::Message::Request { request, channel, .. },
@@ -266,8 +337,10 @@ fn on_event(
         SwarmEvent::Behaviour(BehaviourEvent::Shard(request_response::Event::InboundFailure {
             peer,
             error,
+            request_id,
             ..
         })) => {
+            sending.release(request_id);
             tracing::debug!(%peer, %error, "shard request failed");
             shared.metrics.request(Protocol::Shard, Outcome::Error);
         }
@@ -282,14 +355,15 @@ fn on_event(
     None
 }
 
-/// Answers a shard request from the store, counted under `protocol` (libp2p's or HTTP's). Runs
-/// on a blocking thread.
+/// Answers a shard request from the store, counted under `protocol` (libp2p's or HTTP's), with
+/// the part of the reply budget a get's shards hold: the caller keeps it until the reply is
+/// sent. Runs on a blocking thread.
 pub fn serve_shards(
     shared: &Shared,
     peer: &PeerId,
     request: Incoming<ShardRequest>,
     protocol: Protocol,
-) -> ShardResponse {
+) -> (ShardResponse, Option<OwnedSemaphorePermit>) {
     let (store, metrics) = (&shared.store, &shared.metrics);
     let owner = peer.to_bytes();
     let request = match request {
@@ -297,9 +371,10 @@ pub fn serve_shards(
         Err(e) => {
             tracing::debug!(%peer, error = %e, "malformed shard request");
             metrics.request(protocol, Outcome::Refused);
-            return ShardResponse::Refused(Refusal::for_error(&e));
+            return (ShardResponse::Refused(Refusal::for_error(&e)), None);
         }
     };
+    let mut held: Option<OwnedSemaphorePermit> = None;
     let response = match request {
         ShardRequest::Put(shards) => {
             let batch: Vec<(shardweb_core::ShardId, &[u8])> =
@@ -324,9 +399,20 @@ pub fn serve_shards(
         }
         ShardRequest::Get(ids) => {
             let mut budget = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
-            // Once one shard has not fit, the rest are not even read: a short request naming
-            // many large shards costs at most one frame's worth of reading.
+            // Once one shard has not fit (in the frame, or in the relay's reply budget), the
+            // rest are not even read: a short request naming many large shards costs at most
+            // one frame's worth of reading.
             let mut full = false;
+            let mut take = |len: usize| match shared.replies.try_take(len) {
+                Some(permit) => {
+                    match held.as_mut() {
+                        Some(held) => held.merge(permit),
+                        None => held = Some(permit),
+                    }
+                    true
+                }
+                None => false,
+            };
             let statuses = ids
                 .iter()
                 .map(|id| {
@@ -334,7 +420,7 @@ pub fn serve_shards(
                         return ShardStatus::Deferred;
                     }
                     match store.get_shard(id) {
-                        Ok(Some(bytes)) if bytes.len() <= budget => {
+                        Ok(Some(bytes)) if bytes.len() <= budget && take(bytes.len()) => {
                             budget -= bytes.len();
                             tracing::debug!(%peer, shard = %id, "serving shard");
                             metrics.bytes_out.fetch_add(
@@ -362,7 +448,7 @@ pub fn serve_shards(
         }
     };
     metrics.request(protocol, Outcome::Ok);
-    response
+    (response, held)
 }
 
 /// Answers a manifest request from the store; returns the id to announce when one was stored.
@@ -428,6 +514,7 @@ pub fn open(
         addrs: RwLock::new(Vec::new()),
         store: Arc::new(store),
         metrics: Metrics::default(),
+        replies: ReplyBudget::new(config.max_reply_mib),
         config,
     });
     Ok((key, cert, shared))
