@@ -438,7 +438,22 @@ async function resumeUnfinished() {
         location.hash = t.link.replace(/^shardweb:/, '');
         li.remove();
       });
-      li.append(`${t.name} (${bytes(t.size)}) `, open);
+      // Forgetting it frees the room the pieces already here take.
+      const forget = document.createElement('button');
+      forget.type = 'button';
+      forget.textContent = 'Forget';
+      forget.setAttribute('aria-label', `Forget the download of ${t.name}`);
+      forget.addEventListener('click', async () => {
+        try {
+          await node.cancelTransfer(t.id);
+          li.remove();
+          list.hidden = list.children.length === 0;
+          refresh();
+        } catch (e) {
+          fail(e);
+        }
+      });
+      li.append(`${t.name} (${bytes(t.size)}) `, open, ' ', forget);
       list.append(li);
       list.hidden = false;
     }

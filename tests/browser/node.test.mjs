@@ -241,10 +241,14 @@ test('a download whose stream the page cancels stops running, and its record can
       await new Promise((r) => setTimeout(r, 100));
     }
     const before = await listed();
+    const kept = (await window.node.stats()).store.bytes;
     await window.node.cancelTransfer(before[0].id);
-    return { before: before.map((x) => x.kind), after: await listed() };
+    const bytes = (await window.node.stats()).store.bytes;
+    return { before: before.map((x) => x.kind), after: await listed(), kept, bytes };
   }, link);
-  assert.deepEqual(left, { before: ['download'], after: [] });
+  assert.ok(left.kept > 0, 'the download kept shards before it was cancelled');
+  // Cancelling it removes the shards it kept, with its record.
+  assert.deepEqual(left, { before: ['download'], after: [], kept: left.kept, bytes: 0 });
 });
 
 test('a node stopped in the middle of a download ends its stream with STOPPED', async (t) => {

@@ -217,11 +217,11 @@ impl WasmNode {
                 )));
             }
             // An upload's record says whether it kept its shards here, with or without the
-            // copy of its file in it.
+            // copy of its file in it; a download's is written only when it keeps them.
             let kept = |record: &JsValue| {
-                Reflect::get(record, &"kind".into()).ok().and_then(|k| k.as_string()).as_deref()
-                    == Some("upload")
-                    && Reflect::get(record, &"keep".into()).ok().and_then(|k| k.as_bool())
+                let kind = Reflect::get(record, &"kind".into()).ok().and_then(|k| k.as_string());
+                kind.as_deref() == Some("download")
+                    || Reflect::get(record, &"keep".into()).ok().and_then(|k| k.as_bool())
                         != Some(false)
             };
             let record = node.store.transfer(&id).await?;

@@ -91,7 +91,8 @@ pub async fn open(
 ) -> Result<Opening, NodeError> {
     let link = Link::parse(link)?;
     let keep = options.keep.unwrap_or(true);
-    let net = node.net.keeping(keep);
+    let id = format!("down-{}", link.manifest);
+    let net = node.net.keeping(keep, &id);
     let (manifest, others) = resolve(node, &net, link.manifest).await?;
     let info = manifest.open(&link.key)?;
     let mut holders = vec![Holder::Local];
@@ -110,7 +111,6 @@ pub async fn open(
     }
     let sealer = WebSealer::new(&link.key, manifest.file_id()).await?;
     let size = manifest.layout().size();
-    let id = format!("down-{}", link.manifest);
     if keep {
         node.store.put_manifest(link.manifest, manifest.bytes()).await?;
     }
@@ -166,14 +166,19 @@ struct State {
 }
 
 impl Drop for State {
-    /// A download dropped before its end (its stream cancelled by the reader) is no longer
-    /// running: its record stays, to be opened again or cancelled.
+    /// A download dropped before its end (its stream cancelled by the reader) stops running
+    /// once the shards it handed to the store are written: its record stays, to be opened
+    /// again or cancelled, and a cancel then finds every shard it added noted.
     fn drop(&mut self) {
         if !self.done {
-            let mut active = self.node.active.borrow_mut();
-            if let Some(at) = active.iter().position(|id| *id == self.id) {
-                active.remove(at);
-            }
+            let (node, net, id) = (Rc::clone(&self.node), self.net.clone(), self.id.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                net.kept().await;
+                let mut active = node.active.borrow_mut();
+                if let Some(at) = active.iter().position(|running| *running == id) {
+                    active.remove(at);
+                }
+            });
         }
     }
 }

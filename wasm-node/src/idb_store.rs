@@ -214,24 +214,25 @@ impl IdbStore {
         self.put_own_shards_for(shards, None).await
     }
 
-    /// [`IdbStore::put_own_shards`] for stripe `stripe` of upload `transfer`: the same
-    /// transaction notes which of them it added, so that forgetting the upload (see
-    /// [`IdbStore::added_shards`]) removes those and no shard another file holds too.
-    pub(crate) async fn put_upload_shards(
+    /// [`IdbStore::put_own_shards`] for transfer `transfer` (an upload's stripe, or a
+    /// download's write, numbered `part`): the same transaction notes which of them it added,
+    /// so that forgetting the transfer (see [`IdbStore::added_shards`]) removes those and no
+    /// shard held before it.
+    pub(crate) async fn put_transfer_shards(
         &self,
         transfer: &str,
-        stripe: u64,
+        part: u64,
         shards: &[(ShardId, Bytes)],
     ) -> Result<Vec<bool>, NodeError> {
-        self.put_own_shards_for(shards, Some((transfer, stripe))).await
+        self.put_own_shards_for(shards, Some((transfer, part))).await
     }
 
     async fn put_own_shards_for(
         &self,
         shards: &[(ShardId, Bytes)],
-        upload: Option<(&str, u64)>,
+        transfer: Option<(&str, u64)>,
     ) -> Result<Vec<bool>, NodeError> {
-        let tx = match upload {
+        let tx = match transfer {
             Some(_) => self.relaxed_tx(&[SHARDS, META, STRIPES])?,
             None => self.relaxed_tx(&[SHARDS, META])?,
         };
@@ -241,9 +242,9 @@ impl IdbStore {
         // Every question goes to the database before any answer is awaited: one round trip
         // to the browser's storage for the batch, not one per shard. An upload's note for this
         // stripe is read too: a run before a reload may have added some of these shards.
-        let note = match upload {
-            Some((transfer, stripe)) => {
-                let key = format!("{}{stripe:016x}", added_prefix(transfer));
+        let note = match transfer {
+            Some((transfer, part)) => {
+                let key = format!("{}{part:016x}", added_prefix(transfer));
                 let stripes = tx.object_store(STRIPES).map_err(storage)?;
                 let earlier = stripes.get::<JsValue, _, _>(key.clone()).primitive();
                 Some((stripes, key, earlier.map_err(storage)?))
@@ -466,9 +467,9 @@ impl IdbStore {
         commit(tx, &raw).await
     }
 
-    /// The shards upload `transfer` added to this store (see
-    /// [`IdbStore::put_upload_shards`]), or `None` when it noted none: a record written
-    /// before uploads noted them, or an upload that kept nothing here.
+    /// The shards transfer `transfer` added to this store (see
+    /// [`IdbStore::put_transfer_shards`]), or `None` when it noted none: a record written
+    /// before transfers noted them, or one that kept nothing here.
     pub async fn added_shards(&self, transfer: &str) -> Result<Option<Vec<ShardId>>, NodeError> {
         let tx = self.tx(&[STRIPES], TransactionMode::Readonly)?;
         let store = tx.object_store(STRIPES).map_err(storage)?;
@@ -611,8 +612,8 @@ fn stripe_range(transfer: &str) -> (String, String) {
     (format!("{transfer}/"), format!("{transfer}/~"))
 }
 
-/// The prefix of the keys under which an upload notes the shards each stripe added, apart from
-/// its recorded stripes (`#` sorts before `/`).
+/// The prefix of the keys under which a transfer notes the shards each of its writes added,
+/// apart from an upload's recorded stripes (`#` sorts before `/`).
 fn added_prefix(transfer: &str) -> String {
     format!("{transfer}#added/")
 }
@@ -684,11 +685,11 @@ mod tests {
         store.put_own_shards(std::slice::from_ref(&a)).await.unwrap();
         assert_eq!(store.added_shards("up-1").await.unwrap(), None);
 
-        let fresh = store.put_upload_shards("up-1", 0, &[a.clone(), b.clone()]).await.unwrap();
+        let fresh = store.put_transfer_shards("up-1", 0, &[a.clone(), b.clone()]).await.unwrap();
         assert_eq!(fresh, [false, true]);
-        store.put_upload_shards("up-1", 1, std::slice::from_ref(&d)).await.unwrap();
+        store.put_transfer_shards("up-1", 1, std::slice::from_ref(&d)).await.unwrap();
         // After a reload, stripe 0 is written again with a shard it had not reached.
-        store.put_upload_shards("up-1", 0, &[b.clone(), c.clone()]).await.unwrap();
+        store.put_transfer_shards("up-1", 0, &[b.clone(), c.clone()]).await.unwrap();
         let mut added = store.added_shards("up-1").await.unwrap().unwrap();
         added.sort();
         let mut expected = vec![b.0, c.0, d.0];

@@ -99,11 +99,15 @@ struct Keeper {
     lost: Cell<bool>,
     /// Woken whenever the write task takes what waits, and when it ends.
     waiters: RefCell<Vec<futures::channel::oneshot::Sender<()>>>,
+    /// The transfer whose shards these are, which notes what each write adds (so that
+    /// cancelling it removes them), and the writes so far.
+    transfer: Option<String>,
+    writes: Cell<u64>,
 }
 
 impl Keeper {
-    fn new(on: bool) -> Self {
-        Self { on: Cell::new(on), ..Self::default() }
+    fn new(on: bool, transfer: Option<String>) -> Self {
+        Self { on: Cell::new(on), transfer, ..Self::default() }
     }
 
     /// Hands `shards` to the write task; waits first while too many bytes wait.
@@ -139,7 +143,14 @@ impl Keeper {
                 self.lost.set(true);
                 continue;
             }
-            match store.put_own_shards(&batch).await {
+            let written = match &self.transfer {
+                Some(transfer) => {
+                    let part = self.writes.replace(self.writes.get() + 1);
+                    store.put_transfer_shards(transfer, part, &batch).await
+                }
+                None => store.put_own_shards(&batch).await,
+            };
+            match written {
                 Ok(_) => {}
                 Err(NodeError::QuotaExceeded { detail }) => {
                     tracing::warn!(%detail, "the store is full: downloaded shards are no longer kept");
@@ -186,7 +197,7 @@ impl BrowserNet {
         counters: Rc<Counters>,
         signer: SigningKey,
     ) -> Self {
-        let keeper = Rc::new(Keeper::new(false));
+        let keeper = Rc::new(Keeper::new(false, None));
         Self { peer, store, counters, keeper, http: Rc::default(), signer: Rc::new(signer) }
     }
 
@@ -200,10 +211,11 @@ impl BrowserNet {
         }
     }
 
-    /// The same network, keeping (or not) the shards it fetches. The setting, and the writes
-    /// under way, are this clone's and its own clones'.
-    pub fn keeping(&self, keep: bool) -> Self {
-        Self { keeper: Rc::new(Keeper::new(keep)), ..self.clone() }
+    /// The same network, keeping (or not) the shards it fetches for transfer `transfer`, which
+    /// notes what its writes add. The setting, and the writes under way, are this clone's and
+    /// its own clones'.
+    pub fn keeping(&self, keep: bool, transfer: &str) -> Self {
+        Self { keeper: Rc::new(Keeper::new(keep, Some(transfer.to_owned()))), ..self.clone() }
     }
 
     /// Resolves once the shards this network fetched are all written to the store or given
@@ -532,7 +544,7 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_keeper_writes_every_shard_it_is_handed_and_holds_fetches_back() {
         let store = store("keeper", None).await;
-        let keeper = Rc::new(Keeper::new(true));
+        let keeper = Rc::new(Keeper::new(true, None));
         let shards: Vec<_> = (0..24).map(|i| shard(i, 1 << 20)).collect();
         let most = Cell::new(0);
         join_all(shards.iter().map(|s| async {
@@ -554,7 +566,7 @@ mod tests {
     #[wasm_bindgen_test]
     async fn a_full_store_stops_the_keeping() {
         let store = store("keeper-full", Some(3 << 20)).await;
-        let keeper = Rc::new(Keeper::new(true));
+        let keeper = Rc::new(Keeper::new(true, None));
         let shards: Vec<_> = (0..5).map(|i| shard(i, 1 << 20)).collect();
         // One shard per write: the fourth is refused and the fifth is not even tried.
         for (i, s) in shards.iter().enumerate() {

@@ -300,10 +300,10 @@ pub async fn run(
     result
 }
 
-/// Forgets upload `id` and, when it kept its shards here (`kept_here`), the shards it added
-/// to this store: those it noted as it wrote them (see `IdbStore::put_upload_shards`), so that
-/// a stripe written but not yet recorded goes too, and a shard another file holds as well
-/// stays. A record from before uploads noted them falls back to its recorded stripes.
+/// Forgets transfer `id` and, when it kept shards here (`kept_here`), the shards it added to
+/// this store: those it noted as it wrote them (see `IdbStore::put_transfer_shards`), so that
+/// an upload's stripe written but not yet recorded goes too, and a shard held before stays.
+/// An upload's record from before transfers noted them falls back to its recorded stripes.
 pub async fn discard(node: &Node, id: &str, kept_here: bool) -> Result<(), NodeError> {
     if kept_here {
         let ids = match node.store.added_shards(id).await? {
@@ -505,7 +505,7 @@ impl Step<'_> {
                     let (store, landed) = (Rc::clone(&self.node.store), Rc::clone(&self.landed));
                     let id = self.state.id.clone();
                     let keep = async move {
-                        store.put_upload_shards(&id, index, &shards).await?;
+                        store.put_transfer_shards(&id, index, &shards).await?;
                         landed.borrow_mut().insert(index);
                         Ok(())
                     };
@@ -516,7 +516,7 @@ impl Step<'_> {
             }
             None => {
                 // The only copy: stored before the stripe counts as done.
-                self.node.store.put_upload_shards(&self.state.id, index, &shards).await?;
+                self.node.store.put_transfer_shards(&self.state.id, index, &shards).await?;
                 self.node.store.put_stripe(&self.state.id, index, &stripe.ids).await?;
             }
         }
