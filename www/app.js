@@ -226,8 +226,10 @@ async function saver() {
 function chunksPort(stream) {
   const { port1, port2 } = new MessageChannel();
   const reader = stream.getReader();
+  savingPorts.add(port1);
   port1.onmessage = async ({ data }) => {
     if (data === 'cancel') {
+      savingPorts.delete(port1);
       port1.close();
       const reason = new ShardwebError('STOPPED', 'the download was cancelled in the browser');
       await reader.cancel(reason).catch(() => {});
@@ -236,21 +238,31 @@ function chunksPort(stream) {
     try {
       const { done, value } = await reader.read();
       if (done) {
+        savingPorts.delete(port1);
         port1.postMessage({ done: true });
         port1.close();
         return;
       }
-      // A chunk that is a view of a larger buffer is copied, so that only its own bytes move.
-      const own = value.byteOffset === 0 && value.byteLength === value.buffer.byteLength;
+      // A chunk that is a view of a larger buffer (or of a shared one) is copied, so that only
+      // its own bytes move.
+      const own = value.buffer instanceof ArrayBuffer && value.byteOffset === 0 && value.byteLength === value.buffer.byteLength;
       const chunk = own ? value : value.slice();
       port1.postMessage({ value: chunk }, [chunk.buffer]);
     } catch (e) {
+      savingPorts.delete(port1);
       port1.postMessage({ error: e?.message ?? String(e) });
       port1.close();
     }
   };
   return port2;
 }
+
+/** The ports of saves under way: closing the page fails them, so no save waits forever. */
+const savingPorts = new Set();
+addEventListener('pagehide', () => {
+  for (const port of savingPorts) port.postMessage({ error: 'the page was closed' });
+  savingPorts.clear();
+});
 
 /**
  * Saves a stream to disk through the service worker, so that it never sits in memory. The
@@ -417,45 +429,61 @@ function wire() {
   });
 }
 
-/** Uploads a reload interrupted go on by themselves; downloads are offered again. */
-async function resumeUnfinished() {
+/**
+ * A row of the interrupted list: its name and size, a button that continues it (when it can)
+ * and one that forgets it, freeing the room what it kept here takes.
+ */
+function interruptedRow(t, what, onContinue) {
   const list = $('interrupted');
+  const li = document.createElement('li');
+  li.append(`${t.name} (${bytes(t.size)}) `);
+  if (onContinue) {
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.textContent = 'Continue';
+    open.setAttribute('aria-label', `Continue ${what} ${t.name}`);
+    open.addEventListener('click', () => {
+      li.remove();
+      list.hidden = list.children.length === 0;
+      onContinue();
+    });
+    li.append(open, ' ');
+  }
+  const forget = document.createElement('button');
+  forget.type = 'button';
+  forget.textContent = 'Forget';
+  forget.setAttribute('aria-label', `Forget the ${what === 'uploading' ? 'upload' : 'download'} of ${t.name}`);
+  forget.addEventListener('click', async () => {
+    try {
+      await node.cancelTransfer(t.id);
+      li.remove();
+      list.hidden = list.children.length === 0;
+      refresh();
+    } catch (e) {
+      fail(e);
+    }
+  });
+  li.append(forget);
+  list.append(li);
+  list.hidden = false;
+}
+
+/**
+ * Uploads a reload interrupted go on by themselves, unless this browser kept no copy of the
+ * file (then it can only be forgotten: another tab may also be running it); downloads are
+ * offered again, but the one the address already opens.
+ */
+async function resumeUnfinished() {
+  const opening = linkFromHash();
   for (const t of await node.transfers()) {
-    if (t.kind === 'upload' && !t.resumable) {
-      // The browser kept no copy of the file (the reload came before it was written, or there
-      // was no room for it): what was sent cannot be finished.
-      await node.cancelTransfer(t.id).catch(() => {});
-      say(`${t.name} could not continue after the reload: choose it again.`);
-    } else if (t.kind === 'upload') {
+    if (t.kind === 'upload' && t.resumable) {
       upload({ name: t.name, size: t.size }, t.id);
-    } else if (t.kind === 'download' && t.link) {
-      const li = document.createElement('li');
-      const open = document.createElement('button');
-      open.type = 'button';
-      open.textContent = 'Continue';
-      open.setAttribute('aria-label', `Continue downloading ${t.name}`);
-      open.addEventListener('click', () => {
+    } else if (t.kind === 'upload') {
+      interruptedRow(t, 'uploading', null);
+    } else if (t.kind === 'download' && t.link && t.link.replace(/^shardweb:/, '') !== opening) {
+      interruptedRow(t, 'downloading', () => {
         location.hash = t.link.replace(/^shardweb:/, '');
-        li.remove();
       });
-      // Forgetting it frees the room the pieces already here take.
-      const forget = document.createElement('button');
-      forget.type = 'button';
-      forget.textContent = 'Forget';
-      forget.setAttribute('aria-label', `Forget the download of ${t.name}`);
-      forget.addEventListener('click', async () => {
-        try {
-          await node.cancelTransfer(t.id);
-          li.remove();
-          list.hidden = list.children.length === 0;
-          refresh();
-        } catch (e) {
-          fail(e);
-        }
-      });
-      li.append(`${t.name} (${bytes(t.size)}) `, open, ' ', forget);
-      list.append(li);
-      list.hidden = false;
     }
   }
 }

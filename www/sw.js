@@ -2,6 +2,8 @@
 // file download, so that multi-GB files go to disk without sitting in memory.
 
 const downloads = new Map();
+/** How long one chunk of a save may take to come from the page. */
+const PULL_TIMEOUT_MS = 120_000;
 
 self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (event) => event.waitUntil(self.clients.claim()));
@@ -19,10 +21,14 @@ function streamFrom(port) {
   };
   return new ReadableStream({
     async pull(controller) {
+      // A page that went away without a word (it crashed) leaves no pull waiting for good.
+      let timer;
       const reply = await new Promise((resolve) => {
         waiting = resolve;
+        timer = setTimeout(() => resolve({ error: 'the page stopped sending the file' }), PULL_TIMEOUT_MS);
         port.postMessage('pull');
       });
+      clearTimeout(timer);
       if (reply?.value instanceof Uint8Array) {
         controller.enqueue(reply.value);
         return;

@@ -157,6 +157,14 @@ async fn shard(
         return (StatusCode::BAD_REQUEST, "a shard id is 64 lowercase hex digits\n")
             .into_response();
     };
+    // The reply holds its shard's room in the reply budget until sent, as a get's do, taken
+    // from the recorded length before the shard is read (and before a read permit is held).
+    let len = shared.store.shard_len(&id).ok().flatten().unwrap_or(0);
+    let room = usize::try_from(len).unwrap_or(usize::MAX);
+    let Some(budget) = shared.replies.take(room, shared.config.request_timeout()).await else {
+        shared.metrics.request(Protocol::HttpShard, Outcome::Refused);
+        return (StatusCode::SERVICE_UNAVAILABLE, "busy: ask again later\n").into_response();
+    };
     let Ok(permit) = permits.acquire_owned().await else {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     };
@@ -164,13 +172,6 @@ async fn shard(
     let read = tokio::task::spawn_blocking(move || store.get_shard(&id)).await;
     let (outcome, response) = match read {
         Ok(Ok(Some(bytes))) => {
-            // The reply holds its part of the reply budget until sent, as a get's do.
-            let wait = shared.config.request_timeout();
-            let Some(budget) = shared.replies.take(bytes.len(), wait).await else {
-                shared.metrics.request(Protocol::HttpShard, Outcome::Refused);
-                return (StatusCode::SERVICE_UNAVAILABLE, "busy: ask again later\n")
-                    .into_response();
-            };
             tracing::debug!(shard = %id, "serving shard over HTTP");
             shared
                 .metrics
@@ -751,7 +752,11 @@ mod tests {
             let _ = stopped.await;
         }));
         let ask = |id: ShardId| async move {
-            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            // A small receive buffer, so that the reply cannot fit in the sockets' buffers
+            // whatever this host's defaults.
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(16 << 10).unwrap();
+            let mut tcp = socket.connect(addr).await.unwrap();
             let request = format!(
                 "GET {SHARD_HTTP_PATH}{id} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n"
             );

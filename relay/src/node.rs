@@ -65,7 +65,8 @@ pub struct ReplyBudget(Arc<Semaphore>);
 impl ReplyBudget {
     /// A budget of `mib` MiB, and never less than one frame.
     pub fn new(mib: usize) -> Self {
-        Self(Arc::new(Semaphore::new(mib.max(MAX_FRAME_BYTES >> 20) << 20)))
+        let bytes = mib.max(MAX_FRAME_BYTES >> 20).saturating_mul(1 << 20);
+        Self(Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))))
     }
 
     /// `bytes` of the budget, if it has them now.
@@ -401,46 +402,47 @@ pub fn serve_shards(
             let mut budget = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
             // Once one shard has not fit (in the frame, or in the relay's reply budget), the
             // rest are not even read: a short request naming many large shards costs at most
-            // one frame's worth of reading.
+            // one frame's worth of reading. A shard's room is taken before it is read, from
+            // its recorded length, so a relay out of budget reads nothing.
             let mut full = false;
-            let mut take = |len: usize| match shared.replies.try_take(len) {
-                Some(permit) => {
-                    match held.as_mut() {
-                        Some(held) => held.merge(permit),
-                        None => held = Some(permit),
-                    }
-                    true
+            let mut serve = |id: &shardweb_core::ShardId| {
+                if full {
+                    return ShardStatus::Deferred;
                 }
-                None => false,
+                let len = match store.shard_len(id) {
+                    Ok(Some(len)) => usize::try_from(len).unwrap_or(usize::MAX),
+                    Ok(None) => return ShardStatus::Missing,
+                    Err(e) => {
+                        tracing::error!(shard = %id, error = %e, "cannot read shard");
+                        return ShardStatus::Missing;
+                    }
+                };
+                let room = if len <= budget { shared.replies.try_take(len) } else { None };
+                let Some(room) = room else {
+                    full = true;
+                    return ShardStatus::Deferred;
+                };
+                match store.get_shard(id) {
+                    Ok(Some(bytes)) => {
+                        budget = budget.saturating_sub(bytes.len());
+                        tracing::debug!(%peer, shard = %id, "serving shard");
+                        metrics
+                            .bytes_out
+                            .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        match held.as_mut() {
+                            Some(held) => held.merge(room),
+                            None => held = Some(room),
+                        }
+                        ShardStatus::Found(bytes)
+                    }
+                    Ok(None) | Err(store::Error::Corrupt { .. }) => ShardStatus::Missing,
+                    Err(e) => {
+                        tracing::error!(shard = %id, error = %e, "cannot read shard");
+                        ShardStatus::Missing
+                    }
+                }
             };
-            let statuses = ids
-                .iter()
-                .map(|id| {
-                    if full {
-                        return ShardStatus::Deferred;
-                    }
-                    match store.get_shard(id) {
-                        Ok(Some(bytes)) if bytes.len() <= budget && take(bytes.len()) => {
-                            budget -= bytes.len();
-                            tracing::debug!(%peer, shard = %id, "serving shard");
-                            metrics.bytes_out.fetch_add(
-                                bytes.len() as u64,
-                                std::sync::atomic::Ordering::Relaxed,
-                            );
-                            ShardStatus::Found(bytes)
-                        }
-                        Ok(Some(_)) => {
-                            full = true;
-                            ShardStatus::Deferred
-                        }
-                        Ok(None) | Err(store::Error::Corrupt { .. }) => ShardStatus::Missing,
-                        Err(e) => {
-                            tracing::error!(shard = %id, error = %e, "cannot read shard");
-                            ShardStatus::Missing
-                        }
-                    }
-                })
-                .collect();
+            let statuses = ids.iter().map(&mut serve).collect();
             ShardResponse::Get(statuses)
         }
         ShardRequest::Has(ids) => {

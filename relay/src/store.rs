@@ -360,6 +360,13 @@ impl DiskStore {
         Ok(table.get(&id.0[..])?.is_some())
     }
 
+    /// The recorded length of a shard, or `None` if not held: known before reading it.
+    pub fn shard_len(&self, id: &ShardId) -> Result<Option<u64>, Error> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SHARDS)?;
+        Ok(table.get(&id.0[..])?.map(|v| v.value().1))
+    }
+
     /// Reads a shard and checks it against its id. `Ok(None)` if not held; a shard that fails
     /// its hash is removed and reported as [`Error::Corrupt`].
     pub fn get_shard(&self, id: &ShardId) -> Result<Option<Bytes>, Error> {

@@ -165,20 +165,27 @@ struct State {
     asked_dht: bool,
 }
 
+impl State {
+    /// Stops counting as running once the shards this download handed to the store are
+    /// written: its record stays, to be opened again or cancelled, and a cancel then finds
+    /// every shard it added noted (none is written after it).
+    fn leave_when_kept(&self) {
+        let (node, net, id) = (Rc::clone(&self.node), self.net.clone(), self.id.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            net.kept().await;
+            let mut active = node.active.borrow_mut();
+            if let Some(at) = active.iter().position(|running| *running == id) {
+                active.remove(at);
+            }
+        });
+    }
+}
+
 impl Drop for State {
-    /// A download dropped before its end (its stream cancelled by the reader) stops running
-    /// once the shards it handed to the store are written: its record stays, to be opened
-    /// again or cancelled, and a cancel then finds every shard it added noted.
+    /// A download dropped before its end (its stream cancelled by the reader) stops running.
     fn drop(&mut self) {
         if !self.done {
-            let (node, net, id) = (Rc::clone(&self.node), self.net.clone(), self.id.clone());
-            wasm_bindgen_futures::spawn_local(async move {
-                net.kept().await;
-                let mut active = node.active.borrow_mut();
-                if let Some(at) = active.iter().position(|running| *running == id) {
-                    active.remove(at);
-                }
-            });
+            self.leave_when_kept();
         }
     }
 }
@@ -196,7 +203,7 @@ async fn next(mut state: State) -> Option<(Result<JsValue, JsValue>, State)> {
         }
         Err(e) => {
             state.done = true;
-            state.node.active.borrow_mut().retain(|id| *id != state.id);
+            state.leave_when_kept();
             Some((Err(e.to_js()), state))
         }
     }

@@ -452,8 +452,24 @@ impl IdbStore {
 
     /// Forgets a transfer, its recorded stripes and its notes of the shards it added.
     pub async fn delete_transfer(&self, id: &str) -> Result<(), NodeError> {
-        let tx = self.tx(&[TRANSFERS, STRIPES], TransactionMode::Readwrite)?;
+        self.finish_transfer(id, None).await
+    }
+
+    /// [`IdbStore::delete_transfer`], listing `file` (if any) in the same transaction: a
+    /// finished transfer is never seen both listed and unfinished.
+    pub async fn finish_transfer(
+        &self,
+        id: &str,
+        file: Option<&FileRecord>,
+    ) -> Result<(), NodeError> {
+        let tx = self.tx(&[TRANSFERS, STRIPES, FILES], TransactionMode::Readwrite)?;
         let raw = raw_tx(&tx);
+        if let Some(file) = file {
+            let value = serde_wasm_bindgen::to_value(file)
+                .map_err(|e| NodeError::Storage { detail: e.to_string() })?;
+            let files = tx.object_store(FILES).map_err(storage)?;
+            files.put(value).with_key(file.manifest_id.clone()).primitive().map_err(storage)?;
+        }
         let transfers = tx.object_store(TRANSFERS).map_err(storage)?;
         transfers.delete(id.to_owned()).primitive().map_err(storage)?;
         let stripes = tx.object_store(STRIPES).map_err(storage)?;

@@ -375,12 +375,15 @@ async fn upload(
         upload.finish(&manifest).await?;
     }
     let link = Link { manifest: manifest.id(), key: state.key.clone() };
+    // The file is listed, and the upload's record goes, in one transaction: a reload never
+    // finds a finished upload's record to cancel (which would remove the shards of a listed
+    // file). The record goes only once its file's copy has landed, which would bring it back.
+    copy_written(file_copy).await;
+    let file = state.keep.then(|| FileRecord::new(&link, &meta, state.size, "uploaded"));
+    store.finish_transfer(&state.id, file.as_ref()).await?;
     if state.keep {
         let _ = node.peer.provide(manifest.id()).await;
-        store.put_file(&FileRecord::new(&link, &meta, state.size, "uploaded")).await?;
     }
-    copy_written(file_copy).await;
-    store.delete_transfer(&state.id).await?;
     progress.report(true);
     Ok(PutResult { link, name: state.name.clone(), size: state.size })
 }

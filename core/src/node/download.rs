@@ -69,6 +69,9 @@ pub struct Download<N: Network> {
     opened: Opened,
     stripes: HashMap<u64, StripeState>,
     in_flight: FuturesUnordered<LocalBoxFuture<'static, Reply>>,
+    /// Holders whose last replies deferred every shard asked (they are busy), and how many
+    /// such replies in a row: the next request to them waits a little, doubling up to a second.
+    busy: HashMap<usize, u32>,
     wire_bytes: u64,
     corrupt: u64,
     layout_stripes: u64,
@@ -96,6 +99,7 @@ impl<N: Network + Clone + 'static> Download<N> {
             opened,
             stripes: HashMap::new(),
             in_flight: FuturesUnordered::new(),
+            busy: HashMap::new(),
             wire_bytes: 0,
             corrupt: 0,
             layout_stripes: manifest.layout().stripes(),
@@ -269,7 +273,11 @@ impl<N: Network + Clone + 'static> Download<N> {
             let Some(peer) = self.holders.get(h).cloned() else { continue };
             let net = self.net.clone();
             let ids = batch.iter().map(|(_, _, id)| *id).collect();
+            let wait = self.busy.get(&h).map(|&n| busy_wait(n));
             self.in_flight.push(Box::pin(async move {
+                if let Some(wait) = wait {
+                    futures_timer::Delay::new(wait).await;
+                }
                 let reply = net.get_shards(&peer, ids).await;
                 (h, batch, reply)
             }));
@@ -294,6 +302,12 @@ impl<N: Network + Clone + 'static> Download<N> {
                 vec![Fetched::Missing; batch.len()]
             }
         };
+        let deferred = fetched.iter().any(|f| matches!(f, Fetched::Deferred));
+        if deferred && !fetched.iter().any(|f| matches!(f, Fetched::Verified(_))) {
+            *self.busy.entry(h).or_default() += 1;
+        } else {
+            self.busy.remove(&h);
+        }
         for ((s, i, _), fetched) in batch.into_iter().zip(fetched) {
             let Some(state) = self.stripes.get_mut(&s) else { continue };
             state.asked.remove(&i);
@@ -340,5 +354,27 @@ fn decoder_error(decoder: Option<&mut Decoder>) -> DownloadError {
     match decoder.map(Decoder::decode_next_sealed) {
         Some(Err(e)) => e.into(),
         _ => codec::Error::Incomplete { next: 0, stripes: 0 }.into(),
+    }
+}
+
+/// How long to wait before asking a holder again after `n` replies in a row deferred every
+/// shard: 25 ms, doubling, at most a second.
+fn busy_wait(n: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(25u64 << n.saturating_sub(1).min(6))
+        .min(std::time::Duration::from_secs(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::busy_wait;
+
+    #[test]
+    fn a_busy_holder_is_asked_again_after_a_wait_that_doubles_to_a_second() {
+        let waits: Vec<Duration> = (1..=8).map(busy_wait).collect();
+        let ms = [25, 50, 100, 200, 400, 800, 1000, 1000];
+        assert_eq!(waits, ms.map(Duration::from_millis));
+        assert_eq!(busy_wait(u32::MAX), Duration::from_secs(1));
     }
 }
