@@ -326,3 +326,21 @@ fn over_quota_wrong_key_and_bad_input_get_one_clear_line() {
     assert!(err.starts_with("shardweb: cannot reach relay http://127.0.0.1:9"), "{err}");
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// A relay's replies over libp2p give their part of its reply budget back once sent: with the
+/// smallest budget (one frame, 32 MiB), gets that each move more than it come back whole, one
+/// after another.
+#[test]
+fn replies_over_libp2p_give_the_reply_budget_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    fs::write(&config, "max-reply-mib = 32\n").unwrap();
+    let relay = Relay::start(&dir.path().join("relay"), &["--config", config.to_str().unwrap()]);
+    let file = random_file(dir.path(), "in.bin", 40_000_000, 7);
+    let link = put(dir.path(), &file, &[&relay], &[]);
+    let want = fs::read(&file).unwrap();
+    for round in 0..3 {
+        let got = get(dir.path(), &link, &[&relay], &format!("out{round}.bin")).expect("get");
+        assert!(got == want, "round {round}: the bytes differ");
+    }
+}
