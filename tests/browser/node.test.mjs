@@ -558,3 +558,57 @@ test('an upload that keeps no copy of its file (resumable: false) completes; aft
   // recorded when the reload came, and none of the finished file's.
   assert.deepEqual(after.left, { bytes: held, transfers: [] });
 });
+
+test('an upload running in one tab is listed as running in another, which can neither cancel nor resume it', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const browser = await launch(t);
+  const file = join(dir, 'shared.bin');
+  const sha = randomFile(file, 128 << 20);
+  const a = await harness(browser, relay);
+  // A second tab of the same origin, sharing the first one's store.
+  const b = await a.context().newPage();
+  await b.goto(`${relay.url}/harness.html`);
+  await b.waitForFunction(() => window.ready === true);
+  await b.evaluate(async (url) => {
+    window.node = await window.shardweb.Node.start({ relays: [url] });
+  }, relay.url);
+
+  await a.locator('#file').setInputFiles(file);
+  await a.evaluate(() => {
+    const file = document.getElementById('file').files[0];
+    window.running = window.node.put(file).catch((e) => ({ error: { code: e.code, message: e.message } }));
+  });
+  const seen = await b.evaluate(async () => {
+    let listed;
+    for (let i = 0; i < 200 && !listed; i++) {
+      listed = (await window.node.transfers()).find((x) => x.kind.startsWith('upload'));
+      if (!listed) await new Promise((r) => setTimeout(r, 20));
+    }
+    const attempt = async (call) => {
+      try {
+        await call();
+        return 'done';
+      } catch (e) {
+        return { code: e.code, message: e.message };
+      }
+    };
+    return {
+      kind: listed?.kind,
+      cancel: await attempt(() => window.node.cancelTransfer(listed.id)),
+      resume: await attempt(() => window.node.resume(listed.id)),
+    };
+  });
+  assert.equal(seen.kind, 'upload:running', JSON.stringify(seen));
+  for (const refused of [seen.cancel, seen.resume]) {
+    assert.equal(refused.code, 'INVALID_OPTIONS', JSON.stringify(seen));
+    assert.match(refused.message, /running in another tab/);
+  }
+  // The first tab's upload was left alone and completes.
+  const put = await a.evaluate(() => window.running);
+  assert.ok(put.link, JSON.stringify(put));
+  const out = join(dir, 'out.bin');
+  const get = await shardweb(['get', put.link, '-o', out, '--relay', relay.url]);
+  assert.equal(get.code, 0, get.stderr);
+  assert.equal(await sha256File(out), sha);
+});

@@ -151,6 +151,9 @@ impl WasmNode {
             if node.active.borrow().contains(&id) {
                 return Err(NodeError::invalid(format!("transfer {id} is already running")));
             }
+            if crate::tab_lock::running().await.contains(&id) {
+                return Err(NodeError::invalid(format!("transfer {id} is running in another tab")));
+            }
             let record = node
                 .store
                 .transfer(&id)
@@ -181,18 +184,23 @@ impl WasmNode {
         })
     }
 
-    /// Unfinished transfers: `[{ id, kind, name, type, size, link?, resumable }]`.
+    /// Unfinished transfers: `[{ id, kind, name, type, size, link?, resumable }]`; `kind` ends
+    /// in `:running` for one running in this tab or another.
     pub fn transfers(&self) -> Promise {
         let node = Rc::clone(&self.inner);
         promise(async move {
             let records = node.store.transfers().await?;
+            // Running in another tab: it holds its lock.
+            let elsewhere = crate::tab_lock::running().await;
             let list = Array::new();
             for record in records {
                 // A download resumes from its link; an upload, from the copy of its file.
                 let file = Reflect::get(&record, &"blob".into()).is_ok_and(|b| b.is_object());
                 if let Ok(mut info) = serde_wasm_bindgen::from_value::<TransferInfo>(record) {
                     let resumable = info.kind != "upload" || file;
-                    if node.active.borrow().contains(&info.id) {
+                    // Running here, or in another tab (which holds its lock).
+                    let here = node.active.borrow().contains(&info.id);
+                    if here || elsewhere.contains(&info.id) {
                         info.kind.push_str(":running");
                     }
                     let listed = info.to_js();
@@ -223,6 +231,13 @@ impl WasmNode {
                 kind.as_deref() == Some("download")
                     || Reflect::get(record, &"keep".into()).ok().and_then(|k| k.as_bool())
                         != Some(false)
+            };
+            // Held while the cancel runs: a transfer another tab runs is refused, and no tab
+            // resumes this one meanwhile.
+            let Some(_held) = crate::tab_lock::hold(&id).await else {
+                return Err(NodeError::invalid(format!(
+                    "transfer {id} is running in another tab: stop it there"
+                )));
             };
             let record = node.store.transfer(&id).await?;
             upload::discard(&node, &id, record.as_ref().is_some_and(kept)).await?;

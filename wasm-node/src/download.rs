@@ -20,6 +20,7 @@ use crate::idb_store::{FileRecord, TransferInfo};
 use crate::net::{BrowserNet, Holder};
 use crate::node::Node;
 use crate::progress::Progress;
+use crate::tab_lock;
 use crate::webcrypto::WebSealer;
 
 /// Stripes fetched ahead of the one being read.
@@ -114,6 +115,8 @@ pub async fn open(
     if keep {
         node.store.put_manifest(link.manifest, manifest.bytes()).await?;
     }
+    // Another tab downloading the same file holds the lock: this one goes on without it.
+    let held = tab_lock::hold(&id).await;
     node.active.borrow_mut().push(id.clone());
     let state = State {
         node: Rc::clone(node),
@@ -131,6 +134,7 @@ pub async fn open(
         scratch: Vec::new(),
         failed: None,
         asked_dht: false,
+        held,
     };
     Ok(Opening {
         manifest: manifest.id(),
@@ -163,16 +167,20 @@ struct State {
     failed: Option<NodeError>,
     /// Whether the DHT was asked for more holders when the ones known ran short.
     asked_dht: bool,
+    /// This tab's lock on the transfer, unless another tab downloads the same file.
+    held: Option<tab_lock::Held>,
 }
 
 impl State {
     /// Stops counting as running once the shards this download handed to the store are
     /// written: its record stays, to be opened again or cancelled, and a cancel then finds
     /// every shard it added noted (none is written after it).
-    fn leave_when_kept(&self) {
+    fn leave_when_kept(&mut self) {
         let (node, net, id) = (Rc::clone(&self.node), self.net.clone(), self.id.clone());
+        let held = self.held.take();
         wasm_bindgen_futures::spawn_local(async move {
             net.kept().await;
+            drop(held);
             let mut active = node.active.borrow_mut();
             if let Some(at) = active.iter().position(|running| *running == id) {
                 active.remove(at);

@@ -41,6 +41,8 @@ mod serve;
 #[cfg(wasm_browser)]
 mod stats;
 #[cfg(wasm_browser)]
+mod tab_lock;
+#[cfg(wasm_browser)]
 mod upload;
 #[cfg(wasm_browser)]
 pub mod webcrypto;

@@ -286,6 +286,10 @@ pub async fn run(
     signal: Option<AbortSignal>,
     mut file_copy: Option<FileCopy>,
 ) -> Result<PutResult, NodeError> {
+    // Held while the upload runs: no other tab resumes or cancels it meanwhile.
+    let Some(_held) = crate::tab_lock::hold(&state.id).await else {
+        return Err(NodeError::invalid(format!("transfer {} is running in another tab", state.id)));
+    };
     node.active.borrow_mut().push(state.id.clone());
     let result = upload(node, &state, on_progress, signal.as_ref(), &mut file_copy).await;
     // The upload counts as running until its file's copy has landed: a record removed before
