@@ -501,6 +501,20 @@ mod tests {
         (status, body.to_vec())
     }
 
+    /// Stores `shards` (owned by one peer); their ids, in order.
+    fn store_all(shared: &Shared, shards: &[Vec<u8>]) -> Vec<ShardId> {
+        let ids: Vec<ShardId> = shards.iter().map(|s| ShardId::of(s)).collect();
+        for (id, bytes) in ids.iter().zip(shards) {
+            shared.store.put_shard(b"owner", id, bytes).unwrap();
+        }
+        ids
+    }
+
+    /// The batch route's URI for `ids`.
+    fn batch_uri(ids: &[ShardId]) -> String {
+        format!("{SHARD_BATCH_HTTP_PATH}{}", shardweb_core::protocol::batch_path(ids))
+    }
+
     /// Asserts that `/metrics` has each of `lines`.
     async fn assert_metrics(shared: &Arc<Shared>, lines: &[&str]) {
         let (_, metrics) = get(shared, "/metrics").await;
@@ -571,10 +585,8 @@ mod tests {
         shared.store.put_shard(b"owner", &id_b, &b).unwrap();
         let missing = ShardId::of(b"never stored");
         let ask = |ids: &[ShardId]| {
-            let uri =
-                format!("{SHARD_BATCH_HTTP_PATH}{}", shardweb_core::protocol::batch_path(ids));
             router(Arc::clone(&shared))
-                .oneshot(Request::builder().uri(uri).body(Body::empty()).unwrap())
+                .oneshot(Request::builder().uri(batch_uri(ids)).body(Body::empty()).unwrap())
         };
         let response = ask(&[id_b, missing, id_a]).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -622,12 +634,8 @@ mod tests {
         let shared = shared_with(dir.path(), 64 << 20, 64 << 20);
         let shards: Vec<Vec<u8>> =
             (0..3u8).map(|i| vec![i; 12 << 20]).chain(std::iter::once(b"small".to_vec())).collect();
-        let ids: Vec<ShardId> = shards.iter().map(|s| ShardId::of(s)).collect();
-        for (id, bytes) in ids.iter().zip(&shards) {
-            shared.store.put_shard(b"owner", id, bytes).unwrap();
-        }
-        let uri = format!("{SHARD_BATCH_HTTP_PATH}{}", shardweb_core::protocol::batch_path(&ids));
-        let (status, body) = get_bytes_up_to(&shared, &uri, MAX_FRAME_BYTES).await;
+        let ids = store_all(&shared, &shards);
+        let (status, body) = get_bytes_up_to(&shared, &batch_uri(&ids), MAX_FRAME_BYTES).await;
         assert_eq!(status, StatusCode::OK);
         let statuses = vec![
             ShardStatus::Found(shards[0].clone().into()),
@@ -682,16 +690,10 @@ mod tests {
         };
         let shared = shared_configured(dir.path(), config);
         let shards: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 12 << 20]).collect();
-        let ids: Vec<ShardId> = shards.iter().map(|s| ShardId::of(s)).collect();
-        for (id, bytes) in ids.iter().zip(&shards) {
-            shared.store.put_shard(b"owner", id, bytes).unwrap();
-        }
+        let ids = store_all(&shared, &shards);
         let app = router(Arc::clone(&shared));
-        let batch = |ids: &[ShardId]| {
-            let uri =
-                format!("{SHARD_BATCH_HTTP_PATH}{}", shardweb_core::protocol::batch_path(ids));
-            Request::builder().uri(uri).body(Body::empty()).unwrap()
-        };
+        let batch =
+            |ids: &[ShardId]| Request::builder().uri(batch_uri(ids)).body(Body::empty()).unwrap();
         let statuses = |body: bytes::Bytes| match ShardResponse::decode(body).unwrap() {
             ShardResponse::Get(statuses) => statuses,
             other => panic!("not a get reply: {other:?}"),
