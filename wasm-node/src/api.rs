@@ -14,6 +14,7 @@ use crate::download::{self, GetOptions};
 use crate::error::NodeError;
 use crate::idb_store::TransferInfo;
 use crate::node::{Node, NodeOptions};
+use crate::tab_lock;
 use crate::upload::{self, PutOptions, UploadState};
 
 /// A running browser node.
@@ -73,12 +74,20 @@ fn put_result(done: upload::PutResult) -> JsValue {
 async fn run_upload(
     node: &Rc<Node>,
     state: UploadState,
+    held: tab_lock::Held,
     options: &JsValue,
     file_copy: Option<upload::FileCopy>,
 ) -> Result<JsValue, NodeError> {
     let (on_progress, signal) = (function(options, "onProgress"), signal(options));
-    let done = upload::run(node, state, on_progress, signal, file_copy).await?;
+    let done = upload::run(node, state, held, on_progress, signal, file_copy).await?;
     Ok(put_result(done))
+}
+
+/// Takes transfer `id`'s tab lock, or says that another tab runs the transfer.
+async fn hold(id: &str) -> Result<tab_lock::Held, NodeError> {
+    tab_lock::hold(id).await.ok_or_else(|| {
+        NodeError::invalid(format!("transfer {id} is running in another tab: stop it there"))
+    })
 }
 
 fn promise<F>(f: F) -> Promise
@@ -116,6 +125,9 @@ impl WasmNode {
             let opts: PutOptions = options(&options_)?;
             let name = Reflect::get(&file, &"name".into()).ok().and_then(|n| n.as_string());
             let state = UploadState::new(file, name.unwrap_or_else(|| "file".into()), &opts)?;
+            // The lock is taken before the record is written, so that another tab never lists
+            // the record of a running upload as interrupted. The id is new: no tab holds it.
+            let held = hold(&state.id).await?;
             // The record is listed at once. The copy of the file in it, which lets a reload
             // resume the upload, is written beside the upload: copying a file into the store
             // takes the browser a second or more per 256 MiB, and waiting for it held every
@@ -123,7 +135,7 @@ impl WasmNode {
             // it) leaves an upload that cannot resume; so does `resumable: false`, by choice.
             node.store.put_transfer(&state.id, state.to_js(false)).await?;
             if opts.resumable == Some(false) {
-                return run_upload(&node, state, &options_, None).await;
+                return run_upload(&node, state, held, &options_, None).await;
             }
             let (copied, file_copy) = futures::channel::oneshot::channel();
             let (store, id, record) = (Rc::clone(&node.store), state.id.clone(), state.to_js(true));
@@ -139,7 +151,7 @@ impl WasmNode {
                 }
                 let _ = copied.send(());
             });
-            run_upload(&node, state, &options_, Some(file_copy)).await
+            run_upload(&node, state, held, &options_, Some(file_copy)).await
         })
     }
 
@@ -151,16 +163,14 @@ impl WasmNode {
             if node.active.borrow().contains(&id) {
                 return Err(NodeError::invalid(format!("transfer {id} is already running")));
             }
-            if crate::tab_lock::running().await.contains(&id) {
-                return Err(NodeError::invalid(format!("transfer {id} is running in another tab")));
-            }
+            let held = hold(&id).await?;
             let record = node
                 .store
                 .transfer(&id)
                 .await?
                 .ok_or(NodeError::NoSuchTransfer { id: id.clone() })?;
             let state = UploadState::from_js(&record)?;
-            run_upload(&node, state, &options_, None).await
+            run_upload(&node, state, held, &options_, None).await
         })
     }
 
@@ -191,7 +201,7 @@ impl WasmNode {
         promise(async move {
             let records = node.store.transfers().await?;
             // Running in another tab: it holds its lock.
-            let elsewhere = crate::tab_lock::running().await;
+            let elsewhere = tab_lock::running().await;
             let list = Array::new();
             for record in records {
                 // A download resumes from its link; an upload, from the copy of its file.
@@ -234,11 +244,7 @@ impl WasmNode {
             };
             // Held while the cancel runs: a transfer another tab runs is refused, and no tab
             // resumes this one meanwhile.
-            let Some(_held) = crate::tab_lock::hold(&id).await else {
-                return Err(NodeError::invalid(format!(
-                    "transfer {id} is running in another tab: stop it there"
-                )));
-            };
+            let _held = hold(&id).await?;
             let record = node.store.transfer(&id).await?;
             upload::discard(&node, &id, record.as_ref().is_some_and(kept)).await?;
             Ok(JsValue::UNDEFINED)

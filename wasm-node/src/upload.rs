@@ -277,19 +277,17 @@ async fn copy_written(file_copy: &mut Option<FileCopy>) {
     }
 }
 
-/// Runs (or resumes) an upload to the end. On a full store or a cancel, every shard it kept
-/// here and its record are removed; on other failures the record stays, to be resumed.
+/// Runs (or resumes) an upload to the end, holding its tab lock (`_held`) throughout so that
+/// no other tab resumes or cancels it meanwhile. On a full store or a cancel, every shard it
+/// kept here and its record are removed; on other failures the record stays, to be resumed.
 pub async fn run(
     node: &Rc<Node>,
     state: UploadState,
+    _held: crate::tab_lock::Held,
     on_progress: Option<Function>,
     signal: Option<AbortSignal>,
     mut file_copy: Option<FileCopy>,
 ) -> Result<PutResult, NodeError> {
-    // Held while the upload runs: no other tab resumes or cancels it meanwhile.
-    let Some(_held) = crate::tab_lock::hold(&state.id).await else {
-        return Err(NodeError::invalid(format!("transfer {} is running in another tab", state.id)));
-    };
     node.active.borrow_mut().push(state.id.clone());
     let result = upload(node, &state, on_progress, signal.as_ref(), &mut file_copy).await;
     // The upload counts as running until its file's copy has landed: a record removed before
