@@ -122,7 +122,7 @@ mod native {
         let layout = Layout::new(params, FILE as u64);
         let decode = |lost: usize| {
             let ids = encoded.shard_ids.clone();
-            let mut decoder = Decoder::new(layout, file_id, ids, &key, encoded.plaintext_hash);
+            let mut decoder = Decoder::new(layout, file_id, ids, &key);
             for stripe in &stripes {
                 for (i, shard) in stripe.shards.iter().enumerate().skip(lost).take(k) {
                     decoder.add_shard(stripe.index, i, Bytes::clone(shard)).unwrap();

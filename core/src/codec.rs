@@ -66,9 +66,11 @@ pub enum Error {
     /// data. Deliberately says no more than that.
     #[error("segment {stripe} failed to decrypt: wrong key or tampered data")]
     Decrypt { stripe: u64 },
-    /// The decoded file does not hash to the plaintext hash in its manifest.
-    #[error("decoded file does not match its recorded hash")]
-    PlaintextHash,
+    /// A data shard rebuilt from parity does not hash to its id: the stripe's shards, each
+    /// matching its own id, do not belong to one code word (the uploader wrote parity that
+    /// disagrees with its data).
+    #[error("shard {index} of stripe {stripe}, rebuilt from parity, does not match its id")]
+    InconsistentParity { stripe: u64, index: usize },
     /// `finish` was called before every stripe was coded or decoded.
     #[error("stopped at stripe {next} of {stripes}")]
     Incomplete { next: u64, stripes: u64 },

@@ -367,14 +367,8 @@ impl Manifest {
 
     /// A decoder for this file's shards, after checking the key against the sealed part.
     pub fn decoder(&self, key: &FileKey) -> Result<Decoder, Error> {
-        let opened = self.open(key)?;
-        Ok(Decoder::new(
-            self.layout,
-            self.file_id,
-            self.shard_ids.clone(),
-            key,
-            opened.plaintext_hash,
-        ))
+        self.open(key)?;
+        Ok(Decoder::new(self.layout, self.file_id, self.shard_ids.clone(), key))
     }
 }
 

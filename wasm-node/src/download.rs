@@ -131,7 +131,6 @@ pub async fn open(
         recorded: false,
         done: false,
         opening: VecDeque::new(),
-        scratch: Vec::new(),
         failed: None,
         asked_dht: false,
         held,
@@ -161,8 +160,6 @@ struct State {
     done: bool,
     /// Segments being opened, in order.
     opening: VecDeque<LocalBoxFuture<'static, Result<Uint8Array, NodeError>>>,
-    /// Where each opened segment is copied for the file's hash.
-    scratch: Vec<u8>,
     /// Why fetching ahead failed, reported once the segments before it are handed out.
     failed: Option<NodeError>,
     /// Whether the DHT was asked for more holders when the ones known ran short.
@@ -217,8 +214,7 @@ async fn next(mut state: State) -> Option<(Result<JsValue, JsValue>, State)> {
     }
 }
 
-/// The next segment's plaintext, opened with WebCrypto; `None` after the last, once the
-/// file's hash has been checked.
+/// The next segment's plaintext, opened with WebCrypto; `None` after the last.
 async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
     if state.node.is_stopped() {
         return Err(NodeError::Stopped { what: "the node" });
@@ -236,8 +232,8 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
         state.node.store.put_transfer(&state.id, record.to_js()).await?;
     }
     // One segment opens on the crypto worker while the next is fetched and decoded here. The
-    // call that finds no more segments checks the file's hash, so it waits until every
-    // segment before it has been opened and counted.
+    // call that finds no more segments ends the download, so it waits until every segment
+    // before it has been opened and handed out.
     if state.opening.is_empty() {
         if let Some(e) = state.failed.take() {
             return Err(e);
@@ -310,13 +306,10 @@ async fn next_sealed(
     }
 }
 
-/// Counts an opened segment into the file's hash and the progress, and gives it to the stream.
+/// Counts an opened segment into the progress and gives it to the stream: the browser's
+/// buffer, never copied into wasm memory.
 fn handed_out(state: &mut State, plaintext: Uint8Array) -> Result<JsValue, NodeError> {
-    // The file's hash needs the bytes in wasm memory; the stream takes the browser's buffer.
-    state.scratch.resize(plaintext.length() as usize, 0);
-    plaintext.copy_to(&mut state.scratch);
-    state.download.opened(&state.scratch);
-    state.progress.bytes += state.scratch.len() as u64;
+    state.progress.bytes += u64::from(plaintext.length());
     state.progress.wire = state.download.wire_bytes();
     state.progress.report(false);
     Ok(plaintext.into())

@@ -154,7 +154,9 @@ impl StripeDecoder {
     }
 
     /// Rebuilds the sealed segment of `sealed_len` bytes. With all k data shards held this
-    /// only concatenates them; otherwise Reed–Solomon restores the missing ones.
+    /// only concatenates them; otherwise Reed–Solomon restores the missing ones, and each one
+    /// restored must hash to its id, like a shard received: so the segment is the one the
+    /// manifest names whichever k shards it came from.
     pub fn decode(
         &self,
         sealed_len: usize,
@@ -173,7 +175,15 @@ impl StripeDecoder {
             for (i, held) in self.shards.iter().take(self.k).enumerate() {
                 let shard = match held {
                     Some(shard) => &shard[..],
-                    None => result.restored_original(i).ok_or_else(|| self.not_enough())?,
+                    None => {
+                        let restored =
+                            result.restored_original(i).ok_or_else(|| self.not_enough())?;
+                        if self.ids.get(i) != Some(&ShardId::of(restored)) {
+                            let stripe = self.stripe;
+                            return Err(Error::InconsistentParity { stripe, index: i });
+                        }
+                        restored
+                    }
                 };
                 out.extend_from_slice(shard);
             }

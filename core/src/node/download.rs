@@ -182,19 +182,15 @@ impl<N: Network + Clone + 'static> Download<N> {
         self.corrupt
     }
 
-    /// The next segment of plaintext, or `None` after the last one (whose file hash has then
-    /// been checked).
+    /// The next segment of plaintext, authenticated, or `None` after the last one.
     pub async fn next_segment(&mut self) -> Result<Option<Vec<u8>>, DownloadError> {
         let Some(sealed) = self.next_sealed().await? else { return Ok(None) };
-        let decoder = self.decoder.as_mut().ok_or(codec::Error::Finished)?;
-        let plaintext = decoder.open(sealed)?;
-        decoder.opened(&plaintext);
-        Ok(Some(plaintext))
+        let decoder = self.decoder.as_ref().ok_or(codec::Error::Finished)?;
+        Ok(Some(decoder.open(sealed)?))
     }
 
-    /// The next sealed segment, for a host that opens segments itself and reports each
-    /// plaintext with [`Download::opened`], in order, every one before the call that returns
-    /// `None`: that call, after the last segment, checks the file's hash.
+    /// The next sealed segment, for a host that opens segments itself (and refuses one that
+    /// does not authenticate), or `None` after the last one.
     pub async fn next_sealed(&mut self) -> Result<Option<SealedSegment>, DownloadError> {
         loop {
             let Some(decoder) = self.decoder.as_mut() else { return Ok(None) };
@@ -215,13 +211,6 @@ impl<N: Network + Clone + 'static> Download<N> {
                 // Nothing in flight and nothing left to ask: the stripe cannot be completed.
                 None => return Err(decoder_error(self.decoder.as_mut())),
             }
-        }
-    }
-
-    /// Counts a segment the host opened into the file's hash.
-    pub fn opened(&mut self, plaintext: &[u8]) {
-        if let Some(decoder) = self.decoder.as_mut() {
-            decoder.opened(plaintext);
         }
     }
 
