@@ -5,7 +5,7 @@
 // large fetch uploads many times over).
 //
 //   cargo build --release -p shardweb && ./scripts/build-web
-//   node tests/browser/bench.mjs [--mib 256] [--memory-mib 1024] [--no-native]
+//   node tests/browser/bench.mjs [--mib 256] [--memory-mib 1024] [--rounds 3] [--no-native]
 
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync } from 'node:fs';
@@ -30,6 +30,7 @@ const { values } = parseArgs({
     mib: { type: 'string', default: '256' },
     'memory-mib': { type: 'string', default: '1024' },
     'no-native': { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '3' },
   },
 });
 process.env.SHARDWEB_BIN ??= join(ROOT, 'target/release/shardweb');
@@ -169,7 +170,7 @@ async function main() {
       }
     } else if (kind === 'transfer') {
       const { baseline: b, shardweb: s, shardwebNoKeep: n } = value;
-      console.log(`\ntransfer of ${value.mib} MiB to a local relay, MB/s (plaintext bytes / wall time):`);
+      console.log(`\ntransfer of ${value.mib} MiB to a local relay, MB/s (plaintext bytes / wall time; median of ${value.rounds} runs, libp2p lines one run):`);
       console.log(`  plain fetch POST / GET to this machine      ${fmt(b.upload)} / ${fmt(b.download)}`);
       console.log(`  bare WebSocket up / down, 64 KiB messages   ${fmt(b.wsUpload)} / ${fmt(b.wsDownload)}`);
       console.log(`  shardweb put / get (4, 2), keeping shards   ${fmt(s.upload)} / ${fmt(s.download)}   (${((100 * s.upload) / b.upload).toFixed(0)}% / ${((100 * s.download) / b.download).toFixed(0)}% of the baseline)`);
@@ -195,7 +196,7 @@ async function main() {
   });
   cleanups.push(() => server.close());
   const sink = `http://127.0.0.1:${server.address().port}`;
-  const page = `${relay.url}/bench/bench.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&memoryMib=${values['memory-mib']}`;
+  const page = `${relay.url}/bench/bench.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&memoryMib=${values['memory-mib']}&rounds=${values.rounds}`;
   const devtoolsPort = await freePort();
   const chromium = spawn(
     process.env.CHROMIUM ?? '/usr/bin/chromium',
