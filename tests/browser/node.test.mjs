@@ -244,11 +244,21 @@ test('a download whose stream the page cancels stops running, and its record can
     const kept = (await window.node.stats()).store.bytes;
     await window.node.cancelTransfer(before[0].id);
     const bytes = (await window.node.stats()).store.bytes;
-    return { before: before.map((x) => x.kind), after: await listed(), kept, bytes };
+    // The manifest it kept, which no file listed here needs, is gone too.
+    const manifests = await new Promise((resolve, reject) => {
+      const open = indexedDB.open('shardweb');
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const count = open.result.transaction('manifests').objectStore('manifests').count();
+        count.onsuccess = () => resolve(count.result);
+        count.onerror = () => reject(count.error);
+      };
+    });
+    return { before: before.map((x) => x.kind), after: await listed(), kept, bytes, manifests };
   }, link);
   assert.ok(left.kept > 0, 'the download kept shards before it was cancelled');
-  // Cancelling it removes the shards it kept, with its record.
-  assert.deepEqual(left, { before: ['download'], after: [], kept: left.kept, bytes: 0 });
+  // Cancelling it removes the shards it kept and its manifest, with its record.
+  assert.deepEqual(left, { before: ['download'], after: [], kept: left.kept, bytes: 0, manifests: 0 });
 });
 
 test('a node stopped in the middle of a download ends its stream with STOPPED', async (t) => {
@@ -557,6 +567,46 @@ test('an upload that keeps no copy of its file (resumable: false) completes; aft
   // Cancelling it removes every shard it wrote here, also those of stripes written but not yet
   // recorded when the reload came, and none of the finished file's.
   assert.deepEqual(after.left, { bytes: held, transfers: [] });
+});
+
+test('a shard two files share stays until neither needs it: a cancel or a remove frees only what no one else uses', async (t) => {
+  const dir = tempDir(t);
+  // A relay that takes nothing: an upload to it fails after keeping its shards here, and its
+  // record stays, to be resumed or cancelled.
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir), args: ['--max-storage-per-peer', '1'] });
+  const browser = await launch(t);
+  const page = await harness(browser, relay);
+  const seen = await page.evaluate(async () => {
+    // 10 bytes at k = 10 seal to 26 bytes in shards of 4: shards 7 to 9 are zero padding,
+    // one and the same shard in every such file.
+    const tiny = () => new Blob([crypto.getRandomValues(new Uint8Array(10))]);
+    const sha = async (blob) => window.digestStream(blob.stream());
+    const opts = { k: 10, m: 2 };
+    const failed = await window.node.put(tiny(), opts).then(() => 'stored', (e) => e.code);
+    const [interrupted] = await window.node.transfers();
+    // Two files kept here only, both needing the padding shard the failed upload added.
+    const [first, second] = [tiny(), tiny()];
+    const one = await window.node.put(first, { ...opts, local: true });
+    const two = await window.node.put(second, { ...opts, local: true });
+    await window.node.cancelTransfer(interrupted.id);
+    await window.node.remove(one.manifestId);
+    // Read back with no relay: only this browser's store can answer.
+    await window.node.stop();
+    const offline = await window.shardweb.Node.start({ relays: [] });
+    const read = await offline
+      .get(two.link)
+      .then(({ stream }) => window.digestStream(stream), (e) => ({ error: e.code, message: e.message }));
+    await offline.remove(two.manifestId);
+    const left = (await offline.stats()).store.bytes;
+    await offline.stop();
+    return { failed, interrupted: interrupted?.kind, read, expected: await sha(second), left };
+  });
+  assert.equal(seen.failed, 'UPLOAD_FAILED', JSON.stringify(seen));
+  assert.equal(seen.interrupted, 'upload');
+  // The cancel and the first file's removal left the shard the second file needs.
+  assert.deepEqual(seen.read, seen.expected, JSON.stringify(seen));
+  // The last file's removal took it: nothing is left.
+  assert.equal(seen.left, 0);
 });
 
 test('an upload running in one tab is listed as running in another, which can neither cancel nor resume it', async (t) => {

@@ -1,6 +1,9 @@
-//! The files this browser keeps: removing one frees its shards and manifest.
+//! The files this browser keeps: removing one frees its shards and manifest, but not a shard
+//! something else kept here still needs.
 
-use shardweb_core::{Manifest, ManifestId};
+use std::collections::HashSet;
+
+use shardweb_core::{Manifest, ManifestId, ShardId};
 
 use crate::error::NodeError;
 use crate::node::Node;
@@ -11,8 +14,55 @@ pub async fn remove(node: &Node, manifest_id: &str) -> Result<(), NodeError> {
     if let Some(bytes) = node.store.get_manifest(id).await?
         && let Ok(manifest) = Manifest::decode_as(&id, &bytes)
     {
-        node.store.delete_shards(manifest.shard_ids()).await?;
+        free(node, manifest.shard_ids(), Some(id), None).await?;
         node.store.delete_manifest(id).await?;
     }
     node.store.delete_file(manifest_id).await
+}
+
+/// Deletes the shards among `ids` that nothing kept here needs but the file `except_file` and
+/// the transfer `except_transfer`, which are going. Files of the same shard length can share
+/// a shard (a data shard of zero padding, say): it goes with the last of them.
+pub async fn free(
+    node: &Node,
+    ids: &[ShardId],
+    except_file: Option<ManifestId>,
+    except_transfer: Option<&str>,
+) -> Result<u64, NodeError> {
+    let needed = in_use(node, except_file, except_transfer).await?;
+    let unused: Vec<ShardId> = ids.iter().filter(|id| !needed.contains(id)).copied().collect();
+    node.store.delete_shards(&unused).await
+}
+
+/// The shards of every file listed here, every download in progress (from its manifest) and
+/// every upload in progress (its recorded stripes), but those of `except_file` and
+/// `except_transfer`.
+async fn in_use(
+    node: &Node,
+    except_file: Option<ManifestId>,
+    except_transfer: Option<&str>,
+) -> Result<HashSet<ShardId>, NodeError> {
+    let mut manifests: HashSet<ManifestId> = HashSet::new();
+    let listed = node.store.files().await?;
+    manifests.extend(listed.iter().filter_map(|f| f.manifest_id.parse::<ManifestId>().ok()));
+    let downloads = node.store.transfer_ids().await?;
+    let others = downloads.iter().filter(|t| Some(t.as_str()) != except_transfer);
+    manifests.extend(others.filter_map(|t| t.strip_prefix("down-")?.parse::<ManifestId>().ok()));
+    if let Some(file) = except_file {
+        manifests.remove(&file);
+    }
+    let mut needed = HashSet::new();
+    for id in manifests {
+        if let Some(bytes) = node.store.get_manifest(id).await?
+            && let Ok(manifest) = Manifest::decode_as(&id, &bytes)
+        {
+            needed.extend(manifest.shard_ids().iter().copied());
+        }
+    }
+    for (transfer, ids) in node.store.all_stripes().await? {
+        if Some(transfer.as_str()) != except_transfer {
+            needed.extend(ids);
+        }
+    }
+    Ok(needed)
 }

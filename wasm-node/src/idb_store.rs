@@ -450,6 +450,11 @@ impl IdbStore {
         self.values(TRANSFERS).await
     }
 
+    /// Every unfinished transfer's id.
+    pub async fn transfer_ids(&self) -> Result<Vec<String>, NodeError> {
+        self.keys(TRANSFERS).await
+    }
+
     /// Forgets a transfer, its recorded stripes and its notes of the shards it added.
     pub async fn delete_transfer(&self, id: &str) -> Result<(), NodeError> {
         self.finish_transfer(id, None).await
@@ -549,9 +554,37 @@ impl IdbStore {
 
     /// The recorded stripes of an upload, in order: each stripe's index and shard ids.
     pub async fn stripes(&self, transfer: &str) -> Result<Vec<(u64, Vec<ShardId>)>, NodeError> {
+        let records = self.stripe_records(stripe_range(transfer)).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|(key, ids)| {
+                let index = key.rsplit('/').next()?;
+                Some((u64::from_str_radix(index, 16).ok()?, ids))
+            })
+            .collect())
+    }
+
+    /// Every upload's recorded stripes, in no useful order: the transfer each belongs to and
+    /// its shard ids.
+    pub async fn all_stripes(&self) -> Result<Vec<(String, Vec<ShardId>)>, NodeError> {
+        // Transfer ids are ASCII letters, digits, `-` and `_`: every key sorts before `~`.
+        let records = self.stripe_records((String::new(), "~".into())).await?;
+        Ok(records
+            .into_iter()
+            .filter_map(|(key, ids)| {
+                let (transfer, rest) = key.split_once('/')?;
+                (!transfer.contains('#') && !rest.contains('/')).then(|| (transfer.into(), ids))
+            })
+            .collect())
+    }
+
+    /// The records of `STRIPES` with keys in `from..to`: each key and the ids its value lists.
+    async fn stripe_records(
+        &self,
+        (from, to): (String, String),
+    ) -> Result<Vec<(String, Vec<ShardId>)>, NodeError> {
         let tx = self.tx(&[STRIPES], TransactionMode::Readonly)?;
         let store = tx.object_store(STRIPES).map_err(storage)?;
-        let (from, to) = stripe_range(transfer);
         let range = KeyRange::Bound(from.clone(), false, to.clone(), false);
         let keys = store
             .get_all_keys::<String>()
@@ -570,17 +603,13 @@ impl IdbStore {
         let mut out = Vec::new();
         for (key, value) in keys.into_iter().zip(values) {
             let (Ok(key), Ok(value)) = (key, value) else { continue };
-            let Some(index) = key.rsplit('/').next().and_then(|h| u64::from_str_radix(h, 16).ok())
-            else {
-                continue;
-            };
             let Ok(bytes) = value.dyn_into::<Uint8Array>() else { continue };
             let ids = bytes
                 .to_vec()
                 .chunks_exact(32)
                 .filter_map(|c| c.try_into().ok().map(ShardId))
                 .collect();
-            out.push((index, ids));
+            out.push((key, ids));
         }
         Ok(out)
     }
