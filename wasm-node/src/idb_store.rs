@@ -750,4 +750,23 @@ mod tests {
         assert!(store.stripes("up-1").await.unwrap().is_empty());
         store.close();
     }
+
+    /// Every upload's recorded stripes are listed with their transfer, and no transfer's
+    /// notes of the shards it added.
+    #[wasm_bindgen_test]
+    async fn every_recorded_stripe_is_listed_with_its_upload() {
+        let name = format!("shardweb-test-all-stripes-{}", js_sys::Math::random());
+        let store = IdbStore::open(&name, None).await.unwrap();
+        let [a, b, c] = [1, 2, 3].map(shard);
+        store.put_stripes("up-1", &[(0, vec![a.0]), (17, vec![b.0, c.0])]).await.unwrap();
+        store.put_stripe("up-2", 3, &[c.0]).await.unwrap();
+        store.put_transfer_shards("up-1", 0, std::slice::from_ref(&a)).await.unwrap();
+        store.put_transfer_shards("down-x_Y-z", 0, std::slice::from_ref(&b)).await.unwrap();
+        let mut all = store.all_stripes().await.unwrap();
+        all.sort();
+        let expected = [("up-1", vec![a.0]), ("up-1", vec![b.0, c.0]), ("up-2", vec![c.0])];
+        assert_eq!(all, expected.map(|(t, ids)| (t.to_owned(), ids)));
+        assert_eq!(store.stripes("up-1").await.unwrap(), [(0, vec![a.0]), (17, vec![b.0, c.0])]);
+        store.close();
+    }
 }
