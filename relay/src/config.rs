@@ -36,6 +36,8 @@ pub struct Config {
     pub request_timeout_secs: u64,
     /// Concurrent inbound streams per protocol. Default 64.
     pub max_concurrent_streams: usize,
+    /// HTTP connections served at once; more wait to be accepted. Default 512.
+    pub max_http_connections: usize,
     /// MiB of shards that replies to gets may hold in memory at once, over libp2p and HTTP
     /// together, until they are sent: a get past it has the shards that do not fit answered
     /// `deferred`, to be asked again. Default 256; at least 32 (one frame) is used.
@@ -73,6 +75,7 @@ impl Default for Config {
             max_storage_per_peer: 2 << 30,
             request_timeout_secs: 60,
             max_concurrent_streams: 64,
+            max_http_connections: 512,
             max_reply_mib: 256,
             max_reservations: 128,
             max_reservations_per_peer: 4,

@@ -27,8 +27,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::metrics::{Outcome, Protocol};
 use crate::node::{Shared, VERSION};
-use crate::stall::StallGuard;
-use crate::store;
+use crate::{server, store};
 
 /// What `/api/info` answers.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -269,15 +268,21 @@ fn held(pieces: Vec<bytes::Bytes>, guard: impl Send + Sync + 'static) -> Body {
 }
 
 /// Serves [`router`] on `listener` until `stop` completes, then lets the requests under way
-/// finish. A connection whose peer takes no bytes for the request timeout is closed, with
-/// what its reply held.
+/// finish. At most `max-http-connections` are served at once; a connection whose request's
+/// headers take longer than the request timeout (or that sits idle that long between
+/// requests), or whose peer takes no reply bytes for that long, is closed, with what its reply
+/// held (see [`server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = StallGuard::new(listener, shared.config.request_timeout());
-    axum::serve(listener, router(shared)).with_graceful_shutdown(stop).await
+    let limits = server::Limits {
+        connections: shared.config.max_http_connections,
+        headers: shared.config.request_timeout(),
+        stall: shared.config.request_timeout(),
+    };
+    server::serve(listener, router(shared), limits, stop).await
 }
 
 /// MiB of put bodies over HTTP that may be in the relay's memory at once.

@@ -9,6 +9,7 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod node;
+pub mod server;
 pub mod stall;
 pub mod store;
 pub mod tls;

@@ -3,42 +3,12 @@
 //! asks and never reads would keep them, and keep a graceful shutdown waiting, for good.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
-
-/// A listener whose connections fail once a write has waited `limit` without any byte taken.
-#[derive(Debug)]
-pub struct StallGuard {
-    listener: TcpListener,
-    limit: Duration,
-}
-
-impl StallGuard {
-    /// Guards the connections `listener` accepts with `limit`.
-    pub fn new(listener: TcpListener, limit: Duration) -> Self {
-        Self { listener, limit }
-    }
-}
-
-impl axum::serve::Listener for StallGuard {
-    type Io = Guarded<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (io, addr) = axum::serve::Listener::accept(&mut self.listener).await;
-        (Guarded::new(io, self.limit), addr)
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-}
 
 /// A connection that fails with [`io::ErrorKind::TimedOut`] when a write or flush has been
 /// pending for its limit. Any progress restarts the clock; reads pass through untouched.
