@@ -269,9 +269,9 @@ fn held(pieces: Vec<bytes::Bytes>, guard: impl Send + Sync + 'static) -> Body {
 
 /// Serves [`router`] on `listener` until `stop` completes, then lets the requests under way
 /// finish. At most `max-http-connections` are served at once; a connection whose request's
-/// headers take longer than the request timeout (or that sits idle that long between
-/// requests), or whose peer takes no reply bytes for that long, is closed, with what its reply
-/// held (see [`server`]).
+/// headers take longer than [`server::IDLE`] or the request timeout if shorter (or that sits
+/// idle that long between requests), or whose peer takes no reply bytes for the request
+/// timeout, is closed, with what its reply held (see [`server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: Arc<Shared>,
@@ -279,7 +279,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = server::Limits {
         connections: shared.config.max_http_connections,
-        headers: shared.config.request_timeout(),
+        headers: shared.config.request_timeout().min(server::IDLE),
         stall: shared.config.request_timeout(),
     };
     server::serve(listener, router(shared), limits, stop).await

@@ -21,12 +21,18 @@ use tokio::task::JoinSet;
 
 use crate::stall::Guarded;
 
+/// The longest a request's headers may take, and a connection may sit idle between requests
+/// (unless the request timeout is shorter): browsers close their own idle connections sooner,
+/// and an idle one holds one of the server's connection slots.
+pub const IDLE: Duration = Duration::from_secs(20);
+
 /// What bounds each connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Connections served at once.
     pub connections: usize,
-    /// Time a request's headers may take, counted from when the connection is ready for them.
+    /// Time a request's headers may take, counted from when the connection is ready for them
+    /// (so also the time it may sit idle between requests).
     pub headers: Duration,
     /// Time a reply may wait for its reader to take a byte.
     pub stall: Duration,
@@ -40,7 +46,7 @@ pub async fn serve(
     limits: Limits,
     stop: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let slots = Arc::new(Semaphore::new(limits.connections.max(1)));
+    let slots = Arc::new(Semaphore::new(limits.connections.clamp(1, Semaphore::MAX_PERMITS)));
     let (closing, closed) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut stop = pin!(stop);
@@ -77,6 +83,8 @@ pub async fn serve(
         // Connections that ended are reaped as new ones come.
         while connections.try_join_next().is_some() {}
     }
+    // New connections are refused from now on, not left waiting for the stop to finish.
+    drop(listener);
     let _ = closing.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
@@ -127,9 +135,17 @@ mod tests {
 
     /// How long `tcp` stays open, reading whatever comes, up to `at_most`.
     async fn open_for(tcp: &mut TcpStream, at_most: Duration) -> Duration {
+        open_for_reading(tcp, at_most, &mut Vec::new()).await
+    }
+
+    /// [`open_for`], keeping what was read in `got`.
+    async fn open_for_reading(
+        tcp: &mut TcpStream,
+        at_most: Duration,
+        got: &mut Vec<u8>,
+    ) -> Duration {
         let started = Instant::now();
-        let mut sink = Vec::new();
-        let _ = tokio::time::timeout(at_most, tcp.read_to_end(&mut sink)).await;
+        let _ = tokio::time::timeout(at_most, tcp.read_to_end(got)).await;
         started.elapsed()
     }
 
@@ -150,7 +166,9 @@ mod tests {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            open_for(&mut dripping, Duration::from_secs(10)).await
+            let mut got = Vec::new();
+            let open = open_for_reading(&mut dripping, Duration::from_secs(10), &mut got).await;
+            (open, got)
         });
         let mut served = TcpStream::connect(addr).await.unwrap();
         for _ in 0..3 {
@@ -161,7 +179,10 @@ mod tests {
 
         let at_most = Duration::from_secs(10);
         assert!(open_for(&mut silent, at_most).await < at_most, "the silent client stays");
-        assert!(drip.await.unwrap() < at_most, "the dripping client stays");
+        let (open, got) = drip.await.unwrap();
+        assert!(open < at_most, "the dripping client stays");
+        // Cut off before its headers were whole, a byte every 100 ms: never answered.
+        assert!(!String::from_utf8_lossy(&got).contains(" 200 "), "{got:?}");
         assert!(open_for(&mut served, at_most).await < at_most, "the idle client stays");
         stop.send(()).unwrap();
         task.await.unwrap().unwrap();
