@@ -249,9 +249,16 @@ test('a download whose stream the page cancels stops running, and its record can
       const open = indexedDB.open('shardweb');
       open.onerror = () => reject(open.error);
       open.onsuccess = () => {
-        const count = open.result.transaction('manifests').objectStore('manifests').count();
-        count.onsuccess = () => resolve(count.result);
-        count.onerror = () => reject(count.error);
+        const db = open.result;
+        try {
+          const count = db.transaction('manifests').objectStore('manifests').count();
+          count.onsuccess = () => resolve(count.result);
+          count.onerror = () => reject(count.error);
+        } catch (e) {
+          reject(e);
+        } finally {
+          db.close();
+        }
       };
     });
     return { before: before.map((x) => x.kind), after: await listed(), kept, bytes, manifests };
@@ -584,6 +591,7 @@ test('a shard two files share stays until neither needs it: a cancel or a remove
     const opts = { k: 10, m: 2 };
     const failed = await window.node.put(tiny(), opts).then(() => 'stored', (e) => e.code);
     const [interrupted] = await window.node.transfers();
+    const keptFailed = (await window.node.stats()).store.shards;
     // Two files kept here only, both needing the padding shard the failed upload added.
     const [first, second] = [tiny(), tiny()];
     const one = await window.node.put(first, { ...opts, local: true });
@@ -599,10 +607,12 @@ test('a shard two files share stays until neither needs it: a cancel or a remove
     await offline.remove(two.manifestId);
     const left = (await offline.stats()).store.bytes;
     await offline.stop();
-    return { failed, interrupted: interrupted?.kind, read, expected: await sha(second), left };
+    return { failed, interrupted: interrupted?.kind, keptFailed, read, expected: await sha(second), left };
   });
   assert.equal(seen.failed, 'UPLOAD_FAILED', JSON.stringify(seen));
   assert.equal(seen.interrupted, 'upload');
+  // It kept its 10 distinct shards here, the padding shard among them, before it failed.
+  assert.equal(seen.keptFailed, 10, JSON.stringify(seen));
   // The cancel and the first file's removal left the shard the second file needs.
   assert.deepEqual(seen.read, seen.expected, JSON.stringify(seen));
   // The last file's removal took it: nothing is left.

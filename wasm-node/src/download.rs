@@ -324,19 +324,23 @@ async fn finish(state: &mut State) {
     // The download is over once its shards are kept; the file is listed as held here, and
     // announced, only if every one was.
     let kept = state.net.kept().await;
-    node.active.borrow_mut().retain(|id| *id != state.id);
-    let _ = node.store.delete_transfer(&state.id).await;
-    if state.keep && !kept {
-        tracing::warn!(file = %state.link.manifest, "not every shard was kept: the file is not listed as held here");
-    }
     if state.keep && kept {
+        // Listed, and its record gone, in one transaction: nothing in between sees its shards
+        // as nobody's (see `files::free`).
         let size = state.progress.total.unwrap_or(state.progress.bytes);
         let record = FileRecord::new(&state.link, &state.meta, size, "downloaded");
-        if node.store.file(&record.manifest_id).await.ok().flatten().is_none() {
-            let _ = node.store.put_file(&record).await;
-        }
+        let listed = node.store.file(&record.manifest_id).await.ok().flatten().is_some();
+        let file = (!listed).then_some(record);
+        let _ = node.store.finish_transfer(&state.id, file.as_ref()).await;
         let _ = node.peer.provide(state.link.manifest).await;
+    } else if state.keep {
+        // What it kept would be listed nowhere: it goes.
+        tracing::warn!(file = %state.link.manifest, "not every shard was kept: the file is not listed as held here");
+        let _ = crate::upload::discard(node, &state.id, true).await;
+    } else {
+        let _ = node.store.delete_transfer(&state.id).await;
     }
+    node.active.borrow_mut().retain(|id| *id != state.id);
     state.progress.report(true);
     state.node.emit("downloaded", &[("manifestId", state.link.manifest.to_string().into())]);
 }

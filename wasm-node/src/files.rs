@@ -34,23 +34,27 @@ pub async fn free(
     node.store.delete_shards(&unused).await
 }
 
-/// The shards of every file listed here, every download in progress (from its manifest) and
-/// every upload in progress (its recorded stripes), but those of `except_file` and
-/// `except_transfer`.
+/// The shards of every file listed here but `except_file`, of every unfinished download but
+/// `except_transfer` (from its manifest) and those every unfinished transfer but
+/// `except_transfer` recorded or wrote here (see `IdbStore::transfer_shards`).
+///
+/// Read in transactions of their own, apart from the deletion that follows: a write that lands
+/// in between (another tab's) is not seen.
 async fn in_use(
     node: &Node,
     except_file: Option<ManifestId>,
     except_transfer: Option<&str>,
 ) -> Result<HashSet<ShardId>, NodeError> {
-    let mut manifests: HashSet<ManifestId> = HashSet::new();
     let listed = node.store.files().await?;
-    manifests.extend(listed.iter().filter_map(|f| f.manifest_id.parse::<ManifestId>().ok()));
+    let mut manifests: HashSet<ManifestId> = listed
+        .iter()
+        .filter_map(|f| f.manifest_id.parse::<ManifestId>().ok())
+        .filter(|id| Some(*id) != except_file)
+        .collect();
+    // A download of the file being removed still needs its shards.
     let downloads = node.store.transfer_ids().await?;
     let others = downloads.iter().filter(|t| Some(t.as_str()) != except_transfer);
     manifests.extend(others.filter_map(|t| t.strip_prefix("down-")?.parse::<ManifestId>().ok()));
-    if let Some(file) = except_file {
-        manifests.remove(&file);
-    }
     let mut needed = HashSet::new();
     for id in manifests {
         if let Some(bytes) = node.store.get_manifest(id).await?
@@ -59,7 +63,7 @@ async fn in_use(
             needed.extend(manifest.shard_ids().iter().copied());
         }
     }
-    for (transfer, ids) in node.store.all_stripes().await? {
+    for (transfer, ids) in node.store.transfer_shards().await? {
         if Some(transfer.as_str()) != except_transfer {
             needed.extend(ids);
         }

@@ -240,14 +240,18 @@ impl IdbStore {
         let store = tx.object_store(SHARDS).map_err(storage)?;
         let meta = tx.object_store(META).map_err(storage)?;
         // Every question goes to the database before any answer is awaited: one round trip
-        // to the browser's storage for the batch, not one per shard. An upload's note for this
-        // stripe is read too: a run before a reload may have added some of these shards.
-        let note = match transfer {
+        // to the browser's storage for the batch, not one per shard. An upload's notes for
+        // this stripe are read too: a run before a reload may have written some of it.
+        let notes = match transfer {
             Some((transfer, part)) => {
-                let key = format!("{}{part:016x}", added_prefix(transfer));
                 let stripes = tx.object_store(STRIPES).map_err(storage)?;
-                let earlier = stripes.get::<JsValue, _, _>(key.clone()).primitive();
-                Some((stripes, key, earlier.map_err(storage)?))
+                let mut notes = Vec::with_capacity(2);
+                for prefix in [added_prefix(transfer), uses_prefix(transfer)] {
+                    let key = format!("{prefix}{part:016x}");
+                    let earlier = stripes.get::<JsValue, _, _>(key.clone()).primitive();
+                    notes.push((key, earlier.map_err(storage)?));
+                }
+                Some((stripes, notes))
             }
             None => None,
         };
@@ -284,19 +288,24 @@ impl IdbStore {
         }
         used += added;
         meta.put(JsValue::from(used as f64)).with_key(BYTES_KEY).primitive().map_err(storage)?;
-        if let Some((stripes, key, earlier)) = note {
-            let mut added = earlier
-                .await
-                .map_err(storage)?
-                .and_then(|v| v.dyn_into::<Uint8Array>().ok())
-                .map_or_else(Vec::new, |a| a.to_vec());
-            let new = (shards.iter().zip(&fresh)).filter(|(_, fresh)| **fresh);
-            added.extend(new.flat_map(|((id, _), _)| id.0));
-            stripes
-                .put(JsValue::from(Uint8Array::from(&added[..])))
-                .with_key(key)
-                .primitive()
-                .map_err(storage)?;
+        // Two notes: the shards this write added (which a cancel removes), and every shard
+        // it wrote, held before or not (which nothing else may remove while the transfer
+        // runs: see `files::free`).
+        if let Some((stripes, notes)) = notes {
+            for (i, (key, earlier)) in notes.into_iter().enumerate() {
+                let mut ids = earlier
+                    .await
+                    .map_err(storage)?
+                    .and_then(|v| v.dyn_into::<Uint8Array>().ok())
+                    .map_or_else(Vec::new, |a| a.to_vec());
+                let written = shards.iter().zip(&fresh).filter(|(_, fresh)| i == 1 || **fresh);
+                ids.extend(written.flat_map(|((id, _), _)| id.0));
+                stripes
+                    .put(JsValue::from(Uint8Array::from(&ids[..])))
+                    .with_key(key)
+                    .primitive()
+                    .map_err(storage)?;
+            }
         }
         commit(tx, &raw).await?;
         Ok(fresh)
@@ -478,8 +487,13 @@ impl IdbStore {
         let transfers = tx.object_store(TRANSFERS).map_err(storage)?;
         transfers.delete(id.to_owned()).primitive().map_err(storage)?;
         let stripes = tx.object_store(STRIPES).map_err(storage)?;
-        let added = added_prefix(id);
-        for (from, to) in [stripe_range(id), (added.clone(), format!("{added}~"))] {
+        let (added, uses) = (added_prefix(id), uses_prefix(id));
+        let ranges = [
+            stripe_range(id),
+            (added.clone(), format!("{added}~")),
+            (uses.clone(), format!("{uses}~")),
+        ];
+        for (from, to) in ranges {
             stripes
                 .delete::<String, _>(KeyRange::Bound(from, false, to, false))
                 .primitive()
@@ -564,15 +578,17 @@ impl IdbStore {
             .collect())
     }
 
-    /// Every upload's recorded stripes, in no useful order: the transfer each belongs to and
-    /// its shard ids.
-    pub async fn all_stripes(&self) -> Result<Vec<(String, Vec<ShardId>)>, NodeError> {
+    /// The shards unfinished transfers use here, in no useful order: each upload's recorded
+    /// stripes and each transfer's note of the shards a write of it put here (held before or
+    /// not), with the transfer they belong to.
+    pub async fn transfer_shards(&self) -> Result<Vec<(String, Vec<ShardId>)>, NodeError> {
         // Transfer ids are ASCII letters, digits, `-` and `_`: every key sorts before `~`.
         let records = self.stripe_records((String::new(), "~".into())).await?;
         Ok(records
             .into_iter()
             .filter_map(|(key, ids)| {
-                let (transfer, rest) = key.split_once('/')?;
+                let (owner, rest) = key.split_once('/')?;
+                let transfer = owner.strip_suffix("#uses").unwrap_or(owner);
                 (!transfer.contains('#') && !rest.contains('/')).then(|| (transfer.into(), ids))
             })
             .collect())
@@ -663,6 +679,12 @@ fn added_prefix(transfer: &str) -> String {
     format!("{transfer}#added/")
 }
 
+/// The prefix of the keys under which a transfer notes every shard each of its writes put
+/// here, added or held before.
+fn uses_prefix(transfer: &str) -> String {
+    format!("{transfer}#uses/")
+}
+
 async fn read_bytes(
     meta: &indexed_db_futures::object_store::ObjectStore<'_>,
 ) -> Result<u64, NodeError> {
@@ -751,22 +773,34 @@ mod tests {
         store.close();
     }
 
-    /// Every upload's recorded stripes are listed with their transfer, and no transfer's
-    /// notes of the shards it added.
+    /// Every shard an unfinished transfer uses is listed with it: an upload's recorded
+    /// stripes, and each write's shards, those held before among them; not the notes of what
+    /// a write added. They go with the transfer.
     #[wasm_bindgen_test]
-    async fn every_recorded_stripe_is_listed_with_its_upload() {
-        let name = format!("shardweb-test-all-stripes-{}", js_sys::Math::random());
+    async fn every_shard_a_transfer_uses_is_listed_with_it() {
+        let name = format!("shardweb-test-transfer-shards-{}", js_sys::Math::random());
         let store = IdbStore::open(&name, None).await.unwrap();
         let [a, b, c] = [1, 2, 3].map(shard);
         store.put_stripes("up-1", &[(0, vec![a.0]), (17, vec![b.0, c.0])]).await.unwrap();
         store.put_stripe("up-2", 3, &[c.0]).await.unwrap();
         store.put_transfer_shards("up-1", 0, std::slice::from_ref(&a)).await.unwrap();
-        store.put_transfer_shards("down-x_Y-z", 0, std::slice::from_ref(&b)).await.unwrap();
-        let mut all = store.all_stripes().await.unwrap();
+        // `a` is held already: this write uses it without adding it.
+        store.put_transfer_shards("down-x_Y-z", 0, &[a.clone(), b.clone()]).await.unwrap();
+        let mut all = store.transfer_shards().await.unwrap();
         all.sort();
-        let expected = [("up-1", vec![a.0]), ("up-1", vec![b.0, c.0]), ("up-2", vec![c.0])];
+        let expected = [
+            ("down-x_Y-z", vec![a.0, b.0]),
+            ("up-1", vec![a.0]),
+            ("up-1", vec![a.0]),
+            ("up-1", vec![b.0, c.0]),
+            ("up-2", vec![c.0]),
+        ];
         assert_eq!(all, expected.map(|(t, ids)| (t.to_owned(), ids)));
         assert_eq!(store.stripes("up-1").await.unwrap(), [(0, vec![a.0]), (17, vec![b.0, c.0])]);
+        assert_eq!(store.added_shards("down-x_Y-z").await.unwrap(), Some(vec![b.0]));
+        store.delete_transfer("down-x_Y-z").await.unwrap();
+        store.delete_transfer("up-1").await.unwrap();
+        assert_eq!(store.transfer_shards().await.unwrap(), [("up-2".to_owned(), vec![c.0])]);
         store.close();
     }
 }

@@ -58,7 +58,7 @@ struct StripeState {
 }
 
 /// A download in progress: call [`Download::next_segment`] until it returns `None`; or, to
-/// open segments elsewhere, [`Download::next_sealed`] and [`Download::opened`] in turn.
+/// open segments elsewhere, [`Download::next_sealed`].
 pub struct Download<N: Network> {
     net: N,
     holders: Vec<N::Peer>,
