@@ -749,9 +749,7 @@ mod tests {
         // Larger than loopback's socket buffers take from a peer that does not read.
         let big = vec![5u8; MAX_SHARD_BYTES];
         let small = b"small".to_vec();
-        for shard in [&big, &small] {
-            shared.store.put_shard(b"owner", &ShardId::of(shard), shard).unwrap();
-        }
+        store_all(&shared, &[big.clone(), small.clone()]);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

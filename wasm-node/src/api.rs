@@ -246,7 +246,7 @@ impl WasmNode {
             // resumes this one meanwhile.
             let _held = hold(&id).await?;
             let record = node.store.transfer(&id).await?;
-            upload::discard(&node, &id, record.as_ref().is_some_and(kept)).await?;
+            crate::files::discard(&node, &id, record.as_ref().is_some_and(kept)).await?;
             Ok(JsValue::UNDEFINED)
         })
     }

@@ -336,7 +336,7 @@ async fn finish(state: &mut State) {
     } else if state.keep {
         // What it kept would be listed nowhere: it goes.
         tracing::warn!(file = %state.link.manifest, "not every shard was kept: the file is not listed as held here");
-        let _ = crate::upload::discard(node, &state.id, true).await;
+        let _ = crate::files::discard(node, &state.id, true).await;
     } else {
         let _ = node.store.delete_transfer(&state.id).await;
     }

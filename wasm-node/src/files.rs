@@ -1,5 +1,5 @@
-//! The files this browser keeps: removing one frees its shards and manifest, but not a shard
-//! something else kept here still needs.
+//! The files this browser keeps: removing one, or forgetting a transfer, frees its shards and
+//! manifest, but not a shard something else kept here still needs.
 
 use std::collections::HashSet;
 
@@ -18,6 +18,30 @@ pub async fn remove(node: &Node, manifest_id: &str) -> Result<(), NodeError> {
         node.store.delete_manifest(id).await?;
     }
     node.store.delete_file(manifest_id).await
+}
+
+/// Forgets transfer `id` and, when it kept shards here (`kept_here`), the shards it added to
+/// this store: those it noted as it wrote them (see `IdbStore::put_transfer_shards`), so that
+/// an upload's stripe written but not yet recorded goes too, and a shard held before stays.
+/// An upload's record from before transfers noted them falls back to its recorded stripes.
+/// A shard it added that a file or transfer since needs too stays (see [`free`]); so
+/// does a download's manifest that a listed file needs.
+pub async fn discard(node: &Node, id: &str, kept_here: bool) -> Result<(), NodeError> {
+    if kept_here {
+        let ids = match node.store.added_shards(id).await? {
+            Some(ids) => ids,
+            None => node.store.stripes(id).await?.into_iter().flat_map(|(_, ids)| ids).collect(),
+        };
+        free(node, &ids, None, Some(id)).await?;
+    }
+    node.store.delete_transfer(id).await?;
+    if let Some(manifest) = id.strip_prefix("down-")
+        && node.store.file(manifest).await?.is_none()
+        && let Ok(manifest) = manifest.parse()
+    {
+        node.store.delete_manifest(manifest).await?;
+    }
+    Ok(())
 }
 
 /// Deletes the shards among `ids` that nothing kept here needs but the file `except_file` and

@@ -246,10 +246,13 @@ impl IdbStore {
             Some((transfer, part)) => {
                 let stripes = tx.object_store(STRIPES).map_err(storage)?;
                 let mut notes = Vec::with_capacity(2);
-                for prefix in [added_prefix(transfer), uses_prefix(transfer)] {
+                // Whether each note lists only the shards added, or every shard written.
+                for (prefix, only_added) in
+                    [(added_prefix(transfer), true), (uses_prefix(transfer), false)]
+                {
                     let key = format!("{prefix}{part:016x}");
                     let earlier = stripes.get::<JsValue, _, _>(key.clone()).primitive();
-                    notes.push((key, earlier.map_err(storage)?));
+                    notes.push((key, earlier.map_err(storage)?, only_added));
                 }
                 Some((stripes, notes))
             }
@@ -292,14 +295,14 @@ impl IdbStore {
         // it wrote, held before or not (which nothing else may remove while the transfer
         // runs: see `files::free`).
         if let Some((stripes, notes)) = notes {
-            for (i, (key, earlier)) in notes.into_iter().enumerate() {
+            for (key, earlier, only_added) in notes {
                 let mut ids = earlier
                     .await
                     .map_err(storage)?
                     .and_then(|v| v.dyn_into::<Uint8Array>().ok())
                     .map_or_else(Vec::new, |a| a.to_vec());
-                let written = shards.iter().zip(&fresh).filter(|(_, fresh)| i == 1 || **fresh);
-                ids.extend(written.flat_map(|((id, _), _)| id.0));
+                let noted = shards.iter().zip(&fresh).filter(|(_, fresh)| **fresh || !only_added);
+                ids.extend(noted.flat_map(|((id, _), _)| id.0));
                 stripes
                     .put(JsValue::from(Uint8Array::from(&ids[..])))
                     .with_key(key)
@@ -487,12 +490,8 @@ impl IdbStore {
         let transfers = tx.object_store(TRANSFERS).map_err(storage)?;
         transfers.delete(id.to_owned()).primitive().map_err(storage)?;
         let stripes = tx.object_store(STRIPES).map_err(storage)?;
-        let (added, uses) = (added_prefix(id), uses_prefix(id));
-        let ranges = [
-            stripe_range(id),
-            (added.clone(), format!("{added}~")),
-            (uses.clone(), format!("{uses}~")),
-        ];
+        let ranges =
+            [stripe_range(id), prefix_range(added_prefix(id)), prefix_range(uses_prefix(id))];
         for (from, to) in ranges {
             stripes
                 .delete::<String, _>(KeyRange::Bound(from, false, to, false))
@@ -506,33 +505,8 @@ impl IdbStore {
     /// [`IdbStore::put_transfer_shards`]), or `None` when it noted none: a record written
     /// before transfers noted them, or one that kept nothing here.
     pub async fn added_shards(&self, transfer: &str) -> Result<Option<Vec<ShardId>>, NodeError> {
-        let tx = self.tx(&[STRIPES], TransactionMode::Readonly)?;
-        let store = tx.object_store(STRIPES).map_err(storage)?;
-        let added = added_prefix(transfer);
-        let notes = store
-            .get_all::<JsValue>()
-            .with_query::<String, _>(KeyRange::Bound(
-                added.clone(),
-                false,
-                format!("{added}~"),
-                false,
-            ))
-            .primitive()
-            .map_err(storage)?
-            .await
-            .map_err(storage)?;
-        let mut ids = Vec::new();
-        let mut any = false;
-        for note in notes {
-            let Some(bytes) = note.ok().and_then(|n| n.dyn_into::<Uint8Array>().ok()) else {
-                continue;
-            };
-            any = true;
-            ids.extend(
-                bytes.to_vec().chunks_exact(32).filter_map(|c| c.try_into().ok().map(ShardId)),
-            );
-        }
-        Ok(any.then_some(ids))
+        let notes = self.stripe_records(prefix_range(added_prefix(transfer))).await?;
+        Ok((!notes.is_empty()).then(|| notes.into_iter().flat_map(|(_, ids)| ids).collect()))
     }
 
     /// Records the shard ids of stripe `stripe` of an upload.
@@ -670,7 +644,13 @@ impl IdbStore {
 
 /// The key range of one transfer's stripes.
 fn stripe_range(transfer: &str) -> (String, String) {
-    (format!("{transfer}/"), format!("{transfer}/~"))
+    prefix_range(format!("{transfer}/"))
+}
+
+/// The range of the keys that start with `prefix` (followed by hex digits).
+fn prefix_range(prefix: String) -> (String, String) {
+    let end = format!("{prefix}~");
+    (prefix, end)
 }
 
 /// The prefix of the keys under which a transfer notes the shards each of its writes added,

@@ -298,33 +298,9 @@ pub async fn run(
     if let Err(e) = &result
         && matches!(e, NodeError::QuotaExceeded { .. } | NodeError::Stopped { what: "the upload" })
     {
-        let _ = discard(node, &state.id, state.keep).await;
+        let _ = files::discard(node, &state.id, state.keep).await;
     }
     result
-}
-
-/// Forgets transfer `id` and, when it kept shards here (`kept_here`), the shards it added to
-/// this store: those it noted as it wrote them (see `IdbStore::put_transfer_shards`), so that
-/// an upload's stripe written but not yet recorded goes too, and a shard held before stays.
-/// An upload's record from before transfers noted them falls back to its recorded stripes.
-/// A shard it added that a file or transfer since needs too stays (see [`files::free`]); so
-/// does a download's manifest that a listed file needs.
-pub async fn discard(node: &Node, id: &str, kept_here: bool) -> Result<(), NodeError> {
-    if kept_here {
-        let ids = match node.store.added_shards(id).await? {
-            Some(ids) => ids,
-            None => node.store.stripes(id).await?.into_iter().flat_map(|(_, ids)| ids).collect(),
-        };
-        files::free(node, &ids, None, Some(id)).await?;
-    }
-    node.store.delete_transfer(id).await?;
-    if let Some(manifest) = id.strip_prefix("down-")
-        && node.store.file(manifest).await?.is_none()
-        && let Ok(manifest) = manifest.parse()
-    {
-        node.store.delete_manifest(manifest).await?;
-    }
-    Ok(())
 }
 
 async fn upload(
