@@ -326,7 +326,7 @@ async fn finish(state: &mut State) {
     let kept = state.net.kept().await;
     if state.keep && kept {
         // Listed, and its record gone, in one transaction: nothing in between sees its shards
-        // as nobody's (see `files::free`).
+        // as nobody's (see `IdbStore::forget`).
         let size = state.progress.total.unwrap_or(state.progress.bytes);
         let record = FileRecord::new(&state.link, &state.meta, size, "downloaded");
         let listed = node.store.file(&record.manifest_id).await.ok().flatten().is_some();

@@ -19,6 +19,7 @@
 //! writes nothing.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
 
 use bytes::Bytes;
 use indexed_db_futures::KeyRange;
@@ -30,7 +31,7 @@ use indexed_db_futures::transaction::{
 };
 use js_sys::Uint8Array;
 use shardweb_core::codec::VerifiedShard;
-use shardweb_core::{ManifestId, ShardId};
+use shardweb_core::{Manifest, ManifestId, ShardId};
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::error::NodeError;
@@ -216,7 +217,7 @@ impl IdbStore {
 
     /// [`IdbStore::put_own_shards`] for transfer `transfer` (an upload's stripe, or a
     /// download's write, numbered `part`): the same transaction notes which of them it added,
-    /// so that forgetting the transfer (see [`IdbStore::added_shards`]) removes those and no
+    /// so that forgetting the transfer (see [`IdbStore::forget`]) removes those and no
     /// shard held before it.
     pub(crate) async fn put_transfer_shards(
         &self,
@@ -267,7 +268,7 @@ impl IdbStore {
         let mut added = 0u64;
         // A batch can name one shard twice (a stripe's zero padding shards share an id): the
         // answers above predate every write, so a repeat counts as held here.
-        let mut seen = std::collections::HashSet::with_capacity(shards.len());
+        let mut seen = HashSet::with_capacity(shards.len());
         for ((id, bytes), held) in shards.iter().zip(held) {
             let key = id.to_string();
             let is_new = held.await.map_err(storage)? == 0 && seen.insert(*id);
@@ -293,7 +294,7 @@ impl IdbStore {
         meta.put(JsValue::from(used as f64)).with_key(BYTES_KEY).primitive().map_err(storage)?;
         // Two notes: the shards this write added (which a cancel removes), and every shard
         // it wrote, held before or not (which nothing else may remove while the transfer
-        // runs: see `files::free`).
+        // runs: see `IdbStore::forget`).
         if let Some((stripes, notes)) = notes {
             for (key, earlier, only_added) in notes {
                 let mut ids = earlier
@@ -462,11 +463,6 @@ impl IdbStore {
         self.values(TRANSFERS).await
     }
 
-    /// Every unfinished transfer's id.
-    pub async fn transfer_ids(&self) -> Result<Vec<String>, NodeError> {
-        self.keys(TRANSFERS).await
-    }
-
     /// Forgets a transfer, its recorded stripes and its notes of the shards it added.
     pub async fn delete_transfer(&self, id: &str) -> Result<(), NodeError> {
         self.finish_transfer(id, None).await
@@ -489,24 +485,136 @@ impl IdbStore {
         }
         let transfers = tx.object_store(TRANSFERS).map_err(storage)?;
         transfers.delete(id.to_owned()).primitive().map_err(storage)?;
-        let stripes = tx.object_store(STRIPES).map_err(storage)?;
-        let ranges =
-            [stripe_range(id), prefix_range(added_prefix(id)), prefix_range(uses_prefix(id))];
-        for (from, to) in ranges {
-            stripes
-                .delete::<String, _>(KeyRange::Bound(from, false, to, false))
-                .primitive()
-                .map_err(storage)?;
-        }
+        delete_notes(&tx.object_store(STRIPES).map_err(storage)?, id)?;
         commit(tx, &raw).await
     }
 
-    /// The shards transfer `transfer` added to this store (see
-    /// [`IdbStore::put_transfer_shards`]), or `None` when it noted none: a record written
-    /// before transfers noted them, or one that kept nothing here.
-    pub async fn added_shards(&self, transfer: &str) -> Result<Option<Vec<ShardId>>, NodeError> {
-        let notes = self.stripe_records(prefix_range(added_prefix(transfer))).await?;
-        Ok((!notes.is_empty()).then(|| notes.into_iter().flat_map(|(_, ids)| ids).collect()))
+    /// Forgets a listed file or an unfinished transfer, and deletes the shards it leaves that
+    /// nothing kept here still needs, in one transaction: another tab's write lands wholly
+    /// before it (and what that write needs is seen) or wholly after it (and puts back any
+    /// shard it needs). Returns the bytes of shards freed.
+    ///
+    /// Still needed: the shards of every file listed but the one going, of every unfinished
+    /// download but the one going (through its manifest; a download of the file being removed
+    /// counts), and those every other unfinished transfer recorded or noted as used (see
+    /// [`IdbStore::put_transfer_shards`]). Files of the same shard length can share a shard
+    /// (a data shard of zero padding, say): it goes with the last of them.
+    pub async fn forget(&self, what: Forget<'_>) -> Result<u64, NodeError> {
+        let stores = [SHARDS, MANIFESTS, FILES, TRANSFERS, STRIPES, META];
+        let tx = self.tx(&stores, TransactionMode::Readwrite)?;
+        let raw = raw_tx(&tx);
+        let [shards, manifests, files, transfers, stripes, meta] =
+            stores.map(|name| tx.object_store(name).map_err(storage));
+        let (shards, manifests, files) = (shards?, manifests?, files?);
+        let (transfers, stripes, meta) = (transfers?, stripes?, meta?);
+        let listed = files.get_all_keys::<String>().primitive().map_err(storage)?;
+        let running = transfers.get_all_keys::<String>().primitive().map_err(storage)?;
+        // Transfer ids are ASCII letters, digits, `-` and `_`: every key sorts before `~`.
+        let notes = read_stripe_records(&stripes, (String::new(), "~".into())).await?;
+        let listed: Vec<String> = listed.await.map_err(storage)?.filter_map(Result::ok).collect();
+        let running: Vec<String> = running.await.map_err(storage)?.filter_map(Result::ok).collect();
+
+        let (going_file, going_transfer) = match what {
+            Forget::File(id) => (Some(id), None),
+            Forget::Transfer { id, .. } => (None, Some(id)),
+        };
+        let candidates: Vec<ShardId> = match what {
+            Forget::File(id) => {
+                let read = read_manifests(&manifests, &[id]).await?;
+                read.into_iter().flat_map(|m| m.shard_ids().to_vec()).collect()
+            }
+            Forget::Transfer { id, kept_here: true } => {
+                // What each write noted it added; an upload's record from before transfers
+                // noted them falls back to its recorded stripes.
+                let of = |prefix: String| -> Vec<ShardId> {
+                    let mine = notes.iter().filter(|(key, _)| key.starts_with(&prefix));
+                    mine.flat_map(|(_, ids)| ids.iter().copied()).collect()
+                };
+                let added = of(added_prefix(id));
+                let mut candidates = if added.is_empty() { of(format!("{id}/")) } else { added };
+                // A download of a file no longer listed (removed while it ran) leaves every
+                // shard of the file that nothing else needs: this browser holds no shard but
+                // for its own files and transfers.
+                if let Some(m) = id.strip_prefix("down-")
+                    && !listed.iter().any(|l| l == m)
+                    && let Ok(m) = m.parse::<ManifestId>()
+                {
+                    let read = read_manifests(&manifests, &[m]).await?;
+                    candidates.extend(read.iter().flat_map(|m| m.shard_ids().iter().copied()));
+                }
+                candidates
+            }
+            Forget::Transfer { kept_here: false, .. } => Vec::new(),
+        };
+
+        let mut freed = 0u64;
+        if !candidates.is_empty() {
+            let mut needed_files: Vec<ManifestId> = listed
+                .iter()
+                .filter_map(|m| m.parse::<ManifestId>().ok())
+                .filter(|m| Some(*m) != going_file)
+                .collect();
+            let downloads = running.iter().filter(|t| Some(t.as_str()) != going_transfer);
+            needed_files.extend(
+                downloads.filter_map(|t| t.strip_prefix("down-")?.parse::<ManifestId>().ok()),
+            );
+            needed_files.sort();
+            needed_files.dedup();
+            let mut needed: HashSet<ShardId> = read_manifests(&manifests, &needed_files)
+                .await?
+                .iter()
+                .flat_map(|m| m.shard_ids().iter().copied())
+                .collect();
+            for (key, ids) in &notes {
+                if let Some(owner) = user_of(key)
+                    && Some(owner) != going_transfer
+                {
+                    needed.extend(ids.iter().copied());
+                }
+            }
+            let mut unused = HashSet::new();
+            let unused: Vec<String> = candidates
+                .into_iter()
+                .filter(|id| !needed.contains(id) && unused.insert(*id))
+                .map(|id| id.to_string())
+                .collect();
+            let found = unused
+                .iter()
+                .map(|key| shards.get::<JsValue, _, _>(key.clone()).primitive().map_err(storage))
+                .collect::<Result<Vec<_>, _>>()?;
+            for (key, found) in unused.into_iter().zip(found) {
+                if let Some(value) = found.await.map_err(storage)? {
+                    freed += value.dyn_into::<Uint8Array>().map_or(0, |a| u64::from(a.length()));
+                    shards.delete(key).primitive().map_err(storage)?;
+                }
+            }
+            let used = read_bytes(&meta).await?.saturating_sub(freed);
+            meta.put(JsValue::from(used as f64))
+                .with_key(BYTES_KEY)
+                .primitive()
+                .map_err(storage)?;
+        }
+
+        // The records go in the same transaction. A manifest stays while a listed file or an
+        // unfinished download still needs it.
+        let manifest_going = match what {
+            Forget::File(id) => {
+                files.delete(id.to_string()).primitive().map_err(storage)?;
+                let downloading = running.contains(&format!("down-{id}"));
+                (!downloading).then_some(id)
+            }
+            Forget::Transfer { id, .. } => {
+                transfers.delete(id.to_owned()).primitive().map_err(storage)?;
+                delete_notes(&stripes, id)?;
+                let download = id.strip_prefix("down-");
+                download.filter(|m| !listed.iter().any(|l| l == m)).and_then(|m| m.parse().ok())
+            }
+        };
+        if let Some(id) = manifest_going {
+            manifests.delete(id.to_string()).primitive().map_err(storage)?;
+        }
+        commit(tx, &raw).await?;
+        Ok(freed)
     }
 
     /// Records the shard ids of stripe `stripe` of an upload.
@@ -552,56 +660,13 @@ impl IdbStore {
             .collect())
     }
 
-    /// The shards unfinished transfers use here, in no useful order: each upload's recorded
-    /// stripes and each transfer's note of the shards a write of it put here (held before or
-    /// not), with the transfer they belong to.
-    pub async fn transfer_shards(&self) -> Result<Vec<(String, Vec<ShardId>)>, NodeError> {
-        // Transfer ids are ASCII letters, digits, `-` and `_`: every key sorts before `~`.
-        let records = self.stripe_records((String::new(), "~".into())).await?;
-        Ok(records
-            .into_iter()
-            .filter_map(|(key, ids)| {
-                let (owner, rest) = key.split_once('/')?;
-                let transfer = owner.strip_suffix("#uses").unwrap_or(owner);
-                (!transfer.contains('#') && !rest.contains('/')).then(|| (transfer.into(), ids))
-            })
-            .collect())
-    }
-
     /// The records of `STRIPES` with keys in `from..to`: each key and the ids its value lists.
     async fn stripe_records(
         &self,
-        (from, to): (String, String),
+        range: (String, String),
     ) -> Result<Vec<(String, Vec<ShardId>)>, NodeError> {
         let tx = self.tx(&[STRIPES], TransactionMode::Readonly)?;
-        let store = tx.object_store(STRIPES).map_err(storage)?;
-        let range = KeyRange::Bound(from.clone(), false, to.clone(), false);
-        let keys = store
-            .get_all_keys::<String>()
-            .with_query::<String, _>(range)
-            .primitive()
-            .map_err(storage)?
-            .await
-            .map_err(storage)?;
-        let values = store
-            .get_all::<JsValue>()
-            .with_query::<String, _>(KeyRange::Bound(from, false, to, false))
-            .primitive()
-            .map_err(storage)?
-            .await
-            .map_err(storage)?;
-        let mut out = Vec::new();
-        for (key, value) in keys.into_iter().zip(values) {
-            let (Ok(key), Ok(value)) = (key, value) else { continue };
-            let Ok(bytes) = value.dyn_into::<Uint8Array>() else { continue };
-            let ids = bytes
-                .to_vec()
-                .chunks_exact(32)
-                .filter_map(|c| c.try_into().ok().map(ShardId))
-                .collect();
-            out.push((key, ids));
-        }
-        Ok(out)
+        read_stripe_records(&tx.object_store(STRIPES).map_err(storage)?, range).await
     }
 
     async fn put_value(&self, store: &str, key: &str, value: JsValue) -> Result<(), NodeError> {
@@ -640,6 +705,87 @@ impl IdbStore {
         let values = object_store.get_all::<JsValue>().primitive().map_err(storage)?;
         Ok(values.await.map_err(storage)?.filter_map(Result::ok).collect())
     }
+}
+
+/// What [`IdbStore::forget`] takes away.
+#[derive(Debug, Clone, Copy)]
+pub enum Forget<'a> {
+    /// A listed file: its record, its manifest and its shards.
+    File(ManifestId),
+    /// An unfinished transfer: its record and notes, and, when it kept shards here
+    /// (`kept_here`), the shards it added.
+    Transfer { id: &'a str, kept_here: bool },
+}
+
+type Store<'a> = indexed_db_futures::object_store::ObjectStore<'a>;
+
+/// The records of `STRIPES` with keys in `from..to`: each key and the ids its value lists.
+async fn read_stripe_records(
+    store: &Store<'_>,
+    (from, to): (String, String),
+) -> Result<Vec<(String, Vec<ShardId>)>, NodeError> {
+    let range = |(from, to): (String, String)| KeyRange::Bound(from, false, to, false);
+    let keys = store
+        .get_all_keys::<String>()
+        .with_query::<String, _>(range((from.clone(), to.clone())))
+        .primitive()
+        .map_err(storage)?;
+    let values = store.get_all::<JsValue>().with_query::<String, _>(range((from, to))).primitive();
+    let (keys, values) = (keys.await.map_err(storage)?, values.map_err(storage)?.await);
+    let mut out = Vec::new();
+    for (key, value) in keys.zip(values.map_err(storage)?) {
+        let (Ok(key), Ok(value)) = (key, value) else { continue };
+        let Ok(bytes) = value.dyn_into::<Uint8Array>() else { continue };
+        let ids = bytes
+            .to_vec()
+            .chunks_exact(32)
+            .filter_map(|c| c.try_into().ok().map(ShardId))
+            .collect();
+        out.push((key, ids));
+    }
+    Ok(out)
+}
+
+/// The manifests among `ids` that are held and valid.
+async fn read_manifests(store: &Store<'_>, ids: &[ManifestId]) -> Result<Vec<Manifest>, NodeError> {
+    let requests = ids
+        .iter()
+        .map(|id| store.get::<JsValue, _, _>(id.to_string()).primitive().map_err(storage))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, request) in ids.iter().zip(requests) {
+        let found = request.await.map_err(storage)?;
+        let bytes = found.and_then(|v| v.dyn_into::<Uint8Array>().ok()).map(|a| a.to_vec());
+        if let Some(manifest) = bytes.and_then(|b| Manifest::decode_as(id, &b).ok()) {
+            out.push(manifest);
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes a transfer's recorded stripes and its notes.
+fn delete_notes(stripes: &Store<'_>, transfer: &str) -> Result<(), NodeError> {
+    let ranges = [
+        stripe_range(transfer),
+        prefix_range(added_prefix(transfer)),
+        prefix_range(uses_prefix(transfer)),
+    ];
+    for (from, to) in ranges {
+        stripes
+            .delete::<String, _>(KeyRange::Bound(from, false, to, false))
+            .primitive()
+            .map_err(storage)?;
+    }
+    Ok(())
+}
+
+/// The transfer that a `STRIPES` record shows using shards: an upload's recorded stripe
+/// (`<id>/<stripe>`) or a write's note of every shard it used (`<id>#uses/<part>`), not a note
+/// of what a write added.
+fn user_of(key: &str) -> Option<&str> {
+    let (owner, rest) = key.split_once('/')?;
+    let transfer = owner.strip_suffix("#uses").unwrap_or(owner);
+    (!transfer.contains('#') && !rest.contains('/')).then_some(transfer)
 }
 
 /// The key range of one transfer's stripes.
@@ -716,6 +862,122 @@ mod tests {
 
     use super::*;
 
+    impl IdbStore {
+        /// The shards transfer `transfer` noted it added, or `None` when it noted none.
+        async fn added_shards(&self, transfer: &str) -> Option<Vec<ShardId>> {
+            let notes = self.stripe_records(prefix_range(added_prefix(transfer))).await.unwrap();
+            (!notes.is_empty()).then(|| notes.into_iter().flat_map(|(_, ids)| ids).collect())
+        }
+
+        /// The shards unfinished transfers use, each with the transfer using it.
+        async fn transfer_shards(&self) -> Vec<(String, Vec<ShardId>)> {
+            let records = self.stripe_records((String::new(), "~".into())).await.unwrap();
+            let used =
+                records.into_iter().filter_map(|(key, ids)| Some((user_of(&key)?.into(), ids)));
+            used.collect()
+        }
+    }
+
+    /// A file of `len` bytes coded at k = 10, m = 2 (files of one length share their zero
+    /// padding shards): its manifest and its shards.
+    fn coded(len: usize) -> (Manifest, Vec<(ShardId, Bytes)>) {
+        use shardweb_core::FileMeta;
+        use shardweb_core::codec::{Encoder, FileId, FileKey, Params};
+        use shardweb_core::manifest::SigningKey;
+        let key = FileKey::generate().unwrap();
+        let params = Params::new(10, 2).unwrap();
+        let mut encoder = Encoder::new(params, &key, FileId::generate().unwrap());
+        let data = vec![7u8; len];
+        assert!(encoder.push(&mut &data[..]).unwrap().is_none());
+        let (stripe, encoded) = encoder.finish().unwrap();
+        let meta = FileMeta { name: "f".into(), mime: String::new() };
+        let manifest =
+            Manifest::create(&encoded, &meta, &key, &SigningKey::from_bytes(&[7; 32])).unwrap();
+        (manifest, stripe.ids.into_iter().zip(stripe.shards).collect())
+    }
+
+    /// Holds a file: its shards, its manifest, and its record when `listed`.
+    async fn hold(
+        store: &IdbStore,
+        (manifest, shards): &(Manifest, Vec<(ShardId, Bytes)>),
+        listed: bool,
+    ) {
+        store.put_own_shards(shards).await.unwrap();
+        store.put_manifest(manifest.id(), manifest.bytes()).await.unwrap();
+        if listed {
+            let record = FileRecord {
+                manifest_id: manifest.id().to_string(),
+                link: String::new(),
+                name: "f".into(),
+                mime: String::new(),
+                size: 1.0,
+                origin: "uploaded".into(),
+                added: 0.0,
+            };
+            store.put_file(&record).await.unwrap();
+        }
+    }
+
+    async fn held(store: &IdbStore, shards: &[(ShardId, Bytes)]) -> usize {
+        let ids: Vec<ShardId> = shards.iter().map(|(id, _)| *id).collect();
+        store.has_shards(&ids).await.unwrap().into_iter().filter(|h| *h).count()
+    }
+
+    /// Forgetting a file or a transfer takes what it leaves and nothing another needs: a
+    /// shard two files share stays with the second; a download of a removed file keeps its
+    /// shards and manifest until it is cancelled, which then takes them; a running upload's
+    /// shards stay; the byte count follows.
+    #[wasm_bindgen_test]
+    async fn forgetting_takes_only_what_nothing_else_needs() {
+        let name = format!("shardweb-test-forget-{}", js_sys::Math::random());
+        let store = IdbStore::open(&name, None).await.unwrap();
+        let (a, b) = (coded(1), coded(1));
+        let shared: Vec<ShardId> =
+            a.1.iter().map(|(id, _)| *id).filter(|id| b.1.iter().any(|(o, _)| o == id)).collect();
+        assert!(!shared.is_empty(), "files of one length share their zero padding");
+        hold(&store, &a, true).await;
+        hold(&store, &b, true).await;
+        let (bytes, _) = store.usage().await.unwrap();
+
+        // A download of `a` runs, and an upload uses one of `a`'s own shards.
+        let (ma, mb) = (a.0.id(), b.0.id());
+        store.put_transfer(&format!("down-{ma}"), JsValue::from(1)).await.unwrap();
+        store.put_transfer("up-1", JsValue::from(1)).await.unwrap();
+        let own = a.1.iter().find(|(id, _)| !shared.contains(id)).unwrap().clone();
+        store.put_transfer_shards("up-1", 0, std::slice::from_ref(&own)).await.unwrap();
+
+        // Removing `a` while it downloads takes nothing but its record.
+        assert_eq!(store.forget(Forget::File(ma)).await.unwrap(), 0);
+        assert!(store.file(&ma.to_string()).await.unwrap().is_none());
+        assert!(store.get_manifest(ma).await.unwrap().is_some());
+        assert_eq!(held(&store, &a.1).await, a.1.len());
+
+        // Cancelling that download takes `a`'s shards but the shared ones and the one the
+        // upload uses, and its manifest.
+        let down = format!("down-{ma}");
+        let freed = store.forget(Forget::Transfer { id: &down, kept_here: true }).await.unwrap();
+        assert_eq!(held(&store, &a.1).await, shared.len() + 1);
+        assert!(store.get_manifest(ma).await.unwrap().is_none());
+        assert_eq!(store.usage().await.unwrap().0, bytes - freed);
+        assert!(freed > 0);
+
+        // Cancelling the upload takes the shard it added (none: it was held) and keeps `b`'s.
+        assert_eq!(
+            store.forget(Forget::Transfer { id: "up-1", kept_here: true }).await.unwrap(),
+            0
+        );
+        assert_eq!(held(&store, &a.1).await, shared.len() + 1);
+        assert!(store.transfer("up-1").await.unwrap().is_none());
+        assert!(store.transfer_shards().await.is_empty());
+
+        // Removing `b` takes every shard left but `a`'s orphan, then nothing is listed.
+        store.forget(Forget::File(mb)).await.unwrap();
+        assert_eq!(held(&store, &b.1).await, 0);
+        assert!(store.get_manifest(mb).await.unwrap().is_none());
+        assert_eq!(store.usage().await.unwrap(), (own.1.len() as u64, 1));
+        store.close();
+    }
+
     fn shard(seed: u8) -> (ShardId, Bytes) {
         let bytes: Vec<u8> = (0..1000).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect();
         (ShardId::of(&bytes), Bytes::from(bytes))
@@ -730,14 +992,14 @@ mod tests {
         let store = IdbStore::open(&name, None).await.unwrap();
         let [a, b, c, d] = [1, 2, 3, 4].map(shard);
         store.put_own_shards(std::slice::from_ref(&a)).await.unwrap();
-        assert_eq!(store.added_shards("up-1").await.unwrap(), None);
+        assert_eq!(store.added_shards("up-1").await, None);
 
         let fresh = store.put_transfer_shards("up-1", 0, &[a.clone(), b.clone()]).await.unwrap();
         assert_eq!(fresh, [false, true]);
         store.put_transfer_shards("up-1", 1, std::slice::from_ref(&d)).await.unwrap();
         // After a reload, stripe 0 is written again with a shard it had not reached.
         store.put_transfer_shards("up-1", 0, &[b.clone(), c.clone()]).await.unwrap();
-        let mut added = store.added_shards("up-1").await.unwrap().unwrap();
+        let mut added = store.added_shards("up-1").await.unwrap();
         added.sort();
         let mut expected = vec![b.0, c.0, d.0];
         expected.sort();
@@ -745,10 +1007,10 @@ mod tests {
         // Recorded stripes are apart from the notes.
         store.put_stripe("up-1", 0, &[a.0, b.0]).await.unwrap();
         assert_eq!(store.stripes("up-1").await.unwrap(), vec![(0, vec![a.0, b.0])]);
-        assert_eq!(store.added_shards("up-2").await.unwrap(), None);
+        assert_eq!(store.added_shards("up-2").await, None);
 
         store.delete_transfer("up-1").await.unwrap();
-        assert_eq!(store.added_shards("up-1").await.unwrap(), None);
+        assert_eq!(store.added_shards("up-1").await, None);
         assert!(store.stripes("up-1").await.unwrap().is_empty());
         store.close();
     }
@@ -766,7 +1028,7 @@ mod tests {
         store.put_transfer_shards("up-1", 0, std::slice::from_ref(&a)).await.unwrap();
         // `a` is held already: this write uses it without adding it.
         store.put_transfer_shards("down-x_Y-z", 0, &[a.clone(), b.clone()]).await.unwrap();
-        let mut all = store.transfer_shards().await.unwrap();
+        let mut all = store.transfer_shards().await;
         all.sort();
         let expected = [
             ("down-x_Y-z", vec![a.0, b.0]),
@@ -777,10 +1039,10 @@ mod tests {
         ];
         assert_eq!(all, expected.map(|(t, ids)| (t.to_owned(), ids)));
         assert_eq!(store.stripes("up-1").await.unwrap(), [(0, vec![a.0]), (17, vec![b.0, c.0])]);
-        assert_eq!(store.added_shards("down-x_Y-z").await.unwrap(), Some(vec![b.0]));
+        assert_eq!(store.added_shards("down-x_Y-z").await, Some(vec![b.0]));
         store.delete_transfer("down-x_Y-z").await.unwrap();
         store.delete_transfer("up-1").await.unwrap();
-        assert_eq!(store.transfer_shards().await.unwrap(), [("up-2".to_owned(), vec![c.0])]);
+        assert_eq!(store.transfer_shards().await, [("up-2".to_owned(), vec![c.0])]);
         store.close();
     }
 }
