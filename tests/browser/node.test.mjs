@@ -268,7 +268,7 @@ test('a download whose stream the page cancels stops running, and its record can
   assert.deepEqual(left, { before: ['download'], after: [], kept: left.kept, bytes: 0, manifests: 0 });
 });
 
-test('a node stopped in the middle of a download ends its stream with STOPPED', async (t) => {
+test('a node stopped in the middle of a download ends its stream with STOPPED, and calls after it reject so', async (t) => {
   const dir = tempDir(t);
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
   const file = join(dir, 'long.bin');
@@ -291,10 +291,17 @@ test('a node stopped in the middle of a download ends its stream with STOPPED', 
         bytes += next.value.byteLength;
       }
     } catch (e) {
-      return { bytes, code: e.code };
+      // A call after the stop settles at once, refused; stopping again does nothing.
+      const after = await Promise.race([
+        window.node.files().then(() => 'resolved', (e) => e.code),
+        new Promise((resolve) => setTimeout(() => resolve('hung'), 5_000)),
+      ]);
+      await window.node.stop();
+      return { bytes, code: e.code, after };
     }
   }, link);
   assert.equal(got.code, 'STOPPED', JSON.stringify(got));
+  assert.equal(got.after, 'STOPPED', JSON.stringify(got));
   assert.ok(got.bytes < 40_000_000, JSON.stringify(got));
 });
 
@@ -483,6 +490,18 @@ test('a running upload is not cancelled under its own feet; its signal stops it 
   randomFile(file, 64 << 20);
   const page = await harness(browser, relay);
   await page.locator('#file').setInputFiles(file);
+  // A misspelt option is refused, naming it, before anything is written.
+  const typo = await page.evaluate(async () => {
+    const file = document.getElementById('file').files[0];
+    const refused = await window.node.put(file, { resumeable: false }).then(
+      () => ({ stored: true }),
+      (e) => ({ code: e.code, message: e.message }),
+    );
+    return { ...refused, transfers: (await window.node.transfers()).length };
+  });
+  assert.equal(typo.code, 'INVALID_OPTIONS', JSON.stringify(typo));
+  assert.match(typo.message, /resumeable/);
+  assert.equal(typo.transfers, 0);
   await page.evaluate(() => {
     window.abort = new AbortController();
     const file = document.getElementById('file').files[0];
@@ -606,9 +625,14 @@ test('a shard two files share stays until neither needs it: a cancel or a remove
       .then(({ stream }) => window.digestStream(stream), (e) => ({ error: e.code, message: e.message }));
     await offline.remove(two.manifestId);
     const left = (await offline.stats()).store.bytes;
+    // A new upload that no relay can take is refused and leaves no record.
+    const unsent = await offline.put(tiny()).then(() => 'stored', (e) => e.code);
+    const records = (await offline.transfers()).length;
     await offline.stop();
-    return { failed, interrupted: interrupted?.kind, keptFailed, read, expected: await sha(second), left };
+    return { failed, interrupted: interrupted?.kind, keptFailed, read, expected: await sha(second), left, unsent, records };
   });
+  assert.equal(seen.unsent, 'NO_RELAYS', JSON.stringify(seen));
+  assert.equal(seen.records, 0, JSON.stringify(seen));
   assert.equal(seen.failed, 'UPLOAD_FAILED', JSON.stringify(seen));
   assert.equal(seen.interrupted, 'upload');
   // It kept its 10 distinct shards here, the padding shard among them, before it failed.

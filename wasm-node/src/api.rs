@@ -42,7 +42,14 @@ fn options<T: serde::de::DeserializeOwned + Default>(value: &JsValue) -> Result<
         }
         let _ = Reflect::set(&plain, &entry.get(0), &field);
     }
-    serde_wasm_bindgen::from_value(plain.into()).map_err(|e| NodeError::invalid(e.to_string()))
+    // Through JSON, which holds every plain value an option takes: a name the options do
+    // not know (a misspelling) is refused, where reading the known names alone would pass
+    // over it.
+    let json = js_sys::JSON::stringify(&plain)
+        .ok()
+        .and_then(|j| j.as_string())
+        .ok_or_else(|| NodeError::invalid("options must be plain values"))?;
+    serde_json::from_str(&json).map_err(|e| NodeError::invalid(e.to_string()))
 }
 
 fn function(value: &JsValue, name: &str) -> Option<Function> {
@@ -125,6 +132,11 @@ impl WasmNode {
             let opts: PutOptions = options(&options_)?;
             let name = Reflect::get(&file, &"name".into()).ok().and_then(|n| n.as_string());
             let state = UploadState::new(file, name.unwrap_or_else(|| "file".into()), &opts)?;
+            // Refused before anything is written: a new upload no relay can take leaves no
+            // record (one that loses its relays part way keeps its record, to resume).
+            if !state.local && node.connected_relays().is_empty() {
+                return Err(NodeError::NoRelays { detail: "no relay is connected".into() });
+            }
             // The lock is taken before the record is written, so that another tab never lists
             // the record of a running upload as interrupted. The id is new: no tab holds it.
             let held = hold(&state.id).await?;
@@ -169,6 +181,12 @@ impl WasmNode {
                 .transfer(&id)
                 .await?
                 .ok_or(NodeError::NoSuchTransfer { id: id.clone() })?;
+            let kind = Reflect::get(&record, &"kind".into()).ok().and_then(|k| k.as_string());
+            if kind.as_deref() == Some("download") {
+                return Err(NodeError::invalid(format!(
+                    "transfer {id} is a download: open its link again to continue it"
+                )));
+            }
             let state = UploadState::from_js(&record)?;
             run_upload(&node, state, held, &options_, None).await
         })

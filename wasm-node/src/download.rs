@@ -28,7 +28,7 @@ const WINDOW: usize = 4;
 
 /// What `get` may be told.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct GetOptions {
     /// Keep the fetched shards here, to serve them on and to resume (default true).
     pub keep: Option<bool>,
@@ -91,8 +91,11 @@ pub async fn open(
     on_progress: Option<Function>,
 ) -> Result<Opening, NodeError> {
     let link = Link::parse(link)?;
-    let keep = options.keep.unwrap_or(true);
     let id = format!("down-{}", link.manifest);
+    // A download of this file already running (in another tab or this one) keeps it: this
+    // one only reads, so that no two runs write under one transfer's record and notes.
+    let held = tab_lock::hold(&id).await;
+    let keep = options.keep.unwrap_or(true) && held.is_some();
     let net = node.net.keeping(keep, &id);
     let (manifest, others) = resolve(node, &net, link.manifest).await?;
     let info = manifest.open(&link.key)?;
@@ -112,11 +115,6 @@ pub async fn open(
     }
     let sealer = WebSealer::new(&link.key, manifest.file_id()).await?;
     let size = manifest.layout().size();
-    if keep {
-        node.store.put_manifest(link.manifest, manifest.bytes()).await?;
-    }
-    // Another tab downloading the same file holds the lock: this one goes on without it.
-    let held = tab_lock::hold(&id).await;
     node.active.borrow_mut().push(id.clone());
     let state = State {
         node: Rc::clone(node),
@@ -124,6 +122,7 @@ pub async fn open(
         download,
         sealer,
         progress: Progress::new(&id, "download", Some(size), on_progress),
+        manifest_bytes: manifest.bytes().clone(),
         link,
         meta: info.meta.clone(),
         keep,
@@ -151,11 +150,14 @@ struct State {
     download: Download<BrowserNet>,
     sealer: WebSealer,
     progress: Progress,
+    /// The manifest, stored with the transfer's record once reading starts.
+    manifest_bytes: bytes::Bytes,
     link: Link,
     meta: shardweb_core::FileMeta,
     keep: bool,
     id: String,
-    /// Whether the transfer is recorded, to be listed after a reload: once reading starts.
+    /// Whether the transfer and its manifest are recorded, to be listed after a reload: once
+    /// reading starts (a stream cancelled unread leaves nothing).
     recorded: bool,
     done: bool,
     /// Segments being opened, in order.
@@ -229,6 +231,7 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
             size: state.progress.total.unwrap_or(0) as f64,
             link: Some(state.link.to_string()),
         };
+        state.node.store.put_manifest(state.link.manifest, &state.manifest_bytes).await?;
         state.node.store.put_transfer(&state.id, record.to_js()).await?;
     }
     // One segment opens on the crypto worker while the next is fetched and decoded here. The
@@ -331,12 +334,16 @@ async fn finish(state: &mut State) {
         let record = FileRecord::new(&state.link, &state.meta, size, "downloaded");
         let listed = node.store.file(&record.manifest_id).await.ok().flatten().is_some();
         let file = (!listed).then_some(record);
-        let _ = node.store.finish_transfer(&state.id, file.as_ref()).await;
+        if let Err(e) = node.store.finish_transfer(&state.id, file.as_ref()).await {
+            tracing::warn!(file = %state.link.manifest, error = %e, "the file was read but could not be listed as held here");
+        }
         let _ = node.peer.provide(state.link.manifest).await;
     } else if state.keep {
         // What it kept would be listed nowhere: it goes.
         tracing::warn!(file = %state.link.manifest, "not every shard was kept: the file is not listed as held here");
-        let _ = crate::files::discard(node, &state.id, true).await;
+        if let Err(e) = crate::files::discard(node, &state.id, true).await {
+            tracing::warn!(file = %state.link.manifest, error = %e, "what the download kept could not be freed");
+        }
     } else {
         let _ = node.store.delete_transfer(&state.id).await;
     }

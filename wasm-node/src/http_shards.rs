@@ -244,7 +244,7 @@ where
 
 /// Reads a body of at most `max` bytes, counting as it goes: a body past `max` is refused as
 /// soon as it passes, whatever length it declared (a compressed body declares less).
-async fn read_body(
+pub(crate) async fn read_body(
     response: &web_sys::Response,
     url: &str,
     max: usize,

@@ -10,6 +10,8 @@
 //! | `files` | manifest id | a [`FileRecord`] |
 //! | `transfers` | transfer id | an unfinished transfer (an object; uploads keep their `Blob`) |
 //! | `stripes` | `<transfer id>/<stripe, 16 hex digits>` | the stripe's shard ids (`Uint8Array`) |
+//! | `stripes` | `<transfer id>#added/<part>` | the ids of the shards one write added |
+//! | `stripes` | `<transfer id>#uses/<part>` | the ids of every shard one write put here |
 //! | `meta` | `"bytes"` | bytes of shards held (a number) |
 //!
 //! Shard writes go in batches, one transaction each, and update the byte count in the same
@@ -349,6 +351,54 @@ impl IdbStore {
                 None => out.push(None),
             }
         }
+        drop(tx);
+        if !corrupt.is_empty() {
+            self.delete_shards(&corrupt).await?;
+        }
+        Ok(out)
+    }
+
+    /// [`IdbStore::get_shards`] in order, a few reads at a time, until the bytes found would
+    /// pass `budget`: the shard that would pass it and those after it are neither copied nor
+    /// hashed, and are left out of the list returned (which is then shorter than `ids`).
+    pub async fn get_shards_within(
+        &self,
+        ids: &[ShardId],
+        budget: usize,
+    ) -> Result<Vec<Option<Bytes>>, NodeError> {
+        /// Reads asked of the database before the first of them is answered.
+        const AHEAD: usize = 4;
+        let tx = self.tx(&[SHARDS], TransactionMode::Readonly)?;
+        let store = tx.object_store(SHARDS).map_err(storage)?;
+        let (mut asked, mut pending) = (0, std::collections::VecDeque::with_capacity(AHEAD));
+        let (mut out, mut corrupt, mut used) = (Vec::new(), Vec::new(), 0usize);
+        loop {
+            while pending.len() < AHEAD && asked < ids.len() {
+                let key = ids[asked].to_string();
+                pending.push_back(store.get::<JsValue, _, _>(key).primitive().map_err(storage)?);
+                asked += 1;
+            }
+            let Some(request) = pending.pop_front() else { break };
+            let id = ids[out.len()];
+            let found = request.await.map_err(storage)?;
+            let Some(value) = found.and_then(|v| v.dyn_into::<Uint8Array>().ok()) else {
+                out.push(None);
+                continue;
+            };
+            used += value.length() as usize;
+            if used > budget {
+                break;
+            }
+            match VerifiedShard::check(id, Bytes::from(value.to_vec())) {
+                Ok(shard) => out.push(Some(shard.into_bytes())),
+                Err(_) => {
+                    tracing::warn!(shard = %id, "a stored shard failed its hash and is dropped");
+                    corrupt.push(id);
+                    out.push(None);
+                }
+            }
+        }
+        drop(pending);
         drop(tx);
         if !corrupt.is_empty() {
             self.delete_shards(&corrupt).await?;
@@ -975,6 +1025,24 @@ mod tests {
         assert_eq!(held(&store, &b.1).await, 0);
         assert!(store.get_manifest(mb).await.unwrap().is_none());
         assert_eq!(store.usage().await.unwrap(), (own.1.len() as u64, 1));
+        store.close();
+    }
+
+    /// Shards are read in order until the next would pass the budget; an absent one takes
+    /// none of it.
+    #[wasm_bindgen_test]
+    async fn reads_stop_where_the_budget_ends() {
+        let name = format!("shardweb-test-within-{}", js_sys::Math::random());
+        let store = IdbStore::open(&name, None).await.unwrap();
+        let [a, b, c, d, e, f] = [1, 2, 3, 4, 5, 6].map(shard);
+        store.put_shards(&[a.clone(), c.clone(), d.clone(), e.clone(), f.clone()]).await.unwrap();
+        let ids = [a.0, b.0, c.0, d.0, e.0, f.0];
+        let found = store.get_shards_within(&ids, 2999).await.unwrap();
+        assert_eq!(found, [Some(a.1.clone()), None, Some(c.1.clone())]);
+        let found = store.get_shards_within(&ids, 5000).await.unwrap();
+        assert_eq!(found.len(), 6);
+        assert_eq!(found[5], Some(f.1.clone()));
+        assert!(store.get_shards_within(&ids, 999).await.unwrap().is_empty());
         store.close();
     }
 

@@ -28,7 +28,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// How a node starts.
 #[derive(Debug, Clone, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct NodeOptions {
     /// Relay URLs to bootstrap from (their `/api/info`).
     pub relays: Vec<String>,
@@ -308,10 +308,13 @@ async fn watch(node: Weak<Node>, mut events: mpsc::Receiver<Event>) {
             },
             Event::ListenClosed { addr } => {
                 node.emit("unreachable", &[("address", addr.to_string().into())]);
+                // Asked for again beside this loop, which goes on reading events meanwhile
+                // (the driver drops those it cannot queue).
                 if let Some(relay) = relay_in(&addr).and_then(|p| node.relay_of(&p))
                     && relay.connected
                 {
-                    node.reserve(relay.peer).await;
+                    let node = Rc::clone(&node);
+                    spawn_local(async move { node.reserve(relay.peer).await });
                 }
             }
             Event::Listening { .. } => {}

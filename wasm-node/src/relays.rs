@@ -120,23 +120,22 @@ pub async fn info(url: &str) -> Result<Info, NodeError> {
         if !response.ok() {
             return Err(format!("/api/info answered {}", response.status()));
         }
-        let text = response.text().map_err(|e| describe(&e))?;
-        let text = JsFuture::from(text).await.map_err(|e| describe(&e))?;
-        text.as_string().ok_or_else(|| "the answer is not text".to_owned())
+        // Counted as it arrives: a relay that sends more is cut off at the limit.
+        let body = crate::http_shards::read_body(&response, "/api/info", MAX_INFO_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        String::from_utf8(body.to_vec()).map_err(|_| "the answer is not text".to_owned())
     };
     let timeout = futures_timer::Delay::new(INFO_TIMEOUT);
     let text = match select(Box::pin(request), timeout).await {
         Either::Left((result, _)) => result.map_err(unreachable)?,
         Either::Right(_) => return Err(unreachable("no answer in time".into())),
     };
-    if text.len() > MAX_INFO_BYTES {
-        return Err(unreachable("/api/info is too large".into()));
-    }
     serde_json::from_str(&text).map_err(|e| unreachable(format!("/api/info is malformed: {e}")))
 }
 
 /// The addresses of `info` a browser can dial, best first: WebSocket, then WebRTC-direct
-/// where this scope has WebRTC. Each ends with `/p2p/<relay>`.
+/// where this scope has WebRTC; at most [`MAX_DIALED_ADDRS`]. Each ends with `/p2p/<relay>`.
 pub fn browser_addrs(info: &Info, peer: PeerId) -> Vec<Multiaddr> {
     let webrtc = has_webrtc();
     let mut ws = Vec::new();
@@ -161,5 +160,10 @@ pub fn browser_addrs(info: &Info, peer: PeerId) -> Vec<Multiaddr> {
         }
     }
     ws.extend(rtc);
+    ws.truncate(MAX_DIALED_ADDRS);
     ws
 }
+
+/// The most addresses of one relay dialled, one after another: a relay that lists more
+/// cannot hold a start up for longer than these take to fail.
+const MAX_DIALED_ADDRS: usize = 4;

@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
-use shardweb_core::node::peer::Inbound;
+use shardweb_core::node::peer::{Inbound, MAX_PENDING_INBOUND};
 use shardweb_core::protocol::{
     ErrorCode, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, Refusal, ShardRequest,
     ShardResponse, ShardStatus,
@@ -14,29 +14,28 @@ use shardweb_core::protocol::{
 use crate::idb_store::IdbStore;
 use crate::net::Counters;
 
-/// Answers requests until the node stops. Each is answered in its own task, so a slow read
-/// does not hold up the others; the driver bounds how many wait at once.
-pub async fn serve(
-    store: Rc<IdbStore>,
-    counters: Rc<Counters>,
-    mut requests: mpsc::Receiver<Inbound>,
-) {
-    while let Some(request) = requests.next().await {
-        let (store, counters) = (Rc::clone(&store), Rc::clone(&counters));
-        wasm_bindgen_futures::spawn_local(async move {
-            Counters::add(&counters.served, 1);
-            match request {
-                Inbound::Shard { peer, request, reply } => {
-                    let response = shards(&store, &counters, request).await;
-                    tracing::debug!(%peer, "answered a shard request");
-                    let _ = reply.send(response);
-                }
-                Inbound::Manifest { request, reply, .. } => {
-                    let _ = reply.send(manifest(&store, request).await);
+/// Answers requests until the node stops, at most [`MAX_PENDING_INBOUND`] at once, so a slow
+/// read does not hold up the others; past that, requests wait in the driver's queue (as many
+/// again), and the driver refuses the rest as busy.
+pub async fn serve(store: Rc<IdbStore>, counters: Rc<Counters>, requests: mpsc::Receiver<Inbound>) {
+    requests
+        .for_each_concurrent(MAX_PENDING_INBOUND, |request| {
+            let (store, counters) = (Rc::clone(&store), Rc::clone(&counters));
+            async move {
+                Counters::add(&counters.served, 1);
+                match request {
+                    Inbound::Shard { peer, request, reply } => {
+                        let response = shards(&store, &counters, request).await;
+                        tracing::debug!(%peer, "answered a shard request");
+                        let _ = reply.send(response);
+                    }
+                    Inbound::Manifest { request, reply, .. } => {
+                        let _ = reply.send(manifest(&store, request).await);
+                    }
                 }
             }
-        });
-    }
+        })
+        .await;
 }
 
 fn internal() -> Refusal {
@@ -45,29 +44,31 @@ fn internal() -> Refusal {
 
 async fn shards(store: &IdbStore, counters: &Counters, request: ShardRequest) -> ShardResponse {
     match request {
-        ShardRequest::Get(ids) => match store.get_shards(&ids).await {
-            Ok(found) => {
-                // Whatever does not fit in one reply frame is deferred to a later request.
-                let mut budget = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
-                let statuses = found
-                    .into_iter()
-                    .map(|shard| match shard {
-                        Some(bytes) if bytes.len() <= budget => {
-                            budget -= bytes.len();
-                            Counters::add(&counters.bytes_out, bytes.len() as u64);
-                            ShardStatus::Found(bytes)
-                        }
-                        Some(_) => ShardStatus::Deferred,
-                        None => ShardStatus::Missing,
-                    })
-                    .collect();
-                ShardResponse::Get(statuses)
+        ShardRequest::Get(ids) => {
+            // What does not fit in one reply frame is not read, and is deferred to a later
+            // request: a request for many large shards costs this node one frame of memory.
+            let budget = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
+            match store.get_shards_within(&ids, budget).await {
+                Ok(found) => {
+                    let mut statuses: Vec<ShardStatus> = found
+                        .into_iter()
+                        .map(|shard| match shard {
+                            Some(bytes) => {
+                                Counters::add(&counters.bytes_out, bytes.len() as u64);
+                                ShardStatus::Found(bytes)
+                            }
+                            None => ShardStatus::Missing,
+                        })
+                        .collect();
+                    statuses.resize_with(ids.len(), || ShardStatus::Deferred);
+                    ShardResponse::Get(statuses)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read shards to serve");
+                    ShardResponse::Refused(internal())
+                }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read shards to serve");
-                ShardResponse::Refused(internal())
-            }
-        },
+        }
         ShardRequest::Has(ids) => match store.has_shards(&ids).await {
             Ok(held) => ShardResponse::Has(held),
             Err(_) => ShardResponse::Refused(internal()),

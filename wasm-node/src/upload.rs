@@ -34,7 +34,7 @@ const STRIPES_IN_FLIGHT: usize = 3;
 
 /// What `put` may be told.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct PutOptions {
     /// Data shards per stripe (default 4).
     pub k: Option<usize>,
@@ -297,8 +297,9 @@ pub async fn run(
     node.active.borrow_mut().retain(|id| *id != state.id);
     if let Err(e) = &result
         && matches!(e, NodeError::QuotaExceeded { .. } | NodeError::Stopped { what: "the upload" })
+        && let Err(e) = files::discard(node, &state.id, state.keep).await
     {
-        let _ = files::discard(node, &state.id, state.keep).await;
+        tracing::warn!(upload = %state.id, error = %e, "what the stopped upload kept could not be freed");
     }
     result
 }
@@ -353,6 +354,8 @@ async fn upload(
         step.record_acks(upload).await?;
         step.records.finish().await?;
     }
+    // The last moment an abort stops the upload: past it, the manifest is being written.
+    check_running(node, signal)?;
     let encoded = encoder.into_encoded()?;
     let meta = FileMeta { name: state.name.clone(), mime: state.mime.clone() };
     let manifest = Manifest::create(&encoded, &meta, &state.key, &node.signing_key()?)?;

@@ -88,6 +88,8 @@ export class Node {
   readonly #streams = new Set<(reply: StreamReply) => void>();
   readonly #listeners = new Set<Listener>();
   #next = 1;
+  /** Why the node can take no more calls: stopped, or its worker failed. */
+  #ended: ShardwebError | undefined;
   #persisted: boolean | null = null;
   #peerId = '';
   /** The page that opens share links. */
@@ -164,10 +166,12 @@ export class Node {
    */
   async get(link: string, options: GetOptions = {}): Promise<GetResult> {
     const { onProgress, ...rest } = options;
-    const opened = (await this.#call('get', [link, rest], onProgress)) as Omit<GetResult, 'stream'> & {
+    const id = this.#next++;
+    const opened = (await this.#call('get', [link, rest], onProgress, undefined, id)) as Omit<GetResult, 'stream'> & {
       stream: MessagePort;
     };
-    return { ...opened, stream: this.#streamOf(opened.stream) };
+    // The download's progress goes on after the call, until its stream ends one way or another.
+    return { ...opened, stream: this.#streamOf(opened.stream, () => this.#watchers.delete(id)) };
   }
 
   /** Unfinished transfers kept across reloads. */
@@ -212,8 +216,15 @@ export class Node {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Stops the node and its worker. Calls still waiting reject with code `STOPPED`. */
+  /**
+   * Stops the node and its worker. Calls still waiting reject with code `STOPPED`, and so does
+   * every call after (with `WORKER` once the worker has failed); stopping again does nothing.
+   */
   async stop(): Promise<void> {
+    if (this.#ended !== undefined) {
+      this.#worker.terminate();
+      return;
+    }
     try {
       await this.#call('stop', []);
     } finally {
@@ -232,12 +243,13 @@ export class Node {
    * chunk's buffer moved rather than copied. Errors arrive typed, as a call's do; when the
    * node stops or its worker fails, the stream errors too, whether or not a pull is waiting.
    */
-  #streamOf(port: MessagePort): ReadableStream<Uint8Array> {
+  #streamOf(port: MessagePort, ended: () => void): ReadableStream<Uint8Array> {
     let waiting: ((reply: StreamReply) => void) | undefined;
     let failed: StreamReply | undefined;
     const end = (): void => {
       this.#streams.delete(fail);
       port.close();
+      ended();
     };
     // What the node's end sends it: the reply to the pull waiting, or why none will come.
     const settle = (reply: StreamReply): void => {
@@ -280,20 +292,38 @@ export class Node {
     });
   }
 
-  #call(op: Op, args: unknown[], onProgress?: (p: Progress) => void, signal?: AbortSignal): Promise<unknown> {
-    const id = this.#next++;
+  #call(
+    op: Op,
+    args: unknown[],
+    onProgress?: (p: Progress) => void,
+    signal?: AbortSignal,
+    id = this.#next++,
+  ): Promise<unknown> {
     return new Promise((resolve, reject) => {
+      if (this.#ended !== undefined) {
+        reject(this.#ended);
+        return;
+      }
       if (signal?.aborted) {
         reject(new ShardwebError('STOPPED', 'the transfer was cancelled before it started'));
         return;
       }
-      this.#pending.set(id, { resolve, reject });
+      const abort = (): void => this.#post({ id: this.#next++, op: 'abort', args: [id] });
+      signal?.addEventListener('abort', abort, { once: true });
+      const settled = (): void => signal?.removeEventListener('abort', abort);
+      this.#pending.set(id, {
+        resolve: (value) => {
+          settled();
+          resolve(value);
+        },
+        reject: (error) => {
+          settled();
+          reject(error);
+        },
+      });
       if (onProgress !== undefined) {
         this.#watchers.set(id, { onProgress, rate: new Rate() });
       }
-      signal?.addEventListener('abort', () => this.#post({ id: this.#next++, op: 'abort', args: [id] }), {
-        once: true,
-      });
       this.#post({ id, op, args });
     });
   }
@@ -331,6 +361,7 @@ export class Node {
   }
 
   #fail(message: string, code: 'WORKER' | 'STOPPED' = 'WORKER'): void {
+    this.#ended ??= new ShardwebError(code, message);
     for (const pending of this.#pending.values()) {
       pending.reject(new ShardwebError(code, message));
     }
