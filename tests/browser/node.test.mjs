@@ -223,7 +223,7 @@ test('a download left short of shards part way ends its stream with a typed erro
   assert.deepEqual(got.error, { code: 'NOT_ENOUGH_SHARDS', name: 'NotEnoughShardsError', typed: true }, JSON.stringify(got));
 });
 
-test('a download whose stream the page cancels stops running, and its record can be cancelled', async (t) => {
+test('a download whose stream the page cancels stops running, and its record can be cancelled; a second download of the file meanwhile only reads', async (t) => {
   const dir = tempDir(t);
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
   const file = join(dir, 'dropped.bin');
@@ -235,6 +235,14 @@ test('a download whose stream the page cancels stops running, and its record can
     const { stream } = await window.node.get(l);
     const reader = stream.getReader();
     await reader.read();
+    // A second download of the same file, while the first runs, reads it whole and writes
+    // nothing under the first one's record.
+    const second = (await window.node.get(l)).stream.getReader();
+    let read = 0;
+    for (let next = await second.read(); !next.done; next = await second.read()) {
+      read += next.value.byteLength;
+    }
+    const files = (await window.node.files()).length;
     await reader.cancel();
     const listed = async () => (await window.node.transfers()).filter((x) => x.kind.startsWith('download'));
     for (let i = 0; i < 100 && (await listed()).some((x) => x.kind.endsWith(':running')); i++) {
@@ -261,11 +269,11 @@ test('a download whose stream the page cancels stops running, and its record can
         }
       };
     });
-    return { before: before.map((x) => x.kind), after: await listed(), kept, bytes, manifests };
+    return { read, files, before: before.map((x) => x.kind), after: await listed(), kept, bytes, manifests };
   }, link);
   assert.ok(left.kept > 0, 'the download kept shards before it was cancelled');
   // Cancelling it removes the shards it kept and its manifest, with its record.
-  assert.deepEqual(left, { before: ['download'], after: [], kept: left.kept, bytes: 0, manifests: 0 });
+  assert.deepEqual(left, { read: 40_000_000, files: 0, before: ['download'], after: [], kept: left.kept, bytes: 0, manifests: 0 });
 });
 
 test('a node stopped in the middle of a download ends its stream with STOPPED, and calls after it reject so', async (t) => {

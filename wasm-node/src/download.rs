@@ -180,11 +180,17 @@ impl State {
         wasm_bindgen_futures::spawn_local(async move {
             net.kept().await;
             drop(held);
-            let mut active = node.active.borrow_mut();
-            if let Some(at) = active.iter().position(|running| *running == id) {
-                active.remove(at);
-            }
+            stop_running(&node, &id);
         });
+    }
+}
+
+/// Takes one run of download `id` off the node's running transfers (another run of the same
+/// file, which only reads, may still be listed under the same id).
+fn stop_running(node: &Node, id: &str) {
+    let mut active = node.active.borrow_mut();
+    if let Some(at) = active.iter().position(|running| running == id) {
+        active.remove(at);
     }
 }
 
@@ -344,10 +350,10 @@ async fn finish(state: &mut State) {
         if let Err(e) = crate::files::discard(node, &state.id, true).await {
             tracing::warn!(file = %state.link.manifest, error = %e, "what the download kept could not be freed");
         }
-    } else {
-        let _ = node.store.delete_transfer(&state.id).await;
     }
-    node.active.borrow_mut().retain(|id| *id != state.id);
+    // A download that kept nothing leaves alone any record of the file's: an earlier run's,
+    // interrupted, or the one of a run that is going on.
+    stop_running(node, &state.id);
     state.progress.report(true);
     state.node.emit("downloaded", &[("manifestId", state.link.manifest.to_string().into())]);
 }
