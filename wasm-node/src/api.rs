@@ -40,6 +40,13 @@ fn options<T: serde::de::DeserializeOwned + Default>(value: &JsValue) -> Result<
         if field.is_undefined() || field.is_function() || field.is_instance_of::<AbortSignal>() {
             continue;
         }
+        // JSON would make them `null`, which means "the default".
+        if field.as_f64().is_some_and(|n| !n.is_finite()) {
+            return Err(NodeError::invalid(format!(
+                "option {} must be a finite number",
+                entry.get(0).as_string().unwrap_or_default()
+            )));
+        }
         let _ = Reflect::set(&plain, &entry.get(0), &field);
     }
     // Through JSON, which holds every plain value an option takes: a name the options do

@@ -94,7 +94,7 @@ pub async fn open(
     let id = format!("down-{}", link.manifest);
     // A download of this file already running (in another tab or this one) keeps it: this
     // one only reads, so that no two runs write under one transfer's record and notes.
-    let held = tab_lock::hold(&id).await;
+    let held = hold_download(node, &id).await;
     let keep = options.keep.unwrap_or(true) && held.is_some();
     let net = node.net.keeping(keep, &id);
     let (manifest, others) = resolve(node, &net, link.manifest).await?;
@@ -177,9 +177,15 @@ impl State {
     fn leave_when_kept(&mut self) {
         let (node, net, id) = (Rc::clone(&self.node), self.net.clone(), self.id.clone());
         let held = self.held.take();
+        if held.is_some() {
+            node.leaving.borrow_mut().push(id.clone());
+        }
         wasm_bindgen_futures::spawn_local(async move {
             net.kept().await;
-            drop(held);
+            if held.is_some() {
+                drop(held);
+                remove_one(&node.leaving, &id);
+            }
             stop_running(&node, &id);
         });
     }
@@ -188,9 +194,40 @@ impl State {
 /// Takes one run of download `id` off the node's running transfers (another run of the same
 /// file, which only reads, may still be listed under the same id).
 fn stop_running(node: &Node, id: &str) {
-    let mut active = node.active.borrow_mut();
-    if let Some(at) = active.iter().position(|running| running == id) {
-        active.remove(at);
+    remove_one(&node.active, id);
+}
+
+fn remove_one(list: &std::cell::RefCell<Vec<String>>, id: &str) {
+    let mut list = list.borrow_mut();
+    if let Some(at) = list.iter().position(|listed| listed == id) {
+        list.remove(at);
+    }
+}
+
+/// Takes download `id`'s lock, waiting while a run of it in this tab is winding down (its
+/// stream was cancelled, and it writes what it fetched: a save the user retries at once, say).
+/// `None` while another run of it holds the lock, here or in another tab.
+async fn hold_download(node: &Node, id: &str) -> Option<tab_lock::Held> {
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+    // The last writes of a run take seconds at most; a lock let go is free again at once,
+    // but is asked for a few times in case its release has not gone through yet.
+    let (mut waits, mut after_release) = (0, 0);
+    loop {
+        if let Some(held) = tab_lock::hold(id).await {
+            return Some(held);
+        }
+        if node.leaving.borrow().iter().any(|leaving| leaving == id) {
+            waits += 1;
+            if waits > 600 {
+                return None;
+            }
+        } else {
+            after_release += 1;
+            if after_release > 4 {
+                return None;
+            }
+        }
+        futures_timer::Delay::new(PAUSE).await;
     }
 }
 
@@ -237,8 +274,8 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
             size: state.progress.total.unwrap_or(0) as f64,
             link: Some(state.link.to_string()),
         };
-        state.node.store.put_manifest(state.link.manifest, &state.manifest_bytes).await?;
-        state.node.store.put_transfer(&state.id, record.to_js()).await?;
+        let manifest = (state.link.manifest, &state.manifest_bytes[..]);
+        state.node.store.put_transfer_with(&state.id, record.to_js(), manifest).await?;
     }
     // One segment opens on the crypto worker while the next is fetched and decoded here. The
     // call that finds no more segments ends the download, so it waits until every segment

@@ -503,6 +503,23 @@ impl IdbStore {
         self.put_value(TRANSFERS, id, state).await
     }
 
+    /// [`IdbStore::put_transfer`] with the manifest the transfer needs, in one transaction.
+    pub async fn put_transfer_with(
+        &self,
+        id: &str,
+        state: JsValue,
+        (manifest, bytes): (ManifestId, &[u8]),
+    ) -> Result<(), NodeError> {
+        let tx = self.tx(&[TRANSFERS, MANIFESTS], TransactionMode::Readwrite)?;
+        let raw = raw_tx(&tx);
+        let manifests = tx.object_store(MANIFESTS).map_err(storage)?;
+        let value = JsValue::from(Uint8Array::from(bytes));
+        manifests.put(value).with_key(manifest.to_string()).primitive().map_err(storage)?;
+        let transfers = tx.object_store(TRANSFERS).map_err(storage)?;
+        transfers.put(state).with_key(id.to_owned()).primitive().map_err(storage)?;
+        commit(tx, &raw).await
+    }
+
     /// An unfinished transfer's state.
     pub async fn transfer(&self, id: &str) -> Result<Option<JsValue>, NodeError> {
         self.get_value(TRANSFERS, id).await
@@ -576,12 +593,13 @@ impl IdbStore {
             Forget::Transfer { id, kept_here: true } => {
                 // What each write noted it added; an upload's record from before transfers
                 // noted them falls back to its recorded stripes.
-                let of = |prefix: String| -> Vec<ShardId> {
-                    let mine = notes.iter().filter(|(key, _)| key.starts_with(&prefix));
-                    mine.flat_map(|(_, ids)| ids.iter().copied()).collect()
+                let mine = |prefix: String| {
+                    let notes = notes.iter().filter(move |(key, _)| key.starts_with(&prefix));
+                    notes.map(|(_, ids)| ids)
                 };
-                let added = of(added_prefix(id));
-                let mut candidates = if added.is_empty() { of(format!("{id}/")) } else { added };
+                let noted = mine(added_prefix(id)).next().is_some();
+                let from = if noted { added_prefix(id) } else { format!("{id}/") };
+                let mut candidates: Vec<ShardId> = mine(from).flatten().copied().collect();
                 // A download of a file no longer listed (removed while it ran) leaves every
                 // shard of the file that nothing else needs: this browser holds no shard but
                 // for its own files and transfers.
@@ -995,6 +1013,8 @@ mod tests {
         store.put_transfer("up-1", JsValue::from(1)).await.unwrap();
         let own = a.1.iter().find(|(id, _)| !shared.contains(id)).unwrap().clone();
         store.put_transfer_shards("up-1", 0, std::slice::from_ref(&own)).await.unwrap();
+        // It recorded that stripe too: its note of what it added (nothing) is what counts.
+        store.put_stripe("up-1", 0, &[own.0]).await.unwrap();
 
         // Removing `a` while it downloads takes nothing but its record.
         assert_eq!(store.forget(Forget::File(ma)).await.unwrap(), 0);

@@ -70,6 +70,11 @@ pub struct Node {
     shards_over_http: bool,
     /// Transfers running now, by id.
     pub(crate) active: RefCell<Vec<String>>,
+    /// Downloads of this tab whose stream ended short, still writing what they fetched before
+    /// they let go of their transfer's lock (see `download::open`).
+    pub(crate) leaving: RefCell<Vec<String>>,
+    /// Relays a reservation is being asked of.
+    reserving: RefCell<Vec<PeerId>>,
 }
 
 impl Node {
@@ -109,6 +114,8 @@ impl Node {
             stopped: Cell::new(false),
             shards_over_http: options.shards_over_http,
             active: RefCell::new(Vec::new()),
+            leaving: RefCell::new(Vec::new()),
+            reserving: RefCell::new(Vec::new()),
         });
         spawn_local(serve(store, counters, incoming.requests));
         spawn_local(watch(Rc::downgrade(&node), incoming.events));
@@ -171,7 +178,7 @@ impl Node {
             false => HttpRoutes::default(),
         };
         self.net.shards_over_http(relay, routes);
-        let addrs = relays::browser_addrs(&info, relay);
+        let addrs = relays::browser_addrs(&info, relay, url);
         if addrs.is_empty() {
             return Err(NodeError::NoRelays {
                 detail: format!("{url} lists no address a browser can dial"),
@@ -213,7 +220,14 @@ impl Node {
         else {
             return;
         };
-        match self.peer.listen(addr.with(Protocol::P2pCircuit)).await {
+        // One request at a time per relay.
+        if self.reserving.borrow().contains(&relay) {
+            return;
+        }
+        self.reserving.borrow_mut().push(relay);
+        let listened = self.peer.listen(addr.with(Protocol::P2pCircuit)).await;
+        self.reserving.borrow_mut().retain(|r| *r != relay);
+        match listened {
             Ok(circuit) => {
                 tracing::info!(%circuit, "reachable through a relay");
                 if let Some(r) = self.relays.borrow_mut().iter_mut().find(|r| r.peer == relay) {

@@ -134,9 +134,11 @@ pub async fn info(url: &str) -> Result<Info, NodeError> {
     serde_json::from_str(&text).map_err(|e| unreachable(format!("/api/info is malformed: {e}")))
 }
 
-/// The addresses of `info` a browser can dial, best first: WebSocket, then WebRTC-direct
-/// where this scope has WebRTC; at most [`MAX_DIALED_ADDRS`]. Each ends with `/p2p/<relay>`.
-pub fn browser_addrs(info: &Info, peer: PeerId) -> Vec<Multiaddr> {
+/// The addresses of `info` a browser can dial, best first: those on the host of the relay's
+/// URL `url` (the one the browser reached it at), then the rest; WebSocket before
+/// WebRTC-direct (only where this scope has WebRTC). At most [`MAX_DIALED_ADDRS`]. Each ends
+/// with `/p2p/<relay>`.
+pub fn browser_addrs(info: &Info, peer: PeerId, url: &str) -> Vec<Multiaddr> {
     let webrtc = has_webrtc();
     let mut ws = Vec::new();
     let mut rtc = Vec::new();
@@ -160,10 +162,53 @@ pub fn browser_addrs(info: &Info, peer: PeerId) -> Vec<Multiaddr> {
         }
     }
     ws.extend(rtc);
+    // A relay bound to every interface lists one address per interface: the one the page
+    // reached it at goes first (a stable sort keeps the order within each group).
+    let host = web_sys::Url::new(url).ok().map(|u| u.hostname());
+    let host = host.as_deref().map(|h| h.trim_start_matches('[').trim_end_matches(']'));
+    ws.sort_by_key(|addr| !host.is_some_and(|host| on_host(addr, host)));
     ws.truncate(MAX_DIALED_ADDRS);
     ws
+}
+
+/// Whether `addr` names `host` (a DNS name or an IP address).
+fn on_host(addr: &Multiaddr, host: &str) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Dns(name) | Protocol::Dns4(name) | Protocol::Dns6(name) => name == host,
+        Protocol::Ip4(ip) => ip.to_string() == host,
+        Protocol::Ip6(ip) => ip.to_string() == host,
+        _ => false,
+    })
 }
 
 /// The most addresses of one relay dialled, one after another: a relay that lists more
 /// cannot hold a start up for longer than these take to fail.
 const MAX_DIALED_ADDRS: usize = 4;
+
+#[cfg(all(test, wasm_browser))]
+mod tests {
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    /// A relay listing an address per interface is dialled first where the page reached it,
+    /// and at most [`MAX_DIALED_ADDRS`] of its addresses are.
+    #[wasm_bindgen_test]
+    fn the_address_the_page_reached_goes_first() {
+        let peer = PeerId::random();
+        let addrs = (1..=6).map(|i| format!("/ip4/10.0.0.{i}/tcp/8080/ws")).collect();
+        let info = Info {
+            peer_id: peer.to_string(),
+            addrs,
+            shard_http_path: None,
+            shard_put_http_path: None,
+            shard_batch_http_path: None,
+        };
+        let dialled = browser_addrs(&info, peer, "http://10.0.0.6:8080/");
+        assert_eq!(dialled.len(), MAX_DIALED_ADDRS);
+        assert_eq!(dialled[0], format!("/ip4/10.0.0.6/tcp/8080/ws/p2p/{peer}").parse().unwrap());
+        assert_eq!(dialled[1], format!("/ip4/10.0.0.1/tcp/8080/ws/p2p/{peer}").parse().unwrap());
+        let dns = browser_addrs(&info, peer, "https://relay.example/");
+        assert_eq!(dns[0], format!("/ip4/10.0.0.1/tcp/8080/ws/p2p/{peer}").parse().unwrap());
+    }
+}

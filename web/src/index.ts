@@ -170,7 +170,8 @@ export class Node {
     const opened = (await this.#call('get', [link, rest], onProgress, undefined, id)) as Omit<GetResult, 'stream'> & {
       stream: MessagePort;
     };
-    // The download's progress goes on after the call, until its stream ends one way or another.
+    // The download's progress goes on after the call: to its last report, or until its stream
+    // ends short.
     return { ...opened, stream: this.#streamOf(opened.stream, () => this.#watchers.delete(id)) };
   }
 
@@ -243,13 +244,17 @@ export class Node {
    * chunk's buffer moved rather than copied. Errors arrive typed, as a call's do; when the
    * node stops or its worker fails, the stream errors too, whether or not a pull is waiting.
    */
-  #streamOf(port: MessagePort, ended: () => void): ReadableStream<Uint8Array> {
+  #streamOf(port: MessagePort, cut: () => void): ReadableStream<Uint8Array> {
     let waiting: ((reply: StreamReply) => void) | undefined;
     let failed: StreamReply | undefined;
-    const end = (): void => {
+    // `cut` runs when the stream ends short (an error, a cancel): a download read to its end
+    // reports its last progress itself, on another channel, maybe after the last chunk.
+    const end = (whole = false): void => {
       this.#streams.delete(fail);
       port.close();
-      ended();
+      if (!whole) {
+        cut();
+      }
     };
     // What the node's end sends it: the reply to the pull waiting, or why none will come.
     const settle = (reply: StreamReply): void => {
@@ -277,7 +282,7 @@ export class Node {
           controller.enqueue(reply.value);
           return;
         }
-        end();
+        end('done' in reply);
         if ('done' in reply) {
           controller.close();
         } else {
