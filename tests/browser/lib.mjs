@@ -35,10 +35,21 @@ const CHROMIUM_ARGS = [
 /** A fresh temporary directory, removed when the test ends unless SHARDWEB_KEEP_TEMP is set. */
 export function tempDir(t) {
   const dir = mkdtempSync(join(tmpdir(), 'shardweb-browser-'));
-  if (process.env.SHARDWEB_KEEP_TEMP) t.diagnostic(`keeping ${dir}`);
-  else t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writers.set(dir, []);
+  // A test's hooks run in the order they were added, this one before those of the relays
+  // started in the directory: so it stops them itself, and waits for them to exit, before
+  // removing what they wrote.
+  t.after(async () => {
+    await Promise.all(writers.get(dir).map((stop) => stop()));
+    writers.delete(dir);
+    if (process.env.SHARDWEB_KEEP_TEMP) t.diagnostic(`keeping ${dir}`);
+    else rmSync(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
+  });
   return dir;
 }
+
+/** The processes writing under each temporary directory: how to stop each and see it exit. */
+const writers = new Map();
 
 /** The page plus the test harness page, as a relay's `--www` directory. */
 export function wwwWithHarness(dir) {
@@ -111,6 +122,11 @@ export async function startRelay(t, dir, { www = WWW, args = [] } = {}) {
       child.kill('SIGKILL');
     },
   };
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  writers.get(dir)?.push(() => {
+    relay.kill();
+    return exited;
+  });
   t.after(() => relay.kill());
   await until(`the relay on port ${port} (see ${relay.log})`, async () => (await relay.info())?.addrs?.length >= 3);
   return relay;
