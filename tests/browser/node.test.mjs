@@ -235,13 +235,17 @@ test('a download whose stream the page cancels stops running, and its record can
     const { stream } = await window.node.get(l);
     const reader = stream.getReader();
     await reader.read();
+    const length = async (stream) => {
+      const chunks = stream.getReader();
+      let bytes = 0;
+      for (let next = await chunks.read(); !next.done; next = await chunks.read()) {
+        bytes += next.value.byteLength;
+      }
+      return bytes;
+    };
     // A second download of the same file, while the first runs, reads it whole and writes
     // nothing under the first one's record.
-    const second = (await window.node.get(l)).stream.getReader();
-    let read = 0;
-    for (let next = await second.read(); !next.done; next = await second.read()) {
-      read += next.value.byteLength;
-    }
+    const read = await length((await window.node.get(l)).stream);
     const files = (await window.node.files()).length;
     await reader.cancel();
     const listed = async () => (await window.node.transfers()).filter((x) => x.kind.startsWith('download'));
@@ -274,11 +278,7 @@ test('a download whose stream the page cancels stops running, and its record can
     const again = (await window.node.get(l)).stream.getReader();
     await again.read();
     await again.cancel();
-    const retry = (await window.node.get(l)).stream.getReader();
-    let retried = 0;
-    for (let next = await retry.read(); !next.done; next = await retry.read()) {
-      retried += next.value.byteLength;
-    }
+    const retried = await length((await window.node.get(l)).stream);
     const keptAgain = (await window.node.files()).length;
     return { read, files, before: before.map((x) => x.kind), after: await listed(), kept, bytes, manifests, retried, keptAgain };
   }, link);

@@ -182,8 +182,9 @@ impl State {
         }
         wasm_bindgen_futures::spawn_local(async move {
             net.kept().await;
-            if held.is_some() {
-                drop(held);
+            // Off the list once the lock is free, so that a run waiting for it takes it.
+            if let Some(held) = held {
+                held.release().await;
                 remove_one(&node.leaving, &id);
             }
             stop_running(&node, &id);
@@ -204,30 +205,16 @@ fn remove_one(list: &std::cell::RefCell<Vec<String>>, id: &str) {
     }
 }
 
-/// Takes download `id`'s lock, waiting while a run of it in this tab is winding down (its
-/// stream was cancelled, and it writes what it fetched: a save the user retries at once, say).
-/// `None` while another run of it holds the lock, here or in another tab.
+/// Takes download `id`'s lock, waiting for it while a run of it in this tab is winding down
+/// (its stream was cancelled, and it writes what it fetched: a save the user retries at once,
+/// say). `None` while another run of it holds the lock, here or in another tab.
 async fn hold_download(node: &Node, id: &str) -> Option<tab_lock::Held> {
-    const PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
-    // The last writes of a run take seconds at most; a lock let go is free again at once,
-    // but is asked for a few times in case its release has not gone through yet.
-    let (mut waits, mut after_release) = (0, 0);
-    loop {
-        if let Some(held) = tab_lock::hold(id).await {
-            return Some(held);
-        }
-        if node.leaving.borrow().iter().any(|leaving| leaving == id) {
-            waits += 1;
-            if waits > 600 {
-                return None;
-            }
-        } else {
-            after_release += 1;
-            if after_release > 4 {
-                return None;
-            }
-        }
-        futures_timer::Delay::new(PAUSE).await;
+    /// The last writes of a run take seconds at most.
+    const WINDING_DOWN: std::time::Duration = std::time::Duration::from_secs(30);
+    if node.leaving.borrow().iter().any(|leaving| leaving == id) {
+        tab_lock::hold_within(id, WINDING_DOWN).await
+    } else {
+        tab_lock::hold(id).await
     }
 }
 

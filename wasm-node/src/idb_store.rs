@@ -340,16 +340,8 @@ impl IdbStore {
         let mut corrupt = Vec::new();
         for (id, request) in ids.iter().zip(requests) {
             let found = request.await.map_err(storage)?;
-            let bytes = found.and_then(|v| v.dyn_into::<Uint8Array>().ok()).map(|a| a.to_vec());
-            match bytes.map(|bytes| VerifiedShard::check(*id, Bytes::from(bytes))) {
-                Some(Ok(shard)) => out.push(Some(shard)),
-                Some(Err(_)) => {
-                    tracing::warn!(shard = %id, "a stored shard failed its hash and is dropped");
-                    corrupt.push(*id);
-                    out.push(None);
-                }
-                None => out.push(None),
-            }
+            let value = found.and_then(|v| v.dyn_into::<Uint8Array>().ok());
+            out.push(value.and_then(|value| checked(*id, &value, &mut corrupt)));
         }
         drop(tx);
         if !corrupt.is_empty() {
@@ -389,14 +381,7 @@ impl IdbStore {
             if used > budget {
                 break;
             }
-            match VerifiedShard::check(id, Bytes::from(value.to_vec())) {
-                Ok(shard) => out.push(Some(shard.into_bytes())),
-                Err(_) => {
-                    tracing::warn!(shard = %id, "a stored shard failed its hash and is dropped");
-                    corrupt.push(id);
-                    out.push(None);
-                }
-            }
+            out.push(checked(id, &value, &mut corrupt).map(VerifiedShard::into_bytes));
         }
         drop(pending);
         drop(tx);
@@ -427,17 +412,7 @@ impl IdbStore {
         let raw = raw_tx(&tx);
         let store = tx.object_store(SHARDS).map_err(storage)?;
         let meta = tx.object_store(META).map_err(storage)?;
-        let mut freed = 0u64;
-        for id in ids {
-            let key = id.to_string();
-            let found = store.get::<JsValue, _, _>(key.clone()).primitive().map_err(storage)?;
-            if let Some(value) = found.await.map_err(storage)? {
-                freed += value.dyn_into::<Uint8Array>().map_or(0, |a| u64::from(a.length()));
-                store.delete(key).primitive().map_err(storage)?;
-            }
-        }
-        let used = read_bytes(&meta).await?.saturating_sub(freed);
-        meta.put(JsValue::from(used as f64)).with_key(BYTES_KEY).primitive().map_err(storage)?;
+        let freed = delete_counted(&store, &meta, ids).await?;
         commit(tx, &raw).await?;
         Ok(freed)
     }
@@ -641,26 +616,11 @@ impl IdbStore {
                 }
             }
             let mut unused = HashSet::new();
-            let unused: Vec<String> = candidates
+            let unused: Vec<ShardId> = candidates
                 .into_iter()
                 .filter(|id| !needed.contains(id) && unused.insert(*id))
-                .map(|id| id.to_string())
                 .collect();
-            let found = unused
-                .iter()
-                .map(|key| shards.get::<JsValue, _, _>(key.clone()).primitive().map_err(storage))
-                .collect::<Result<Vec<_>, _>>()?;
-            for (key, found) in unused.into_iter().zip(found) {
-                if let Some(value) = found.await.map_err(storage)? {
-                    freed += value.dyn_into::<Uint8Array>().map_or(0, |a| u64::from(a.length()));
-                    shards.delete(key).primitive().map_err(storage)?;
-                }
-            }
-            let used = read_bytes(&meta).await?.saturating_sub(freed);
-            meta.put(JsValue::from(used as f64))
-                .with_key(BYTES_KEY)
-                .primitive()
-                .map_err(storage)?;
+            freed = delete_counted(&shards, &meta, &unused).await?;
         }
 
         // The records go in the same transaction. A manifest stays while a listed file or an
@@ -812,6 +772,43 @@ async fn read_stripe_records(
         out.push((key, ids));
     }
     Ok(out)
+}
+
+/// Deletes the shards among `ids` that are held, and takes their bytes off the count, in the
+/// transaction of `shards` and `meta`; returns the bytes freed. A repeated id counts once.
+async fn delete_counted(
+    shards: &Store<'_>,
+    meta: &Store<'_>,
+    ids: &[ShardId],
+) -> Result<u64, NodeError> {
+    let keys: HashSet<String> = ids.iter().map(ShardId::to_string).collect();
+    let found = keys
+        .iter()
+        .map(|key| shards.get::<JsValue, _, _>(key.clone()).primitive().map_err(storage))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut freed = 0u64;
+    for (key, found) in keys.into_iter().zip(found) {
+        if let Some(value) = found.await.map_err(storage)? {
+            freed += value.dyn_into::<Uint8Array>().map_or(0, |a| u64::from(a.length()));
+            shards.delete(key).primitive().map_err(storage)?;
+        }
+    }
+    let used = read_bytes(meta).await?.saturating_sub(freed);
+    meta.put(JsValue::from(used as f64)).with_key(BYTES_KEY).primitive().map_err(storage)?;
+    Ok(freed)
+}
+
+/// A stored shard's bytes checked against its id; one that fails is noted in `corrupt` (to
+/// be deleted) and counts as absent.
+fn checked(id: ShardId, value: &Uint8Array, corrupt: &mut Vec<ShardId>) -> Option<VerifiedShard> {
+    match VerifiedShard::check(id, Bytes::from(value.to_vec())) {
+        Ok(shard) => Some(shard),
+        Err(_) => {
+            tracing::warn!(shard = %id, "a stored shard failed its hash and is dropped");
+            corrupt.push(id);
+            None
+        }
+    }
 }
 
 /// The manifests among `ids` that are held and valid.

@@ -70,8 +70,8 @@ pub struct Node {
     shards_over_http: bool,
     /// Transfers running now, by id.
     pub(crate) active: RefCell<Vec<String>>,
-    /// Downloads of this tab whose stream ended short, still writing what they fetched before
-    /// they let go of their transfer's lock (see `download::open`).
+    /// Downloads of this tab whose stream ended short, still writing what they fetched, until
+    /// their transfer's lock is free (see `download::open`).
     pub(crate) leaving: RefCell<Vec<String>>,
     /// Relays a reservation is being asked of.
     reserving: RefCell<Vec<PeerId>>,

@@ -5,14 +5,34 @@
 //! Where a browser has no Web Locks, each tab knows only its own transfers, as before.
 
 use futures::channel::oneshot;
+use futures::future::Either;
 use js_sys::{Function, Object, Promise, Reflect};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::AbortSignal;
 
-/// A transfer's lock, held until this is dropped.
+/// A transfer's lock, held until this is dropped (or [`Held::release`]d).
 #[derive(Debug)]
 pub struct Held {
     _release: Option<oneshot::Sender<()>>,
+    /// The browser's request, settled once the lock is freed.
+    freed: Option<Promise>,
+}
+
+impl Held {
+    /// A lock that guards nothing, where the browser has no Web Locks.
+    fn unguarded() -> Self {
+        Self { _release: None, freed: None }
+    }
+
+    /// Lets the lock go, and waits until the browser has freed it for the next to take.
+    pub async fn release(mut self) {
+        drop(self._release.take());
+        if let Some(freed) = self.freed.take() {
+            let _ = JsFuture::from(freed).await;
+        }
+    }
 }
 
 /// The prefix of the locks' names (a namespace of this node's own).
@@ -34,13 +54,27 @@ fn locks() -> Option<(Object, Function)> {
 /// Takes the lock of transfer `id` if no tab holds it: `None` when another does (or this tab
 /// already does). Without Web Locks, a lock that guards nothing.
 pub async fn hold(id: &str) -> Option<Held> {
+    let options = Object::new();
+    let _ = Reflect::set(&options, &"ifAvailable".into(), &JsValue::TRUE);
+    request(id, options).await
+}
+
+/// [`hold`], waiting up to `within` for the tab holding the lock to let it go.
+pub async fn hold_within(id: &str, within: std::time::Duration) -> Option<Held> {
+    let options = Object::new();
+    let ms = u32::try_from(within.as_millis()).unwrap_or(u32::MAX);
+    let _ = Reflect::set(&options, &"signal".into(), &AbortSignal::timeout_with_u32(ms));
+    request(id, options).await
+}
+
+async fn request(id: &str, options: Object) -> Option<Held> {
     let Some((locks, request)) = locks() else {
-        return Some(Held { _release: None });
+        return Some(Held::unguarded());
     };
     let (granted, got) = oneshot::channel::<bool>();
     let (release, released) = oneshot::channel::<()>();
-    // Called with the lock, or with null when another holder has it; the lock is held until
-    // the promise it returns settles, which is when `Held` is dropped.
+    // Called with the lock, or with null when another holder has it (`ifAvailable`); the
+    // lock is held until the promise it returns settles, which is when `Held` is dropped.
     let callback = Closure::once_into_js(move |lock: JsValue| -> Promise {
         let taken = !lock.is_null();
         let _ = granted.send(taken);
@@ -52,17 +86,18 @@ pub async fn hold(id: &str) -> Option<Held> {
             Ok(JsValue::UNDEFINED)
         })
     });
-    let options = Object::new();
-    let _ = Reflect::set(&options, &"ifAvailable".into(), &JsValue::TRUE);
     let args = js_sys::Array::of3(&name(id).into(), &options, &callback);
-    if Reflect::apply(&request, &locks, &args).is_err() {
-        return Some(Held { _release: None });
-    }
-    match got.await {
-        Ok(true) => Some(Held { _release: Some(release) }),
-        Ok(false) => None,
+    let Ok(freed) = Reflect::apply(&request, &locks, &args).and_then(|p| p.dyn_into::<Promise>())
+    else {
+        return Some(Held::unguarded());
+    };
+    // A wait that times out rejects the request without calling back.
+    let refused = JsFuture::from(freed.clone());
+    match futures::future::select(got, refused).await {
+        Either::Left((Ok(true), _)) => Some(Held { _release: Some(release), freed: Some(freed) }),
+        Either::Left((Ok(false), _)) | Either::Right((Err(_), _)) => None,
         // The browser never called back: it does not guard this.
-        Err(_) => Some(Held { _release: None }),
+        Either::Left((Err(_), _)) | Either::Right((Ok(_), _)) => Some(Held::unguarded()),
     }
 }
 
@@ -115,5 +150,20 @@ mod tests {
             futures_timer::Delay::new(std::time::Duration::from_millis(10)).await;
         }
         assert!(again.is_some(), "the lock was not freed");
+    }
+
+    /// A wait for a lock ends with it once its holder releases it, or empty after its time.
+    #[wasm_bindgen_test]
+    async fn a_lock_is_waited_for_within_a_time() {
+        use std::time::Duration;
+        let id = format!("down-test-{}", js_sys::Math::random());
+        let first = hold(&id).await.expect("a free lock is taken");
+        assert!(hold_within(&id, Duration::from_millis(100)).await.is_none());
+        wasm_bindgen_futures::spawn_local(async move {
+            futures_timer::Delay::new(Duration::from_millis(100)).await;
+            first.release().await;
+        });
+        let second = hold_within(&id, Duration::from_secs(5)).await;
+        assert!(second.is_some_and(|held| held._release.is_some()), "the released lock is taken");
     }
 }
