@@ -456,12 +456,13 @@ function interruptedRow(t, what, onContinue) {
   forget.addEventListener('click', async () => {
     try {
       await node.cancelTransfer(t.id);
-      li.remove();
-      list.hidden = list.children.length === 0;
-      refresh();
     } catch (e) {
-      fail(e);
+      // Finished or forgotten meanwhile (in another tab, say): there is nothing left to forget.
+      if (e.code !== 'NO_SUCH_TRANSFER') return fail(e);
     }
+    li.remove();
+    list.hidden = list.children.length === 0;
+    refresh();
   });
   li.append(forget);
   list.append(li);

@@ -541,11 +541,11 @@ test('a running upload is not cancelled under its own feet; its signal stops it 
       await window.node.cancelTransfer(id);
       return { cancelled: true };
     } catch (e) {
-      return { error: { code: e.code, message: e.message } };
+      return { error: { code: e.code, name: e.name, message: e.message } };
     }
   }, id);
-  assert.equal(refused.error?.code, 'INVALID_OPTIONS', JSON.stringify(refused));
-  assert.match(refused.error.message, /is running/);
+  assert.deepEqual([refused.error?.code, refused.error?.name], ['BUSY', 'BusyError'], JSON.stringify(refused));
+  assert.match(refused.error.message, /is running in this tab/);
   // Once the copy of its file is kept with its record, a reload could resume it.
   await until('the upload to be resumable', async () => {
     const [listed] = await page.evaluate(() => window.node.transfers());
@@ -607,7 +607,12 @@ test('an upload that keeps no copy of its file (resumable: false) completes; aft
     const kept = (await window.node.stats()).store.bytes;
     await window.node.cancelTransfer(listed.id);
     const left = { bytes: (await window.node.stats()).store.bytes, transfers: await window.node.transfers() };
-    return { listed: { kind: listed.kind, name: listed.name, resumable: listed.resumable }, more, resumed, kept, left };
+    // Cancelled already (a second click, or another tab was first): nothing is left to cancel.
+    const again = await window.node.cancelTransfer(listed.id).then(
+      () => ({ cancelled: true }),
+      (e) => ({ code: e.code, name: e.name }),
+    );
+    return { listed: { kind: listed.kind, name: listed.name, resumable: listed.resumable }, more, resumed, kept, left, again };
   }, relay.url);
   assert.deepEqual(after.listed, { kind: 'upload', name: 'big.bin', resumable: false });
   assert.deepEqual(after.more, []);
@@ -616,6 +621,7 @@ test('an upload that keeps no copy of its file (resumable: false) completes; aft
   // Cancelling it removes every shard it wrote here, also those of stripes written but not yet
   // recorded when the reload came, and none of the finished file's.
   assert.deepEqual(after.left, { bytes: held, transfers: [] });
+  assert.deepEqual(after.again, { code: 'NO_SUCH_TRANSFER', name: 'ShardwebError' });
 });
 
 test('a shard two files share stays until neither needs it: a cancel or a remove frees only what no one else uses', async (t) => {
@@ -708,7 +714,7 @@ test('an upload running in one tab is listed as running in another, which can ne
   });
   assert.equal(seen.kind, 'upload:running', JSON.stringify(seen));
   for (const refused of [seen.cancel, seen.resume]) {
-    assert.equal(refused.code, 'INVALID_OPTIONS', JSON.stringify(seen));
+    assert.equal(refused.code, 'BUSY', JSON.stringify(seen));
     assert.match(refused.message, /running in another tab/);
   }
   // The first tab's upload was left alone and completes.

@@ -99,9 +99,9 @@ async fn run_upload(
 
 /// Takes transfer `id`'s tab lock, or says that another tab runs the transfer.
 async fn hold(id: &str) -> Result<tab_lock::Held, NodeError> {
-    tab_lock::hold(id).await.ok_or_else(|| {
-        NodeError::invalid(format!("transfer {id} is running in another tab: stop it there"))
-    })
+    tab_lock::hold(id)
+        .await
+        .ok_or_else(|| NodeError::Busy { id: id.into(), place: "in another tab: stop it there" })
 }
 
 fn promise<F>(f: F) -> Promise
@@ -180,7 +180,7 @@ impl WasmNode {
         let node = Rc::clone(&self.inner);
         promise(async move {
             if node.active.borrow().contains(&id) {
-                return Err(NodeError::invalid(format!("transfer {id} is already running")));
+                return Err(NodeError::Busy { id, place: "in this tab" });
             }
             let held = hold(&id).await?;
             let record = node
@@ -248,16 +248,17 @@ impl WasmNode {
     }
 
     /// Forgets an unfinished transfer and whatever it kept here. A transfer still running is
-    /// refused: it is stopped by the signal given to the call that runs it.
+    /// refused (`BUSY`): it is stopped by the signal given to the call that runs it. An id no
+    /// unfinished transfer has is refused too (`NO_SUCH_TRANSFER`).
     #[wasm_bindgen(js_name = cancelTransfer)]
     pub fn cancel_transfer(&self, id: String) -> Promise {
         let node = Rc::clone(&self.inner);
         promise(async move {
             if node.active.borrow().contains(&id) {
-                return Err(NodeError::invalid(format!(
-                    "transfer {id} is running: stop it with the signal given to the call that \
-                     runs it"
-                )));
+                return Err(NodeError::Busy {
+                    id,
+                    place: "in this tab: stop it with the signal given to the call that runs it",
+                });
             }
             // An upload's record says whether it kept its shards here, with or without the
             // copy of its file in it; a download's is written only when it keeps them.
@@ -270,8 +271,12 @@ impl WasmNode {
             // Held while the cancel runs: a transfer another tab runs is refused, and no tab
             // resumes this one meanwhile.
             let _held = hold(&id).await?;
-            let record = node.store.transfer(&id).await?;
-            crate::files::discard(&node, &id, record.as_ref().is_some_and(kept)).await?;
+            let record = node
+                .store
+                .transfer(&id)
+                .await?
+                .ok_or(NodeError::NoSuchTransfer { id: id.clone() })?;
+            crate::files::discard(&node, &id, kept(&record)).await?;
             Ok(JsValue::UNDEFINED)
         })
     }

@@ -53,9 +53,13 @@ pub enum NodeError {
     /// The file being uploaded could not be read (it was moved or changed).
     #[error("cannot read the file: {detail}")]
     FileUnreadable { detail: String },
-    /// No transfer with this id is waiting to be resumed.
+    /// No unfinished transfer has this id (to resume or to cancel).
     #[error("no unfinished transfer {id}")]
     NoSuchTransfer { id: String },
+    /// The transfer is running, in this tab or another: it cannot be resumed or cancelled
+    /// until it stops.
+    #[error("transfer {id} is running {place}")]
+    Busy { id: String, place: &'static str },
 }
 
 impl NodeError {
@@ -77,6 +81,7 @@ impl NodeError {
             NodeError::Stopped { .. } => "STOPPED",
             NodeError::FileUnreadable { .. } => "FILE_UNREADABLE",
             NodeError::NoSuchTransfer { .. } => "NO_SUCH_TRANSFER",
+            NodeError::Busy { .. } => "BUSY",
         }
     }
 

@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'STOPPED'
   | 'FILE_UNREADABLE'
   | 'NO_SUCH_TRANSFER'
+  | 'BUSY'
   | 'WORKER';
 
 /** Any error from the node. */
@@ -92,6 +93,14 @@ export class NoRelaysError extends ShardwebError {
   }
 }
 
+/** The transfer is running, in this tab or another: it cannot be resumed or cancelled now. */
+export class BusyError extends ShardwebError {
+  constructor(message: string) {
+    super('BUSY', message);
+    this.name = 'BusyError';
+  }
+}
+
 /** An error as it crosses from the worker. */
 export interface WireError {
   message: string;
@@ -104,7 +113,7 @@ export interface WireError {
 const CODES: ReadonlySet<string> = new Set<ErrorCode>([
   'BAD_LINK', 'INVALID_OPTIONS', 'NO_RELAYS', 'NOT_FOUND', 'WRONG_KEY', 'NOT_ENOUGH_SHARDS',
   'CORRUPT', 'UPLOAD_FAILED', 'QUOTA_EXCEEDED', 'STORAGE', 'CRYPTO', 'UNSUPPORTED', 'STOPPED',
-  'FILE_UNREADABLE', 'NO_SUCH_TRANSFER', 'WORKER',
+  'FILE_UNREADABLE', 'NO_SUCH_TRANSFER', 'BUSY', 'WORKER',
 ]);
 
 function isCode(code: string | undefined): code is ErrorCode {
@@ -127,6 +136,8 @@ export function fromWire(e: WireError): ShardwebError {
       return new QuotaExceededError(e.message);
     case 'NO_RELAYS':
       return new NoRelaysError(e.message);
+    case 'BUSY':
+      return new BusyError(e.message);
     default:
       return new ShardwebError(code, e.message);
   }

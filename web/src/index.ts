@@ -31,6 +31,7 @@ import type {
 
 export {
   BadLinkError,
+  BusyError,
   NoRelaysError,
   NotEnoughShardsError,
   NotFoundError,
@@ -147,7 +148,11 @@ export class Node {
     return { ...result, url: this.#url(result.link) };
   }
 
-  /** Resumes an unfinished upload (see {@link Node.transfers}) after a reload. */
+  /**
+   * Resumes an unfinished upload (see {@link Node.transfers}) after a reload. One running in
+   * this tab or another is refused with `BUSY`; an id no unfinished upload has, with
+   * `NO_SUCH_TRANSFER`.
+   */
   async resume(
     transferId: string,
     options: { onProgress?: (p: Progress) => void; signal?: AbortSignal } = {},
@@ -182,8 +187,9 @@ export class Node {
 
   /**
    * Forgets an unfinished transfer and whatever it kept in this browser. A transfer that is
-   * running (`kind` ends in `:running`) is refused with `INVALID_OPTIONS`: stop it with the
-   * `signal` given to the call that runs it.
+   * running (`kind` ends in `:running`) is refused with `BUSY`: stop it with the `signal`
+   * given to the call that runs it. An id no unfinished transfer has is refused with
+   * `NO_SUCH_TRANSFER`.
    */
   async cancelTransfer(transferId: string): Promise<void> {
     await this.#call('cancelTransfer', [transferId]);
