@@ -21,7 +21,7 @@ use crate::http_shards;
 use crate::idb_store::IdbStore;
 use crate::net::{BrowserNet, Counters, HttpRoutes};
 use crate::relays::{self, Relay};
-use crate::serve::serve;
+use crate::serve::{MAX_SERVING_BYTES, serve};
 
 /// The longest wait between two attempts to reach a relay that went away.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -117,7 +117,7 @@ impl Node {
             leaving: RefCell::new(Vec::new()),
             reserving: RefCell::new(Vec::new()),
         });
-        spawn_local(serve(store, counters, incoming.requests));
+        spawn_local(serve(store, counters, incoming.requests, MAX_SERVING_BYTES));
         spawn_local(watch(Rc::downgrade(&node), incoming.events));
         let attempts = join_all(options.relays.iter().map(|url| node.connect(url))).await;
         let mut last = None;

@@ -17,9 +17,16 @@ use crate::net::Counters;
 
 /// Answers requests until the node stops, at most [`MAX_PENDING_INBOUND`] at once, so a slow
 /// read does not hold up the others; past that, requests wait in the driver's queue (as many
-/// again), and the driver refuses the rest as busy.
-pub async fn serve(store: Rc<IdbStore>, counters: Rc<Counters>, requests: mpsc::Receiver<Inbound>) {
-    let serving = Rc::new(Cell::new(0usize));
+/// again), and the driver refuses the rest as busy. The shards of all replies, from their
+/// reading until they are written to their peers, take at most `budget` bytes: what is past
+/// it is deferred to a later request (the node passes [`MAX_SERVING_BYTES`]).
+pub async fn serve(
+    store: Rc<IdbStore>,
+    counters: Rc<Counters>,
+    requests: mpsc::Receiver<Inbound>,
+    budget: usize,
+) {
+    let serving = Rc::new(Budget { left: Cell::new(budget) });
     requests
         .for_each_concurrent(MAX_PENDING_INBOUND, |request| {
             let (store, counters) = (Rc::clone(&store), Rc::clone(&counters));
@@ -28,12 +35,14 @@ pub async fn serve(store: Rc<IdbStore>, counters: Rc<Counters>, requests: mpsc::
                 Counters::add(&counters.served, 1);
                 match request {
                     Inbound::Shard { peer, request, reply } => {
-                        let response = shards(&store, &counters, &serving, request).await;
+                        // The reply's shards stay counted until they are written: a peer that
+                        // reads slowly holds its share of the budget, not more memory.
+                        let (response, _held) = shards(&store, &counters, &serving, request).await;
                         tracing::debug!(%peer, "answered a shard request");
-                        let _ = reply.send(response);
+                        reply.send(response).await;
                     }
                     Inbound::Manifest { request, reply, .. } => {
-                        let _ = reply.send(manifest(&store, request).await);
+                        reply.send(manifest(&store, request).await).await;
                     }
                 }
             }
@@ -45,50 +54,71 @@ fn internal() -> Refusal {
     Refusal { code: ErrorCode::Internal, message: "the browser's store failed".into() }
 }
 
-/// The most bytes of shards read for replies at once, whatever the number of requests: what
-/// is past it is deferred to a later request.
-const MAX_SERVING_BYTES: usize = 64 << 20;
+/// The most bytes of shards the node's replies hold at once, from their reading until they
+/// are written, whatever the number of requests: what is past it is deferred to a later
+/// request.
+pub const MAX_SERVING_BYTES: usize = 64 << 20;
 
-/// Bytes of the serving budget a request holds, given back when it is dropped.
+/// What is left of the serving budget.
+struct Budget {
+    left: Cell<usize>,
+}
+
+impl Budget {
+    /// Takes up to `wanted` bytes of what is left.
+    fn take(&self, wanted: usize) -> Reserved<'_> {
+        let bytes = wanted.min(self.left.get());
+        self.left.set(self.left.get() - bytes);
+        Reserved { budget: self, bytes }
+    }
+}
+
+/// Bytes of the serving budget a reply holds, given back when it is dropped.
 struct Reserved<'a> {
-    serving: &'a Cell<usize>,
+    budget: &'a Budget,
     bytes: usize,
+}
+
+impl Reserved<'_> {
+    /// Gives back what is past `bytes`.
+    fn shrink_to(&mut self, bytes: usize) {
+        let freed = self.bytes.saturating_sub(bytes);
+        self.budget.left.set(self.budget.left.get() + freed);
+        self.bytes -= freed;
+    }
 }
 
 impl Drop for Reserved<'_> {
     fn drop(&mut self) {
-        self.serving.set(self.serving.get() - self.bytes);
+        self.budget.left.set(self.budget.left.get() + self.bytes);
     }
 }
 
-async fn shards(
+/// The answer to a shard request, with the budget its shards hold.
+async fn shards<'a>(
     store: &IdbStore,
     counters: &Counters,
-    serving: &Cell<usize>,
+    budget: &'a Budget,
     request: ShardRequest,
-) -> ShardResponse {
-    match request {
+) -> (ShardResponse, Option<Reserved<'a>>) {
+    let response = match request {
         ShardRequest::Get(ids) => {
             // What does not fit in one reply frame, or in what is left of the budget of all
-            // replies, is not read, and is deferred to a later request.
+            // replies, is not read, and is deferred to a later request. The reply then holds
+            // only the bytes it read.
             let frame = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
-            let budget = frame.min(MAX_SERVING_BYTES - serving.get());
-            serving.set(serving.get() + budget);
-            let _reserved = Reserved { serving, bytes: budget };
-            match store.get_shards_within(&ids, budget).await {
+            let mut reserved = budget.take(frame);
+            match store.get_shards_within(&ids, reserved.bytes).await {
                 Ok(found) => {
+                    let read = found.iter().flatten().map(|b| b.len()).sum();
+                    reserved.shrink_to(read);
+                    Counters::add(&counters.bytes_out, read as u64);
                     let mut statuses: Vec<ShardStatus> = found
                         .into_iter()
-                        .map(|shard| match shard {
-                            Some(bytes) => {
-                                Counters::add(&counters.bytes_out, bytes.len() as u64);
-                                ShardStatus::Found(bytes)
-                            }
-                            None => ShardStatus::Missing,
-                        })
+                        .map(|shard| shard.map_or(ShardStatus::Missing, ShardStatus::Found))
                         .collect();
                     statuses.resize_with(ids.len(), || ShardStatus::Deferred);
-                    ShardResponse::Get(statuses)
+                    return (ShardResponse::Get(statuses), Some(reserved));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read shards to serve");
@@ -104,7 +134,8 @@ async fn shards(
             code: ErrorCode::Unauthorized,
             message: "a browser node keeps only the files its user shares or opens".into(),
         }),
-    }
+    };
+    (response, None)
 }
 
 async fn manifest(store: &IdbStore, request: ManifestRequest) -> ManifestResponse {
@@ -117,5 +148,73 @@ async fn manifest(store: &IdbStore, request: ManifestRequest) -> ManifestRespons
             code: ErrorCode::Unauthorized,
             message: "a browser node keeps only the files its user shares or opens".into(),
         }),
+    }
+}
+
+#[cfg(all(test, wasm_browser))]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures::SinkExt;
+    use libp2p::PeerId;
+    use shardweb_core::codec::ShardId;
+    use shardweb_core::node::peer::Responder;
+    use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+    use super::*;
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    /// A reply's shards hold the serving budget until the driver has written them, not only
+    /// while they are read: a second request meanwhile gets what is left, the rest deferred,
+    /// and once the first reply is out the whole budget is back. A reply holds only what it
+    /// read, not the frame it could have filled.
+    #[wasm_bindgen_test]
+    async fn replies_hold_the_budget_until_they_are_written() {
+        let name = format!("shardweb-test-serve-{}", js_sys::Math::random());
+        let store = Rc::new(IdbStore::open(&name, None).await.unwrap());
+        let [a, b, c] = [1u8, 2, 3].map(|seed| {
+            let bytes: Vec<u8> = (0..1000).map(|i| (i as u8).wrapping_mul(13) ^ seed).collect();
+            (ShardId::of(&bytes), Bytes::from(bytes))
+        });
+        store.put_shards(&[a.clone(), b.clone(), c.clone()]).await.unwrap();
+        let counters = Rc::new(Counters::default());
+        let (mut requests, rx) = mpsc::channel(8);
+        wasm_bindgen_futures::spawn_local(serve(Rc::clone(&store), Rc::clone(&counters), rx, 3500));
+
+        let mut ask = async |ids: Vec<ShardId>| {
+            let (reply, answer) = Responder::new();
+            let request = ShardRequest::Get(ids);
+            let inbound = Inbound::Shard { peer: PeerId::random(), request, reply };
+            requests.send(inbound).await.unwrap();
+            answer.await.unwrap()
+        };
+        // Each shard of a reply as the id of the bytes found, or `None` for deferred.
+        let ids = |response: ShardResponse| match response {
+            ShardResponse::Get(statuses) => statuses
+                .into_iter()
+                .map(|status| match status {
+                    ShardStatus::Found(bytes) => Some(ShardId::of(&bytes)),
+                    ShardStatus::Deferred => None,
+                    other => panic!("{other:?}"),
+                })
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+
+        // Two shards of the 3500 bytes, the reply not yet written.
+        let (first, first_written) = ask(vec![a.0, b.0]).await;
+        assert_eq!(ids(first), [Some(a.0), Some(b.0)]);
+        // 1500 bytes left: one shard fits.
+        let (second, second_written) = ask(vec![c.0, a.0]).await;
+        assert_eq!(ids(second), [Some(c.0), None]);
+        drop(second_written);
+        // The first reply is out: the budget is whole again.
+        drop(first_written);
+        futures_timer::Delay::new(Duration::from_millis(20)).await;
+        let (third, _) = ask(vec![c.0, a.0]).await;
+        assert_eq!(ids(third), [Some(c.0), Some(a.0)]);
+        assert_eq!(counters.bytes_out.get(), 5000);
     }
 }

@@ -18,7 +18,9 @@ use futures::{FutureExt, SinkExt, StreamExt};
 use libp2p::core::transport::ListenerId;
 use libp2p::identity::Keypair;
 use libp2p::multiaddr::Protocol as Addr;
-use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{
+    self, InboundRequestId, OutboundRequestId, ProtocolSupport, ResponseChannel,
+};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, kad, ping, relay};
@@ -125,9 +127,38 @@ impl Behaviour {
 #[derive(Debug)]
 pub enum Inbound {
     /// A shard put, get or has.
-    Shard { peer: PeerId, request: ShardRequest, reply: oneshot::Sender<ShardResponse> },
+    Shard { peer: PeerId, request: ShardRequest, reply: Responder<ShardResponse> },
     /// A manifest put or get.
-    Manifest { peer: PeerId, request: ManifestRequest, reply: oneshot::Sender<ManifestResponse> },
+    Manifest { peer: PeerId, request: ManifestRequest, reply: Responder<ManifestResponse> },
+}
+
+/// What the driver receives of a host's answer: the answer, and a sender it drops once the
+/// answer is written to the peer's stream (or the stream failed).
+pub type Answered<T> = (T, oneshot::Sender<()>);
+
+/// Where the host sends its answer to an inbound request.
+#[derive(Debug)]
+pub struct Responder<T> {
+    reply: oneshot::Sender<Answered<T>>,
+}
+
+impl<T> Responder<T> {
+    /// A responder, and the receiver its answer arrives on (the driver's end; a host's tests
+    /// play it).
+    pub fn new() -> (Self, oneshot::Receiver<Answered<T>>) {
+        let (reply, rx) = oneshot::channel();
+        (Self { reply }, rx)
+    }
+
+    /// Answers, and resolves once the answer has been written to the peer, or could not be
+    /// (the peer left, the request timed out): until then the answer's bytes are still held,
+    /// so a host that bounds the memory of its answers keeps them counted until this returns.
+    pub async fn send(self, response: T) {
+        let (written, done) = oneshot::channel();
+        if self.reply.send((response, written)).is_ok() {
+            let _ = done.await;
+        }
+    }
 }
 
 /// Something the host may want to show or act on.
@@ -189,8 +220,16 @@ pub struct Driver {
 
 /// An answer the host gave (or failed to give) to an inbound request.
 enum Answer {
-    Shard(ResponseChannel<ShardResponse>, Result<ShardResponse, oneshot::Canceled>),
-    Manifest(ResponseChannel<ManifestResponse>, Result<ManifestResponse, oneshot::Canceled>),
+    Shard(
+        InboundRequestId,
+        ResponseChannel<ShardResponse>,
+        Result<Answered<ShardResponse>, oneshot::Canceled>,
+    ),
+    Manifest(
+        InboundRequestId,
+        ResponseChannel<ManifestResponse>,
+        Result<Answered<ManifestResponse>, oneshot::Canceled>,
+    ),
 }
 
 /// Requests, dials, listens and lookups waiting for their outcome.
@@ -201,6 +240,10 @@ struct Pending {
     shards: HashMap<OutboundRequestId, Reply<ShardResponse>>,
     manifests: HashMap<OutboundRequestId, Reply<ManifestResponse>>,
     lookups: HashMap<kad::QueryId, (oneshot::Sender<Vec<PeerId>>, Vec<PeerId>)>,
+    /// Answers being written to their peers: each sender is dropped once its answer is out
+    /// (see [`Responder::send`]).
+    writing_shards: HashMap<InboundRequestId, oneshot::Sender<()>>,
+    writing_manifests: HashMap<InboundRequestId, oneshot::Sender<()>>,
 }
 
 impl Peer {
@@ -549,16 +592,20 @@ impl Driver {
                     }
                 }
                 Rr::Message {
-                    peer, message: Message::Request { request, channel, .. }, ..
+                    peer,
+                    message: Message::Request { request_id, request, channel },
+                    ..
                 } => {
-                    self.on_shard_request(peer, request, channel);
+                    self.on_shard_request(peer, request_id, request, channel);
                 }
                 Rr::OutboundFailure { request_id, error, .. } => {
                     if let Some(reply) = self.pending.shards.remove(&request_id) {
                         let _ = reply.send(Err(failure(&error)));
                     }
                 }
-                _ => {}
+                Rr::ResponseSent { request_id, .. } | Rr::InboundFailure { request_id, .. } => {
+                    self.pending.writing_shards.remove(&request_id);
+                }
             },
             SwarmEvent::Behaviour(BehaviourEvent::Manifest(event)) => match event {
                 Rr::Message { message: Message::Response { request_id, response }, .. } => {
@@ -567,16 +614,20 @@ impl Driver {
                     }
                 }
                 Rr::Message {
-                    peer, message: Message::Request { request, channel, .. }, ..
+                    peer,
+                    message: Message::Request { request_id, request, channel },
+                    ..
                 } => {
-                    self.on_manifest_request(peer, request, channel);
+                    self.on_manifest_request(peer, request_id, request, channel);
                 }
                 Rr::OutboundFailure { request_id, error, .. } => {
                     if let Some(reply) = self.pending.manifests.remove(&request_id) {
                         let _ = reply.send(Err(failure(&error)));
                     }
                 }
-                _ => {}
+                Rr::ResponseSent { request_id, .. } | Rr::InboundFailure { request_id, .. } => {
+                    self.pending.writing_manifests.remove(&request_id);
+                }
             },
             SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
@@ -613,6 +664,7 @@ impl Driver {
     fn on_shard_request(
         &mut self,
         peer: PeerId,
+        id: InboundRequestId,
         request: crate::protocol::Incoming<ShardRequest>,
         channel: ResponseChannel<ShardResponse>,
     ) {
@@ -624,9 +676,9 @@ impl Driver {
                 return;
             }
         };
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Responder::new();
         match self.requests.try_send(Inbound::Shard { peer, request, reply }) {
-            Ok(()) => self.answers.push(rx.map(move |r| Answer::Shard(channel, r)).boxed()),
+            Ok(()) => self.answers.push(rx.map(move |r| Answer::Shard(id, channel, r)).boxed()),
             Err(e) => {
                 let refused = ShardResponse::Refused(busy(e.is_full()));
                 let _ = self.swarm.behaviour_mut().shard.send_response(channel, refused);
@@ -637,6 +689,7 @@ impl Driver {
     fn on_manifest_request(
         &mut self,
         peer: PeerId,
+        id: InboundRequestId,
         request: crate::protocol::Incoming<ManifestRequest>,
         channel: ResponseChannel<ManifestResponse>,
     ) {
@@ -648,9 +701,9 @@ impl Driver {
                 return;
             }
         };
-        let (reply, rx) = oneshot::channel();
+        let (reply, rx) = Responder::new();
         match self.requests.try_send(Inbound::Manifest { peer, request, reply }) {
-            Ok(()) => self.answers.push(rx.map(move |r| Answer::Manifest(channel, r)).boxed()),
+            Ok(()) => self.answers.push(rx.map(move |r| Answer::Manifest(id, channel, r)).boxed()),
             Err(e) => {
                 let refused = ManifestResponse::Refused(busy(e.is_full()));
                 let _ = self.swarm.behaviour_mut().manifest.send_response(channel, refused);
@@ -658,16 +711,32 @@ impl Driver {
         }
     }
 
+    /// Hands the host's answer to the swarm, and keeps the sender that tells the host when
+    /// it is written (a channel the request already failed on drops it at once).
     fn answer(&mut self, answer: Answer) {
-        let behaviour = self.swarm.behaviour_mut();
+        let (behaviour, pending) = (self.swarm.behaviour_mut(), &mut self.pending);
         match answer {
-            Answer::Shard(channel, response) => {
-                let response = response.unwrap_or_else(|_| ShardResponse::Refused(internal()));
-                let _ = behaviour.shard.send_response(channel, response);
+            Answer::Shard(id, channel, answered) => {
+                let (response, written) = match answered {
+                    Ok((response, written)) => (response, Some(written)),
+                    Err(_) => (ShardResponse::Refused(internal()), None),
+                };
+                if behaviour.shard.send_response(channel, response).is_ok()
+                    && let Some(written) = written
+                {
+                    pending.writing_shards.insert(id, written);
+                }
             }
-            Answer::Manifest(channel, response) => {
-                let response = response.unwrap_or_else(|_| ManifestResponse::Refused(internal()));
-                let _ = behaviour.manifest.send_response(channel, response);
+            Answer::Manifest(id, channel, answered) => {
+                let (response, written) = match answered {
+                    Ok((response, written)) => (response, Some(written)),
+                    Err(_) => (ManifestResponse::Refused(internal()), None),
+                };
+                if behaviour.manifest.send_response(channel, response).is_ok()
+                    && let Some(written) = written
+                {
+                    pending.writing_manifests.insert(id, written);
+                }
             }
         }
     }
