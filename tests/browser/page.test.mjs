@@ -138,8 +138,18 @@ test('a download cancelled in the browser stops fetching, and can be saved again
   await page.goto(`${relay.url}/`);
   const forget = page.getByRole('button', { name: 'Forget the download of talk.bin' });
   await forget.waitFor({ timeout: 30_000 });
+  // Another tab forgets it first; this tab's Forget then finds nothing left to forget, and
+  // takes the row off all the same, with no error.
+  const other = await page.context().newPage();
+  await other.goto(`${relay.url}/`);
+  const otherForget = other.getByRole('button', { name: 'Forget the download of talk.bin' });
+  await otherForget.waitFor({ timeout: 30_000 });
+  await otherForget.click();
+  await otherForget.waitFor({ state: 'detached', timeout: 10_000 });
+  await other.close();
   await forget.click();
   await forget.waitFor({ state: 'detached', timeout: 10_000 });
+  assert.doesNotMatch(await page.getByTestId('status').textContent(), /error/);
   await page.reload();
   assert.match(await status(page, /^Ready|^error/), /^Ready/);
   // The page lists interrupted transfers just after it is ready: give it time to.
