@@ -358,11 +358,12 @@ async function refreshFiles() {
     li.querySelector('.remove').addEventListener('click', async () => {
       try {
         await node.remove(f.manifestId);
-        say(`${f.name} removed from this browser.`);
-        refresh();
       } catch (e) {
-        fail(e);
+        // Removed meanwhile (in another tab, say): it is gone all the same.
+        if (e.code !== 'NOT_FOUND') return fail(e);
       }
+      say(`${f.name} removed from this browser.`);
+      refresh();
     });
     list.append(li);
   }

@@ -646,6 +646,11 @@ test('a shard two files share stays until neither needs it: a cancel or a remove
     const two = await window.node.put(second, { ...opts, local: true });
     await window.node.cancelTransfer(interrupted.id);
     await window.node.remove(one.manifestId);
+    // Removed already: nothing is left to remove.
+    const again = await window.node.remove(one.manifestId).then(
+      () => 'removed',
+      (e) => ({ code: e.code, name: e.name }),
+    );
     // Read back with no relay: only this browser's store can answer.
     await window.node.stop();
     const offline = await window.shardweb.Node.start({ relays: [] });
@@ -658,8 +663,9 @@ test('a shard two files share stays until neither needs it: a cancel or a remove
     const unsent = await offline.put(tiny()).then(() => 'stored', (e) => e.code);
     const records = (await offline.transfers()).length;
     await offline.stop();
-    return { failed, interrupted: interrupted?.kind, keptFailed, read, expected: await sha(second), left, unsent, records };
+    return { failed, interrupted: interrupted?.kind, keptFailed, again, read, expected: await sha(second), left, unsent, records };
   });
+  assert.deepEqual(seen.again, { code: 'NOT_FOUND', name: 'NotFoundError' }, JSON.stringify(seen));
   assert.equal(seen.unsent, 'NO_RELAYS', JSON.stringify(seen));
   assert.equal(seen.records, 0, JSON.stringify(seen));
   assert.equal(seen.failed, 'UPLOAD_FAILED', JSON.stringify(seen));

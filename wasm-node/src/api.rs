@@ -292,7 +292,8 @@ impl WasmNode {
         })
     }
 
-    /// Removes a file from this browser: its record, manifest and shards.
+    /// Removes a file from this browser: its record, manifest and shards. A file this browser
+    /// does not keep is refused (`NOT_FOUND`).
     pub fn remove(&self, manifest_id: String) -> Promise {
         let node = Rc::clone(&self.inner);
         promise(async move {

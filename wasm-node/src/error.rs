@@ -23,6 +23,9 @@ pub enum NodeError {
     /// Nobody reachable has the file.
     #[error("file not found: no relay or peer has manifest {id}")]
     NotFound { id: String },
+    /// This browser does not keep the file (to remove it).
+    #[error("file not found: this browser keeps no file {id}")]
+    NotKept { id: String },
     /// The link's key is not this file's key.
     #[error("wrong key for this file")]
     WrongKey,
@@ -69,7 +72,7 @@ impl NodeError {
             NodeError::BadLink(_) => "BAD_LINK",
             NodeError::InvalidOptions { .. } => "INVALID_OPTIONS",
             NodeError::NoRelays { .. } => "NO_RELAYS",
-            NodeError::NotFound { .. } => "NOT_FOUND",
+            NodeError::NotFound { .. } | NodeError::NotKept { .. } => "NOT_FOUND",
             NodeError::WrongKey => "WRONG_KEY",
             NodeError::NotEnoughShards { .. } => "NOT_ENOUGH_SHARDS",
             NodeError::Corrupt { .. } => "CORRUPT",

@@ -9,7 +9,8 @@ use crate::idb_store::Forget;
 use crate::node::Node;
 
 /// Removes a file's record, manifest and shards from this browser; a shard another file or a
-/// transfer needs stays, and so does the manifest while a download of the file runs.
+/// transfer needs stays, and so does the manifest while a download of the file runs. A file
+/// not listed here is refused ([`NodeError::NotKept`]).
 pub async fn remove(node: &Node, manifest_id: &str) -> Result<(), NodeError> {
     let id: ManifestId = manifest_id.parse()?;
     node.store.forget(Forget::File(id)).await.map(drop)

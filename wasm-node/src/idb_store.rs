@@ -557,6 +557,9 @@ impl IdbStore {
         let running: Vec<String> = running.await.map_err(storage)?.filter_map(Result::ok).collect();
 
         let (going_file, going_transfer) = match what {
+            Forget::File(id) if !listed.contains(&id.to_string()) => {
+                return Err(NodeError::NotKept { id: id.to_string() });
+            }
             Forget::File(id) => (Some(id), None),
             Forget::Transfer { id, .. } => (None, Some(id)),
         };
@@ -1018,6 +1021,10 @@ mod tests {
         assert!(store.file(&ma.to_string()).await.unwrap().is_none());
         assert!(store.get_manifest(ma).await.unwrap().is_some());
         assert_eq!(held(&store, &a.1).await, a.1.len());
+        // Removing it again is refused, and changes nothing.
+        let again = store.forget(Forget::File(ma)).await;
+        assert!(matches!(again, Err(NodeError::NotKept { .. })), "{again:?}");
+        assert!(store.get_manifest(ma).await.unwrap().is_some());
 
         // Cancelling that download takes `a`'s shards but the shared ones and the one the
         // upload uses, and its manifest.

@@ -43,7 +43,7 @@ export class BadLinkError extends ShardwebError {
   }
 }
 
-/** No relay or peer reachable has the file. */
+/** No relay or peer reachable has the file (or, to `remove` it, this browser keeps no such file). */
 export class NotFoundError extends ShardwebError {
   constructor(message: string) {
     super('NOT_FOUND', message);

@@ -200,7 +200,10 @@ export class Node {
     return (await this.#call('files', [])) as StoredFile[];
   }
 
-  /** Removes a file from this browser (its shards and manifest; copies elsewhere remain). */
+  /**
+   * Removes a file from this browser (its shards and manifest; copies elsewhere remain). A
+   * file this browser does not keep is refused with `NOT_FOUND`.
+   */
   async remove(manifestId: string): Promise<void> {
     await this.#call('remove', [manifestId]);
   }
