@@ -355,10 +355,13 @@ async function refreshFiles() {
     li.querySelector('.copy').setAttribute('aria-label', `Copy the link to ${f.name}`);
     li.querySelector('.remove').setAttribute('aria-label', `Remove ${f.name} from this browser`);
     li.querySelector('.copy').addEventListener('click', () => navigator.clipboard.writeText(url).then(() => say('Link copied.')));
-    li.querySelector('.remove').addEventListener('click', async () => {
+    const remove = li.querySelector('.remove');
+    remove.addEventListener('click', async () => {
+      remove.disabled = true;
       try {
         await node.remove(f.manifestId);
       } catch (e) {
+        remove.disabled = false;
         // Removed meanwhile (in another tab, say): it is gone all the same.
         if (e.code !== 'NOT_FOUND') return fail(e);
       }
@@ -455,9 +458,11 @@ function interruptedRow(t, what, onContinue) {
   forget.textContent = 'Forget';
   forget.setAttribute('aria-label', `Forget the ${what === 'uploading' ? 'upload' : 'download'} of ${t.name}`);
   forget.addEventListener('click', async () => {
+    forget.disabled = true;
     try {
       await node.cancelTransfer(t.id);
     } catch (e) {
+      forget.disabled = false;
       // Finished or forgotten meanwhile (in another tab, say): there is nothing left to forget.
       if (e.code !== 'NO_SUCH_TRANSFER') return fail(e);
     }

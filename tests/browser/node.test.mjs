@@ -721,7 +721,7 @@ test('an upload running in one tab is listed as running in another, which can ne
   assert.equal(seen.kind, 'upload:running', JSON.stringify(seen));
   for (const refused of [seen.cancel, seen.resume]) {
     assert.equal(refused.code, 'BUSY', JSON.stringify(seen));
-    assert.match(refused.message, /running in another tab/);
+    assert.match(refused.message, /is running or being cancelled, in this tab or another/);
   }
   // The first tab's upload was left alone and completes.
   const put = await a.evaluate(() => window.running);

@@ -97,11 +97,13 @@ async fn run_upload(
     Ok(put_result(done))
 }
 
-/// Takes transfer `id`'s tab lock, or says that another tab runs the transfer.
+/// Takes transfer `id`'s tab lock, or says that it is held: another tab runs the transfer, or
+/// a resume or a cancel of it is under way (here or there).
 async fn hold(id: &str) -> Result<tab_lock::Held, NodeError> {
-    tab_lock::hold(id)
-        .await
-        .ok_or_else(|| NodeError::Busy { id: id.into(), place: "in another tab: stop it there" })
+    tab_lock::hold(id).await.ok_or_else(|| NodeError::Busy {
+        id: id.into(),
+        place: "or being cancelled, in this tab or another",
+    })
 }
 
 fn promise<F>(f: F) -> Promise

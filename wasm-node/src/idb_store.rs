@@ -534,7 +534,8 @@ impl IdbStore {
     /// Forgets a listed file or an unfinished transfer, and deletes the shards it leaves that
     /// nothing kept here still needs, in one transaction: another tab's write lands wholly
     /// before it (and what that write needs is seen) or wholly after it (and puts back any
-    /// shard it needs). Returns the bytes of shards freed.
+    /// shard it needs). Returns the bytes of shards freed. A file not listed here is refused
+    /// ([`NodeError::NotKept`]) before anything is written.
     ///
     /// Still needed: the shards of every file listed but the one going, of every unfinished
     /// download but the one going (through its manifest; a download of the file being removed
@@ -741,7 +742,7 @@ impl IdbStore {
 /// What [`IdbStore::forget`] takes away.
 #[derive(Debug, Clone, Copy)]
 pub enum Forget<'a> {
-    /// A listed file: its record, its manifest and its shards.
+    /// A listed file: its record, its manifest and its shards (a file not listed is refused).
     File(ManifestId),
     /// An unfinished transfer: its record and notes, and, when it kept shards here
     /// (`kept_here`), the shards it added.

@@ -11,6 +11,7 @@ use shardweb_core::protocol::{
     ErrorCode, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, Refusal, ShardRequest,
     ShardResponse, ShardStatus,
 };
+use wasm_bindgen_futures::spawn_local;
 
 use crate::idb_store::IdbStore;
 use crate::net::Counters;
@@ -26,23 +27,30 @@ pub async fn serve(
     requests: mpsc::Receiver<Inbound>,
     budget: usize,
 ) {
-    let serving = Rc::new(Budget { left: Cell::new(budget) });
+    let budget = Rc::new(Budget { left: Cell::new(budget) });
     requests
         .for_each_concurrent(MAX_PENDING_INBOUND, |request| {
             let (store, counters) = (Rc::clone(&store), Rc::clone(&counters));
-            let serving = Rc::clone(&serving);
+            let budget = Rc::clone(&budget);
             async move {
                 Counters::add(&counters.served, 1);
                 match request {
                     Inbound::Shard { peer, request, reply } => {
-                        // The reply's shards stay counted until they are written: a peer that
-                        // reads slowly holds its share of the budget, not more memory.
-                        let (response, _held) = shards(&store, &counters, &serving, request).await;
+                        let (response, held) = shards(&store, &counters, &budget, request).await;
                         tracing::debug!(%peer, "answered a shard request");
-                        reply.send(response).await;
+                        match held {
+                            // The reply's shards stay counted until they are written, apart
+                            // from the requests being answered: a peer that reads slowly holds
+                            // its share of the budget, and neither more memory nor a slot.
+                            Some(held) => spawn_local(async move {
+                                reply.send(response).await;
+                                drop(held);
+                            }),
+                            None => reply.answer(response),
+                        }
                     }
                     Inbound::Manifest { request, reply, .. } => {
-                        reply.send(manifest(&store, request).await).await;
+                        reply.answer(manifest(&store, request).await);
                     }
                 }
             }
@@ -64,22 +72,20 @@ struct Budget {
     left: Cell<usize>,
 }
 
-impl Budget {
-    /// Takes up to `wanted` bytes of what is left.
-    fn take(&self, wanted: usize) -> Reserved<'_> {
-        let bytes = wanted.min(self.left.get());
-        self.left.set(self.left.get() - bytes);
-        Reserved { budget: self, bytes }
-    }
+/// Takes up to `wanted` bytes of what is left of `budget`.
+fn take(budget: &Rc<Budget>, wanted: usize) -> Reserved {
+    let bytes = wanted.min(budget.left.get());
+    budget.left.set(budget.left.get() - bytes);
+    Reserved { budget: Rc::clone(budget), bytes }
 }
 
 /// Bytes of the serving budget a reply holds, given back when it is dropped.
-struct Reserved<'a> {
-    budget: &'a Budget,
+struct Reserved {
+    budget: Rc<Budget>,
     bytes: usize,
 }
 
-impl Reserved<'_> {
+impl Reserved {
     /// Gives back what is past `bytes`.
     fn shrink_to(&mut self, bytes: usize) {
         let freed = self.bytes.saturating_sub(bytes);
@@ -88,26 +94,31 @@ impl Reserved<'_> {
     }
 }
 
-impl Drop for Reserved<'_> {
+impl Drop for Reserved {
     fn drop(&mut self) {
         self.budget.left.set(self.budget.left.get() + self.bytes);
     }
 }
 
 /// The answer to a shard request, with the budget its shards hold.
-async fn shards<'a>(
+async fn shards(
     store: &IdbStore,
     counters: &Counters,
-    budget: &'a Budget,
+    budget: &Rc<Budget>,
     request: ShardRequest,
-) -> (ShardResponse, Option<Reserved<'a>>) {
+) -> (ShardResponse, Option<Reserved>) {
     let response = match request {
         ShardRequest::Get(ids) => {
             // What does not fit in one reply frame, or in what is left of the budget of all
             // replies, is not read, and is deferred to a later request. The reply then holds
             // only the bytes it read.
             let frame = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
-            let mut reserved = budget.take(frame);
+            let mut reserved = take(budget, frame);
+            if reserved.bytes == 0 {
+                // Nothing is left: every shard is deferred, without reading any.
+                let deferred = ids.iter().map(|_| ShardStatus::Deferred).collect();
+                return (ShardResponse::Get(deferred), None);
+            }
             match store.get_shards_within(&ids, reserved.bytes).await {
                 Ok(found) => {
                     let read = found.iter().flatten().map(|b| b.len()).sum();
@@ -118,7 +129,7 @@ async fn shards<'a>(
                         .map(|shard| shard.map_or(ShardStatus::Missing, ShardStatus::Found))
                         .collect();
                     statuses.resize_with(ids.len(), || ShardStatus::Deferred);
-                    return (ShardResponse::Get(statuses), Some(reserved));
+                    return (ShardResponse::Get(statuses), (read > 0).then_some(reserved));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read shards to serve");
@@ -181,7 +192,7 @@ mod tests {
         store.put_shards(&[a.clone(), b.clone(), c.clone()]).await.unwrap();
         let counters = Rc::new(Counters::default());
         let (mut requests, rx) = mpsc::channel(8);
-        wasm_bindgen_futures::spawn_local(serve(Rc::clone(&store), Rc::clone(&counters), rx, 3500));
+        wasm_bindgen_futures::spawn_local(serve(Rc::clone(&store), Rc::clone(&counters), rx, 3000));
 
         let mut ask = async |ids: Vec<ShardId>| {
             let (reply, answer) = Responder::new();
@@ -203,18 +214,21 @@ mod tests {
             other => panic!("{other:?}"),
         };
 
-        // Two shards of the 3500 bytes, the reply not yet written.
+        // Two shards of the 3000 bytes, the reply not yet written.
         let (first, first_written) = ask(vec![a.0, b.0]).await;
         assert_eq!(ids(first), [Some(a.0), Some(b.0)]);
-        // 1500 bytes left: one shard fits.
+        // 1000 bytes left: one shard fits.
         let (second, second_written) = ask(vec![c.0, a.0]).await;
         assert_eq!(ids(second), [Some(c.0), None]);
+        // None left: every shard is deferred.
+        let (third, _) = ask(vec![b.0]).await;
+        assert_eq!(ids(third), [None]);
+        // Both replies are out: the budget is whole again.
         drop(second_written);
-        // The first reply is out: the budget is whole again.
         drop(first_written);
         futures_timer::Delay::new(Duration::from_millis(20)).await;
-        let (third, _) = ask(vec![c.0, a.0]).await;
-        assert_eq!(ids(third), [Some(c.0), Some(a.0)]);
+        let (fourth, _) = ask(vec![c.0, a.0]).await;
+        assert_eq!(ids(fourth), [Some(c.0), Some(a.0)]);
         assert_eq!(counters.bytes_out.get(), 5000);
     }
 }

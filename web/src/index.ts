@@ -150,8 +150,8 @@ export class Node {
 
   /**
    * Resumes an unfinished upload (see {@link Node.transfers}) after a reload. One running in
-   * this tab or another is refused with `BUSY`; an id no unfinished upload has, with
-   * `NO_SUCH_TRANSFER`.
+   * this tab or another is refused with `BUSY`; an id no unfinished transfer has, with
+   * `NO_SUCH_TRANSFER`; a download's id, with `INVALID_OPTIONS` (`get` its link again).
    */
   async resume(
     transferId: string,

@@ -159,6 +159,12 @@ impl<T> Responder<T> {
             let _ = done.await;
         }
     }
+
+    /// Answers, without waiting for the answer to be written (for a small one).
+    pub fn answer(self, response: T) {
+        let (written, _) = oneshot::channel();
+        let _ = self.reply.send((response, written));
+    }
 }
 
 /// Something the host may want to show or act on.
@@ -221,11 +227,13 @@ pub struct Driver {
 /// An answer the host gave (or failed to give) to an inbound request.
 enum Answer {
     Shard(
+        PeerId,
         InboundRequestId,
         ResponseChannel<ShardResponse>,
         Result<Answered<ShardResponse>, oneshot::Canceled>,
     ),
     Manifest(
+        PeerId,
         InboundRequestId,
         ResponseChannel<ManifestResponse>,
         Result<Answered<ManifestResponse>, oneshot::Canceled>,
@@ -678,7 +686,9 @@ impl Driver {
         };
         let (reply, rx) = Responder::new();
         match self.requests.try_send(Inbound::Shard { peer, request, reply }) {
-            Ok(()) => self.answers.push(rx.map(move |r| Answer::Shard(id, channel, r)).boxed()),
+            Ok(()) => {
+                self.answers.push(rx.map(move |r| Answer::Shard(peer, id, channel, r)).boxed());
+            }
             Err(e) => {
                 let refused = ShardResponse::Refused(busy(e.is_full()));
                 let _ = self.swarm.behaviour_mut().shard.send_response(channel, refused);
@@ -703,7 +713,9 @@ impl Driver {
         };
         let (reply, rx) = Responder::new();
         match self.requests.try_send(Inbound::Manifest { peer, request, reply }) {
-            Ok(()) => self.answers.push(rx.map(move |r| Answer::Manifest(id, channel, r)).boxed()),
+            Ok(()) => {
+                self.answers.push(rx.map(move |r| Answer::Manifest(peer, id, channel, r)).boxed());
+            }
             Err(e) => {
                 let refused = ManifestResponse::Refused(busy(e.is_full()));
                 let _ = self.swarm.behaviour_mut().manifest.send_response(channel, refused);
@@ -712,28 +724,32 @@ impl Driver {
     }
 
     /// Hands the host's answer to the swarm, and keeps the sender that tells the host when
-    /// it is written (a channel the request already failed on drops it at once).
+    /// it is written until the swarm says so. A request that already failed (its channel
+    /// closed, or its connection's failure already reported) drops the sender at once: no
+    /// event would come for it.
     fn answer(&mut self, answer: Answer) {
         let (behaviour, pending) = (self.swarm.behaviour_mut(), &mut self.pending);
         match answer {
-            Answer::Shard(id, channel, answered) => {
+            Answer::Shard(peer, id, channel, answered) => {
                 let (response, written) = match answered {
                     Ok((response, written)) => (response, Some(written)),
                     Err(_) => (ShardResponse::Refused(internal()), None),
                 };
                 if behaviour.shard.send_response(channel, response).is_ok()
-                    && let Some(written) = written
+                    && behaviour.shard.is_pending_inbound(&peer, &id)
+                    && let Some(written) = written.filter(|w| !w.is_canceled())
                 {
                     pending.writing_shards.insert(id, written);
                 }
             }
-            Answer::Manifest(id, channel, answered) => {
+            Answer::Manifest(peer, id, channel, answered) => {
                 let (response, written) = match answered {
                     Ok((response, written)) => (response, Some(written)),
                     Err(_) => (ManifestResponse::Refused(internal()), None),
                 };
                 if behaviour.manifest.send_response(channel, response).is_ok()
-                    && let Some(written) = written
+                    && behaviour.manifest.is_pending_inbound(&peer, &id)
+                    && let Some(written) = written.filter(|w| !w.is_canceled())
                 {
                     pending.writing_manifests.insert(id, written);
                 }
