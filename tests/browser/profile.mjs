@@ -5,12 +5,14 @@
 // /tmp/shardweb-profile-<put|get>-<worker>.cpuprofile (open them in Chromium's DevTools).
 //
 //   cargo build --release -p shardweb && ./scripts/build-web
-//   node tests/browser/profile.mjs [--mib 256] [--keep] [--no-resumable] [--libp2p] [--top 30] [--cpu-only]
+//   node tests/browser/profile.mjs [--mib 256] [--keep] [--local] [--no-resumable] [--libp2p] [--top 30] [--cpu-only]
 //
 // --libp2p: the put and the get take every shard over libp2p (`shardsOverHttp: false`) instead
 // of over the relay's HTTP. --no-resumable: the put keeps no copy of the file (`resumable:
-// false`). --cpu-only: only the CPU time of each process and thread, without
-// the sampling profiler (which slows the workers it samples).
+// false`). --local: the put keeps the file in the writer's browser only (`local: true`: no
+// shard goes to the relay), and the get reads it from there through the relay circuit.
+// --cpu-only: only the CPU time of each process and thread, without the sampling profiler
+// (which slows the workers it samples).
 
 import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     mib: { type: 'string', default: '256' },
     keep: { type: 'boolean', default: false },
     'no-resumable': { type: 'boolean', default: false },
+    local: { type: 'boolean', default: false },
     'segment-kib': { type: 'string', default: '' },
     libp2p: { type: 'boolean', default: false },
     top: { type: 'string', default: '30' },
@@ -180,7 +183,7 @@ async function main() {
   cleanups.push(() => server.close());
   const sink = `http://127.0.0.1:${server.address().port}`;
   const port = await freePort();
-  const page = `${relay.url}/bench/profile.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&keep=${values.keep ? 1 : 0}&http=${values.libp2p ? 0 : 1}&resumable=${values['no-resumable'] ? 0 : 1}&segment=${values['segment-kib']}`;
+  const page = `${relay.url}/bench/profile.html?sink=${encodeURIComponent(sink)}&mib=${values.mib}&keep=${values.keep ? 1 : 0}&http=${values.libp2p ? 0 : 1}&resumable=${values['no-resumable'] ? 0 : 1}&segment=${values['segment-kib']}&local=${values.local ? 1 : 0}`;
   const chromium = spawn(
     process.env.CHROMIUM ?? '/usr/bin/chromium',
     [
