@@ -1,11 +1,13 @@
 //! Answering other peers: a browser node serves the shards and manifests it holds, so that a
 //! file stays reachable through it (over a relay circuit) while its tab is open.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
+use libp2p::PeerId;
 use shardweb_core::node::peer::{Inbound, MAX_PENDING_INBOUND};
 use shardweb_core::protocol::{
     ErrorCode, MAX_FRAME_BYTES, ManifestRequest, ManifestResponse, Refusal, ShardRequest,
@@ -19,15 +21,20 @@ use crate::net::Counters;
 /// Answers requests until the node stops, at most [`MAX_PENDING_INBOUND`] at once, so a slow
 /// read does not hold up the others; past that, requests wait in the driver's queue (as many
 /// again), and the driver refuses the rest as busy. The shards of all replies, from their
-/// reading until they are written to their peers, take at most `budget` bytes: what is past
-/// it is deferred to a later request (the node passes [`MAX_SERVING_BYTES`]).
+/// reading until they are written to their peers, take at most `budget` bytes, and those of
+/// one peer's replies at most half of it: what is past either is deferred to a later request
+/// (the node passes [`MAX_SERVING_BYTES`]).
 pub async fn serve(
     store: Rc<IdbStore>,
     counters: Rc<Counters>,
     requests: mpsc::Receiver<Inbound>,
     budget: usize,
 ) {
-    let budget = Rc::new(Budget { left: Cell::new(budget) });
+    let budget = Rc::new(Budget {
+        left: Cell::new(budget),
+        per_peer: budget / 2,
+        peers: RefCell::default(),
+    });
     requests
         .for_each_concurrent(MAX_PENDING_INBOUND, |request| {
             let (store, counters) = (Rc::clone(&store), Rc::clone(&counters));
@@ -36,7 +43,8 @@ pub async fn serve(
                 Counters::add(&counters.served, 1);
                 match request {
                     Inbound::Shard { peer, request, reply } => {
-                        let (response, held) = shards(&store, &counters, &budget, request).await;
+                        let (response, held) =
+                            shards(&store, &counters, &budget, peer, request).await;
                         tracing::debug!(%peer, "answered a shard request");
                         match held {
                             // The reply's shards stay counted until they are written, apart
@@ -67,21 +75,45 @@ fn internal() -> Refusal {
 /// request.
 pub const MAX_SERVING_BYTES: usize = 64 << 20;
 
-/// What is left of the serving budget.
+/// What is left of the serving budget, and what each peer's replies hold of it.
 struct Budget {
     left: Cell<usize>,
+    /// The most one peer's replies hold: a peer that asks much and reads nothing (until its
+    /// requests time out) leaves the other half to the others.
+    per_peer: usize,
+    peers: RefCell<HashMap<PeerId, usize>>,
 }
 
-/// Takes up to `wanted` bytes of what is left of `budget`.
-fn take(budget: &Rc<Budget>, wanted: usize) -> Reserved {
-    let bytes = wanted.min(budget.left.get());
-    budget.left.set(budget.left.get() - bytes);
-    Reserved { budget: Rc::clone(budget), bytes }
+impl Budget {
+    /// Adds `bytes` to what `peer` holds (a negative change when `give_back`).
+    fn change(&self, peer: PeerId, bytes: usize, give_back: bool) {
+        let mut peers = self.peers.borrow_mut();
+        let held = peers.entry(peer).or_default();
+        if give_back {
+            *held -= bytes;
+            self.left.set(self.left.get() + bytes);
+        } else {
+            *held += bytes;
+            self.left.set(self.left.get() - bytes);
+        }
+        if *held == 0 {
+            peers.remove(&peer);
+        }
+    }
+}
+
+/// Takes for `peer` up to `wanted` bytes of what is left of `budget`, and of its share.
+fn take(budget: &Rc<Budget>, peer: PeerId, wanted: usize) -> Reserved {
+    let held = budget.peers.borrow().get(&peer).copied().unwrap_or(0);
+    let bytes = wanted.min(budget.left.get()).min(budget.per_peer.saturating_sub(held));
+    budget.change(peer, bytes, false);
+    Reserved { budget: Rc::clone(budget), peer, bytes }
 }
 
 /// Bytes of the serving budget a reply holds, given back when it is dropped.
 struct Reserved {
     budget: Rc<Budget>,
+    peer: PeerId,
     bytes: usize,
 }
 
@@ -89,14 +121,14 @@ impl Reserved {
     /// Gives back what is past `bytes`.
     fn shrink_to(&mut self, bytes: usize) {
         let freed = self.bytes.saturating_sub(bytes);
-        self.budget.left.set(self.budget.left.get() + freed);
+        self.budget.change(self.peer, freed, true);
         self.bytes -= freed;
     }
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        self.budget.left.set(self.budget.left.get() + self.bytes);
+        self.budget.change(self.peer, self.bytes, true);
     }
 }
 
@@ -105,15 +137,16 @@ async fn shards(
     store: &IdbStore,
     counters: &Counters,
     budget: &Rc<Budget>,
+    peer: PeerId,
     request: ShardRequest,
 ) -> (ShardResponse, Option<Reserved>) {
     let response = match request {
         ShardRequest::Get(ids) => {
-            // What does not fit in one reply frame, or in what is left of the budget of all
-            // replies, is not read, and is deferred to a later request. The reply then holds
-            // only the bytes it read.
+            // What does not fit in one reply frame, in what is left of the budget of all
+            // replies, or in the peer's share of it, is not read, and is deferred to a later
+            // request. The reply then holds only the bytes it read.
             let frame = MAX_FRAME_BYTES.saturating_sub(3 + 5 * ids.len());
-            let mut reserved = take(budget, frame);
+            let mut reserved = take(budget, peer, frame);
             if reserved.bytes == 0 {
                 // Nothing is left: every shard is deferred, without reading any.
                 let deferred = ids.iter().map(|_| ShardStatus::Deferred).collect();
@@ -178,9 +211,9 @@ mod tests {
     wasm_bindgen_test_configure!(run_in_browser);
 
     /// A reply's shards hold the serving budget until the driver has written them, not only
-    /// while they are read: a second request meanwhile gets what is left, the rest deferred,
-    /// and once the first reply is out the whole budget is back. A reply holds only what it
-    /// read, not the frame it could have filled.
+    /// while they are read, and only the bytes read, not the frame they could have filled;
+    /// one peer's replies hold at most half of it. Once the replies are out, the whole budget
+    /// is back.
     #[wasm_bindgen_test]
     async fn replies_hold_the_budget_until_they_are_written() {
         let name = format!("shardweb-test-serve-{}", js_sys::Math::random());
@@ -192,13 +225,12 @@ mod tests {
         store.put_shards(&[a.clone(), b.clone(), c.clone()]).await.unwrap();
         let counters = Rc::new(Counters::default());
         let (mut requests, rx) = mpsc::channel(8);
-        wasm_bindgen_futures::spawn_local(serve(Rc::clone(&store), Rc::clone(&counters), rx, 3000));
+        wasm_bindgen_futures::spawn_local(serve(Rc::clone(&store), Rc::clone(&counters), rx, 4000));
 
-        let mut ask = async |ids: Vec<ShardId>| {
+        let mut ask = async |peer: PeerId, ids: Vec<ShardId>| {
             let (reply, answer) = Responder::new();
             let request = ShardRequest::Get(ids);
-            let inbound = Inbound::Shard { peer: PeerId::random(), request, reply };
-            requests.send(inbound).await.unwrap();
+            requests.send(Inbound::Shard { peer, request, reply }).await.unwrap();
             answer.await.unwrap()
         };
         // Each shard of a reply as the id of the bytes found, or `None` for deferred.
@@ -213,22 +245,25 @@ mod tests {
                 .collect::<Vec<_>>(),
             other => panic!("{other:?}"),
         };
+        let [one, two, three] = [(); 3].map(|_| PeerId::random());
 
-        // Two shards of the 3000 bytes, the reply not yet written.
-        let (first, first_written) = ask(vec![a.0, b.0]).await;
-        assert_eq!(ids(first), [Some(a.0), Some(b.0)]);
-        // 1000 bytes left: one shard fits.
-        let (second, second_written) = ask(vec![c.0, a.0]).await;
+        // 4000 bytes in all, 2000 a peer. The replies below are not written until said.
+        let (first, first_written) = ask(one, vec![a.0]).await;
+        assert_eq!(ids(first), [Some(a.0)]);
+        // The first reply holds the 1000 bytes it read: its peer's share has room for one more.
+        let (second, second_written) = ask(one, vec![c.0, b.0]).await;
         assert_eq!(ids(second), [Some(c.0), None]);
-        // None left: every shard is deferred.
-        let (third, _) = ask(vec![b.0]).await;
-        assert_eq!(ids(third), [None]);
-        // Both replies are out: the budget is whole again.
-        drop(second_written);
-        drop(first_written);
+        // Another peer has its own share, and takes the 2000 bytes left.
+        let (third, third_written) = ask(two, vec![b.0, a.0, c.0]).await;
+        assert_eq!(ids(third), [Some(b.0), Some(a.0), None]);
+        // None left for anyone while those replies are unwritten.
+        let (fourth, _) = ask(three, vec![a.0]).await;
+        assert_eq!(ids(fourth), [None]);
+        // All out: the budget is whole again.
+        drop((first_written, second_written, third_written));
         futures_timer::Delay::new(Duration::from_millis(20)).await;
-        let (fourth, _) = ask(vec![c.0, a.0]).await;
-        assert_eq!(ids(fourth), [Some(c.0), Some(a.0)]);
-        assert_eq!(counters.bytes_out.get(), 5000);
+        let (fifth, _) = ask(three, vec![c.0, a.0]).await;
+        assert_eq!(ids(fifth), [Some(c.0), Some(a.0)]);
+        assert_eq!(counters.bytes_out.get(), 6000);
     }
 }
