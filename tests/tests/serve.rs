@@ -2,22 +2,23 @@
 //! reaches the asker, and the host learns when its answer has left, or could not, so that it
 //! can bound the memory of the answers it holds.
 
-use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, StreamProtocol, SwarmBuilder, identity::Keypair, noise, tcp};
+use libp2p::{Multiaddr, SwarmBuilder, identity::Keypair, noise, tcp};
 use shardweb_core::ShardId;
 use shardweb_core::node::peer::{self, Inbound, Peer};
 use shardweb_core::node::{Fetched, Network, mux};
 use shardweb_core::protocol::{ShardRequest, ShardResponse, ShardStatus};
 use tokio::sync::Semaphore;
+
+use raw::RawCodec;
+
+mod raw;
 
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -95,93 +96,17 @@ async fn an_answer_to_a_peer_that_left_is_let_go() {
     server.stop().await;
 }
 
-/// Raw frames, with replies read only once the gate opens: an asker that is slow to read.
-#[derive(Clone)]
-struct GatedCodec {
-    gate: Arc<Semaphore>,
-}
-
-impl request_response::Codec for GatedCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        _: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        Err(io::Error::other("this peer takes no requests"))
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        self.gate.acquire().await.map_err(io::Error::other)?.forget();
-        let mut buf = Vec::new();
-        io.take(64 << 20).read_to_end(&mut buf).await?;
-        Ok(buf)
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()> {
-        io.write_all(&req).await?;
-        io.close().await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        _: &mut T,
-        _: Vec<u8>,
-    ) -> io::Result<()> {
-        Err(io::Error::other("this peer takes no requests"))
-    }
-}
-
 #[tokio::test]
 async fn the_host_learns_its_answer_left_only_once_the_asker_has_read_it() {
     let (server, mut requests, addr) = start(true).await;
     let gate = Arc::new(Semaphore::new(0));
-    let codec = GatedCodec { gate: Arc::clone(&gate) };
-    let mut asker = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, mux::config)
-        .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                codec,
-                [(StreamProtocol::new("/shardweb/shard/1"), ProtocolSupport::Outbound)],
-                request_response::Config::default().with_request_timeout(WITHIN),
-            )
-        })
-        .unwrap()
-        .build();
+    let mut asker = raw::asker(RawCodec { gate: Some(Arc::clone(&gate)) }, WITHIN);
     asker.dial(addr.with(Protocol::P2p(server.id()))).unwrap();
     // Larger than a stream's flow-control window: it cannot all be sent before it is read.
     let shard = Bytes::from(vec![9u8; 4 << 20]);
     let id = ShardId::of(&shard);
     asker.behaviour_mut().send_request(&server.id(), ShardRequest::Get(vec![id]).encode());
-    let reply = tokio::spawn(async move {
-        loop {
-            match asker.select_next_some().await {
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { response, .. },
-                    ..
-                }) => break Ok(response),
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                    error, ..
-                }) => break Err(error.to_string()),
-                _ => {}
-            }
-        }
-    });
+    let reply = tokio::spawn(async move { raw::next_reply(&mut asker).await });
 
     let (_, responder) = next_get(&mut requests).await;
     let answer = ShardResponse::Get(vec![ShardStatus::Found(shard.clone())]);

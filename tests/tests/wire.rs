@@ -2,104 +2,29 @@
 //! oversized frames and asks for corrupt shards; the relay refuses with typed errors, never
 //! serves a corrupt shard, and keeps serving.
 
-use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use libp2p::request_response::{self, ProtocolSupport};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, StreamProtocol, noise, tcp, yamux};
+use libp2p::{Multiaddr, PeerId};
 use shardweb_core::ShardId;
 use shardweb_core::protocol::{ErrorCode, ShardRequest, ShardResponse, ShardStatus};
 use shardweb_tests::{Relay, get, put, random_file};
 
-/// Sends and receives raw frames, with no validation of its own.
-#[derive(Clone, Default)]
-struct RawCodec;
+use raw::RawCodec;
 
-impl request_response::Codec for RawCodec {
-    type Protocol = StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        io.read_to_end(&mut buf).await?;
-        Ok(buf)
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<Vec<u8>> {
-        let mut buf = Vec::new();
-        io.take(64 << 20).read_to_end(&mut buf).await?;
-        Ok(buf)
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        req: Vec<u8>,
-    ) -> io::Result<()> {
-        io.write_all(&req).await?;
-        io.close().await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        res: Vec<u8>,
-    ) -> io::Result<()> {
-        io.write_all(&res).await?;
-        io.close().await
-    }
-}
+mod raw;
 
 async fn exchange(relay: &Relay, frames: Vec<Vec<u8>>) -> Vec<Result<ShardResponse, String>> {
     let addr: Multiaddr = relay.addr("tcp").parse().unwrap();
     let peer: PeerId = relay.info().unwrap()["peer_id"].as_str().unwrap().parse().unwrap();
-    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
-        .unwrap()
-        .with_behaviour(|_| {
-            request_response::Behaviour::with_codec(
-                RawCodec,
-                [(StreamProtocol::new("/shardweb/shard/1"), ProtocolSupport::Outbound)],
-                request_response::Config::default().with_request_timeout(Duration::from_secs(60)),
-            )
-        })
-        .unwrap()
-        .build();
+    let mut swarm = raw::asker(RawCodec::default(), Duration::from_secs(60));
     swarm.dial(addr).unwrap();
     let mut replies = Vec::new();
     for frame in frames {
         swarm.behaviour_mut().send_request(&peer, frame);
-        let reply = loop {
-            match swarm.select_next_some().await {
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { response, .. },
-                    ..
-                }) => {
-                    break ShardResponse::decode(Bytes::from(response)).map_err(|e| e.to_string());
-                }
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                    error, ..
-                }) => {
-                    break Err(error.to_string());
-                }
-                _ => {}
-            }
-        };
+        let reply = raw::next_reply(&mut swarm).await.and_then(|response| {
+            ShardResponse::decode(Bytes::from(response)).map_err(|e| e.to_string())
+        });
         replies.push(reply);
     }
     replies

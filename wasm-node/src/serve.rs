@@ -85,28 +85,29 @@ struct Budget {
 }
 
 impl Budget {
-    /// Adds `bytes` to what `peer` holds (a negative change when `give_back`).
-    fn change(&self, peer: PeerId, bytes: usize, give_back: bool) {
+    /// Gives back `bytes` that `peer`'s replies held.
+    fn give_back(&self, peer: PeerId, bytes: usize) {
         let mut peers = self.peers.borrow_mut();
-        let held = peers.entry(peer).or_default();
-        if give_back {
+        if let Some(held) = peers.get_mut(&peer) {
             *held -= bytes;
-            self.left.set(self.left.get() + bytes);
-        } else {
-            *held += bytes;
-            self.left.set(self.left.get() - bytes);
+            if *held == 0 {
+                peers.remove(&peer);
+            }
         }
-        if *held == 0 {
-            peers.remove(&peer);
-        }
+        self.left.set(self.left.get() + bytes);
     }
 }
 
 /// Takes for `peer` up to `wanted` bytes of what is left of `budget`, and of its share.
 fn take(budget: &Rc<Budget>, peer: PeerId, wanted: usize) -> Reserved {
-    let held = budget.peers.borrow().get(&peer).copied().unwrap_or(0);
-    let bytes = wanted.min(budget.left.get()).min(budget.per_peer.saturating_sub(held));
-    budget.change(peer, bytes, false);
+    let mut peers = budget.peers.borrow_mut();
+    let held = peers.entry(peer).or_default();
+    let bytes = wanted.min(budget.left.get()).min(budget.per_peer - *held);
+    *held += bytes;
+    if *held == 0 {
+        peers.remove(&peer);
+    }
+    budget.left.set(budget.left.get() - bytes);
     Reserved { budget: Rc::clone(budget), peer, bytes }
 }
 
@@ -121,14 +122,14 @@ impl Reserved {
     /// Gives back what is past `bytes`.
     fn shrink_to(&mut self, bytes: usize) {
         let freed = self.bytes.saturating_sub(bytes);
-        self.budget.change(self.peer, freed, true);
+        self.budget.give_back(self.peer, freed);
         self.bytes -= freed;
     }
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        self.budget.change(self.peer, self.bytes, true);
+        self.budget.give_back(self.peer, self.bytes);
     }
 }
 

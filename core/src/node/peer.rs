@@ -226,18 +226,16 @@ pub struct Driver {
 
 /// An answer the host gave (or failed to give) to an inbound request.
 enum Answer {
-    Shard(
-        PeerId,
-        InboundRequestId,
-        ResponseChannel<ShardResponse>,
-        Result<Answered<ShardResponse>, oneshot::Canceled>,
-    ),
-    Manifest(
-        PeerId,
-        InboundRequestId,
-        ResponseChannel<ManifestResponse>,
-        Result<Answered<ManifestResponse>, oneshot::Canceled>,
-    ),
+    Shard(HostAnswer<ShardResponse>),
+    Manifest(HostAnswer<ManifestResponse>),
+}
+
+/// The host's answer to inbound request `id` from `peer`, to go out on `channel`.
+struct HostAnswer<T> {
+    peer: PeerId,
+    id: InboundRequestId,
+    channel: ResponseChannel<T>,
+    answered: Result<Answered<T>, oneshot::Canceled>,
 }
 
 /// Requests, dials, listens and lookups waiting for their outcome.
@@ -687,7 +685,9 @@ impl Driver {
         let (reply, rx) = Responder::new();
         match self.requests.try_send(Inbound::Shard { peer, request, reply }) {
             Ok(()) => {
-                self.answers.push(rx.map(move |r| Answer::Shard(peer, id, channel, r)).boxed());
+                let answer = rx
+                    .map(move |answered| Answer::Shard(HostAnswer { peer, id, channel, answered }));
+                self.answers.push(answer.boxed());
             }
             Err(e) => {
                 let refused = ShardResponse::Refused(busy(e.is_full()));
@@ -714,7 +714,10 @@ impl Driver {
         let (reply, rx) = Responder::new();
         match self.requests.try_send(Inbound::Manifest { peer, request, reply }) {
             Ok(()) => {
-                self.answers.push(rx.map(move |r| Answer::Manifest(peer, id, channel, r)).boxed());
+                let answer = rx.map(move |answered| {
+                    Answer::Manifest(HostAnswer { peer, id, channel, answered })
+                });
+                self.answers.push(answer.boxed());
             }
             Err(e) => {
                 let refused = ManifestResponse::Refused(busy(e.is_full()));
@@ -723,38 +726,45 @@ impl Driver {
         }
     }
 
-    /// Hands the host's answer to the swarm, and keeps the sender that tells the host when
-    /// it is written until the swarm says so. A request that already failed (its channel
-    /// closed, or its connection's failure already reported) drops the sender at once: no
-    /// event would come for it.
     fn answer(&mut self, answer: Answer) {
         let (behaviour, pending) = (self.swarm.behaviour_mut(), &mut self.pending);
         match answer {
-            Answer::Shard(peer, id, channel, answered) => {
-                let (response, written) = match answered {
-                    Ok((response, written)) => (response, Some(written)),
-                    Err(_) => (ShardResponse::Refused(internal()), None),
-                };
-                if behaviour.shard.send_response(channel, response).is_ok()
-                    && behaviour.shard.is_pending_inbound(&peer, &id)
-                    && let Some(written) = written.filter(|w| !w.is_canceled())
-                {
-                    pending.writing_shards.insert(id, written);
-                }
+            Answer::Shard(answer) => {
+                hand_over(&mut behaviour.shard, &mut pending.writing_shards, answer, || {
+                    ShardResponse::Refused(internal())
+                })
             }
-            Answer::Manifest(peer, id, channel, answered) => {
-                let (response, written) = match answered {
-                    Ok((response, written)) => (response, Some(written)),
-                    Err(_) => (ManifestResponse::Refused(internal()), None),
-                };
-                if behaviour.manifest.send_response(channel, response).is_ok()
-                    && behaviour.manifest.is_pending_inbound(&peer, &id)
-                    && let Some(written) = written.filter(|w| !w.is_canceled())
-                {
-                    pending.writing_manifests.insert(id, written);
-                }
+            Answer::Manifest(answer) => {
+                hand_over(&mut behaviour.manifest, &mut pending.writing_manifests, answer, || {
+                    ManifestResponse::Refused(internal())
+                })
             }
         }
+    }
+}
+
+/// Hands the host's answer to the swarm (`refused()` when the host gave none), and keeps in
+/// `writing` the sender that tells the host when it is written, until the swarm says so. A
+/// request that already failed (its channel closed, or its connection's failure already
+/// reported) drops the sender at once: no event would come for it.
+fn hand_over<C>(
+    rr: &mut request_response::Behaviour<C>,
+    writing: &mut HashMap<InboundRequestId, oneshot::Sender<()>>,
+    answer: HostAnswer<C::Response>,
+    refused: impl FnOnce() -> C::Response,
+) where
+    C: request_response::Codec + Clone + Send + 'static,
+{
+    let HostAnswer { peer, id, channel, answered } = answer;
+    let (response, written) = match answered {
+        Ok((response, written)) => (response, Some(written)),
+        Err(_) => (refused(), None),
+    };
+    if rr.send_response(channel, response).is_ok()
+        && rr.is_pending_inbound(&peer, &id)
+        && let Some(written) = written.filter(|w| !w.is_canceled())
+    {
+        writing.insert(id, written);
     }
 }
 
