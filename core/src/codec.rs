@@ -17,7 +17,7 @@ mod shard;
 
 pub use decoder::{DEFAULT_WINDOW, Decoder, SealedSegment};
 pub use encoder::{Encoded, Encoder};
-pub use erasure::{RecoveryScratch, Stripe, StripeDecoder, StripeEncoder};
+pub use erasure::{ErasureEngine, RecoveryScratch, Stripe, StripeDecoder, StripeEncoder};
 pub use layout::Layout;
 pub use params::{DEFAULT_SEGMENT_SIZE, MAX_SEGMENT_SIZE, MAX_SHARDS, MIN_SEGMENT_SIZE, Params};
 pub use seal::{

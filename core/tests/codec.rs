@@ -426,3 +426,53 @@ fn a_read_error_stops_the_encoder_with_a_typed_error() {
     }
     assert!(matches!(encoder.read(&mut Trickle(b"more")), Err(Error::Finished)));
 }
+
+/// The codec's Reed–Solomon engine (in the browser, the SIMD128 engine of this crate; natively,
+/// the crate's pick for the processor) computes the parity the portable engine does, and
+/// restores lost originals from any k shards, for high and low rates and for shard lengths
+/// inside, at and across the engine's 64-byte chunks.
+#[test]
+fn the_erasure_engine_agrees_with_the_portable_engine() {
+    use reed_solomon_simd::engine::{Engine, NoSimd};
+    use reed_solomon_simd::rate::{
+        DefaultRateDecoder, DefaultRateEncoder, RateDecoder, RateEncoder,
+    };
+    use shardweb_core::codec::ErasureEngine;
+
+    fn parity<E: Engine>(engine: E, k: usize, m: usize, originals: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let len = originals[0].len();
+        let mut rs = DefaultRateEncoder::new(k, m, len, engine, None).unwrap();
+        for shard in originals {
+            rs.add_original_shard(shard).unwrap();
+        }
+        rs.encode().unwrap().recovery_iter().map(<[u8]>::to_vec).collect()
+    }
+
+    let mut rng = Rng::new(0x5eed_e4e1);
+    let shapes = [(1, 1), (2, 1), (4, 2), (3, 5), (6, 3), (10, 4), (16, 16), (5, 27), (40, 24)];
+    for (case, &(k, m)) in shapes.iter().enumerate() {
+        for len in [2, 62, 64, 66, 128, 1000, 4098] {
+            let what = format!("case {case}: k {k}, m {m}, shard length {len}");
+            let originals: Vec<Vec<u8>> = (0..k).map(|_| rng.bytes(len)).collect();
+            let ours = parity(ErasureEngine::new(), k, m, &originals);
+            assert_eq!(ours, parity(NoSimd::new(), k, m, &originals), "{what}: parity");
+
+            // Lose m of the k + m shards, chosen at random, and restore from the rest.
+            let mut order: Vec<usize> = (0..k + m).collect();
+            rng.shuffle(&mut order);
+            let kept = &order[..k];
+            let mut rs = DefaultRateDecoder::new(k, m, len, ErasureEngine::new(), None).unwrap();
+            for &i in kept {
+                if i < k {
+                    rs.add_original_shard(i, &originals[i]).unwrap();
+                } else {
+                    rs.add_recovery_shard(i - k, &ours[i - k]).unwrap();
+                }
+            }
+            let result = rs.decode().unwrap();
+            for (i, original) in originals.iter().enumerate().filter(|(i, _)| !kept.contains(i)) {
+                assert_eq!(result.restored_original(i), Some(&original[..]), "{what}: shard {i}");
+            }
+        }
+    }
+}

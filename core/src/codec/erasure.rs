@@ -1,10 +1,28 @@
 //! Reed–Solomon coding of sealed segments into stripes of content-addressed shards.
 
 use bytes::Bytes;
-use reed_solomon_simd::{ReedSolomonDecoder, ReedSolomonEncoder};
+use reed_solomon_simd::rate::{DefaultRateDecoder, DefaultRateEncoder, RateDecoder, RateEncoder};
 
 use super::layout::shard_len;
 use super::{Error, Params, ShardId, VerifiedShard};
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub use simd128::Simd128;
+
+/// The Reed–Solomon engine of this build: [`Simd128`] in the browser (wasm32 with SIMD128),
+/// the crate's own choice for the processor elsewhere. Every engine computes the same bytes.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+pub type ErasureEngine = Simd128;
+/// The Reed–Solomon engine of this build: the crate's own choice for the processor (SSSE3
+/// or AVX2 on x86, Neon on aarch64, portable code elsewhere). Every engine computes the same
+/// bytes.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+pub type ErasureEngine = reed_solomon_simd::engine::DefaultEngine;
+
+type ReedSolomonEncoder = DefaultRateEncoder<ErasureEngine>;
+type ReedSolomonDecoder = DefaultRateDecoder<ErasureEngine>;
 
 /// The k + m shards of one sealed segment: `shards[..k]` are the data shards (the sealed
 /// segment cut in k, zero-padded), `shards[k..]` the parity shards; `ids[i]` names `shards[i]`.
@@ -42,7 +60,7 @@ impl StripeEncoder {
                 rs.reset(k, m, len)?;
                 rs
             }
-            slot => slot.insert(ReedSolomonEncoder::new(k, m, len)?),
+            slot => slot.insert(ReedSolomonEncoder::new(k, m, len, ErasureEngine::new(), None)?),
         };
         for shard in data.chunks_exact(len) {
             rs.add_original_shard(shard)?;
@@ -202,7 +220,13 @@ impl StripeDecoder {
                 rs.reset(self.k, m, self.shard_len)?;
                 rs
             }
-            slot => slot.insert(ReedSolomonDecoder::new(self.k, m, self.shard_len)?),
+            slot => slot.insert(ReedSolomonDecoder::new(
+                self.k,
+                m,
+                self.shard_len,
+                ErasureEngine::new(),
+                None,
+            )?),
         };
         let mut added = 0;
         for (i, shard) in self.shards.iter().enumerate() {
