@@ -19,6 +19,8 @@ mod download;
 #[cfg(wasm_browser)]
 pub mod error;
 #[cfg(wasm_browser)]
+mod file_read;
+#[cfg(wasm_browser)]
 mod files;
 #[cfg(wasm_browser)]
 mod helper_worker;

@@ -1,4 +1,4 @@
-//! Uploads from the browser: read the file by slices, seal each segment with WebCrypto, code
+//! Uploads from the browser: read the file through its stream, seal each segment with WebCrypto, code
 //! it, keep its shards here and send each once to a relay, recording every acknowledged stripe
 //! so that a reload resumes where the upload stopped.
 
@@ -16,10 +16,10 @@ use shardweb_core::manifest::FileMeta;
 use shardweb_core::node::Upload;
 use shardweb_core::{Link, Manifest};
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, Blob};
 
-use crate::error::{NodeError, describe};
+use crate::error::NodeError;
+use crate::file_read::{FileRead, ReadBy};
 use crate::files;
 use crate::idb_store::FileRecord;
 use crate::net::{BrowserNet, Holder};
@@ -167,22 +167,6 @@ pub struct PutResult {
     pub link: Link,
     pub name: String,
     pub size: u64,
-}
-
-fn unreadable(e: JsValue) -> NodeError {
-    NodeError::FileUnreadable { detail: describe(&e) }
-}
-
-/// Starts reading bytes `start..end` of a blob: the browser reads while the node works on
-/// what it read before.
-fn start_read(blob: &Blob, start: u64, end: u64) -> Result<JsFuture, NodeError> {
-    let slice = blob.slice_with_f64_and_f64(start as f64, end as f64).map_err(unreadable)?;
-    Ok(JsFuture::from(slice.array_buffer()))
-}
-
-/// The bytes of a read, still in the browser's buffer.
-async fn finish_read(read: JsFuture) -> Result<Uint8Array, NodeError> {
-    Ok(Uint8Array::new(&read.await.map_err(unreadable)?))
 }
 
 /// Copies `chunk` into wasm memory straight into the segments being built; returns those
@@ -379,8 +363,7 @@ async fn upload(
     Ok(PutResult { link, name: state.name.clone(), size: state.size })
 }
 
-/// Reads the file slice by slice (the next [`READS_AHEAD`] under way while this one is worked
-/// on) and seals, codes, keeps and sends every segment, the next one sealing while this one is
+/// Reads the file chunk by chunk (the next ones read meanwhile: see [`FileRead`]) and seals, codes, keeps and sends every segment, the next one sealing while this one is
 /// coded.
 async fn encode_and_send(
     step: &mut Step<'_>,
@@ -391,17 +374,18 @@ async fn encode_and_send(
     signal: Option<&AbortSignal>,
 ) -> Result<(), NodeError> {
     let (blob, size) = (&step.state.blob, step.state.size);
-    let segment_size = step.state.params.segment_size() as u64;
-    let (mut read_to, mut sealing, mut reads) = (0, VecDeque::new(), VecDeque::new());
+    // A segment is at most `MAX_SEGMENT_SIZE` bytes, far below 4 GiB.
+    let chunk = step.state.params.segment_size() as u32;
+    let mut file = FileRead::start(blob, size, chunk, ReadBy::Stream);
+    let mut sealing = VecDeque::new();
     loop {
-        while reads.len() < READS_AHEAD && read_to < size {
-            let end = (read_to + segment_size).min(size);
-            reads.push_back(start_read(blob, read_to, end)?);
-            read_to = end;
-        }
         check_running(step.node, signal)?;
-        let segments = match reads.pop_front() {
-            Some(read) => segments_of(encoder, &finish_read(read).await?)?,
+        let segments = match file.next().await? {
+            Some(chunk) => {
+                let segments = segments_of(encoder, &chunk)?;
+                file.give_back(&chunk);
+                segments
+            }
             None => vec![encoder.last_segment()?],
         };
         let last = segments.last().is_some_and(|s| s.last);
@@ -426,11 +410,6 @@ async fn encode_and_send(
         }
     }
 }
-
-/// Reads of the file under way: the browser serves them from another process, which shares
-/// the machine with this thread's work, so one read ahead left this thread waiting for the
-/// next in a tenth of a 256 MiB put.
-const READS_AHEAD: usize = 2;
 
 /// Segments sealed ahead of the one being coded: the crypto worker seals the next while this
 /// thread codes and sends the one before.
