@@ -383,7 +383,7 @@ async fn encode_and_send(
         let segments = match file.next().await? {
             Some(chunk) => {
                 let segments = segments_of(encoder, &chunk)?;
-                file.give_back(&chunk);
+                file.give_back();
                 segments
             }
             None => vec![encoder.last_segment()?],

@@ -3,9 +3,10 @@
 //! `reed-solomon-simd` has engines for x86 (SSSE3, AVX2) and aarch64 (Neon); on wasm32 it
 //! falls back to its portable engine, which works through a 16-bit multiplication table one
 //! element at a time. This engine does the same arithmetic as its SSSE3 engine: a product in
-//! GF(2^16) is the XOR of four table lookups, one per nibble of the element, and each lookup
-//! of 16 elements at once is one `i8x16.swizzle` (the `pshufb` of wasm: an index of 16 or more
-//! gives 0, and the indices here are nibbles). The algorithm and its tables are the crate's,
+//! GF(2^16) is the XOR of four table lookups, one per nibble of the element, each giving both
+//! bytes of a partial product; for 16 elements at once each byte of each lookup is one
+//! `i8x16.swizzle` (the `pshufb` of wasm: an index of 16 or more gives 0, and the indices here
+//! are nibbles), so eight swizzles per 16 products. The algorithm and its tables are the crate's,
 //! so the shards it computes are the same bytes as any other engine's; tests hold it to that.
 //!
 //! Layout of the crate's work buffers: a chunk of 64 bytes holds 32 field elements, their low
@@ -34,7 +35,7 @@ pub struct Simd128 {
 }
 
 impl Simd128 {
-    /// An engine, with the crate's tables (built once per thread of the program).
+    /// An engine, with the crate's tables (built once, by the first engine).
     pub fn new() -> Self {
         Self { mul128: tables::get_mul128(), skew: tables::get_skew() }
     }
