@@ -16,7 +16,8 @@
 //!
 //! Shard writes go in batches, one transaction each, and update the byte count in the same
 //! transaction, so that two tabs writing at once keep it exact. Every shard read is re-hashed;
-//! one that fails is dropped and reported as absent. A write that would pass the node's own
+//! one that fails is dropped and reported as absent (one whose `Blob` cannot be read is
+//! reported as absent and kept). A write that would pass the node's own
 //! limit, or that the browser refuses for quota, fails with [`NodeError::QuotaExceeded`] and
 //! writes nothing.
 
@@ -84,10 +85,11 @@ fn value_len(value: &JsValue) -> Option<u64> {
     }
 }
 
-/// A stored shard's value, read out of the transaction that found it: a `Blob`'s bytes are
-/// read by the browser, after the transaction (a `Blob` from IndexedDB stays readable).
+/// A stored shard's value, taken out of the transaction that found it: an array's bytes are
+/// copied into wasm memory at once; a `Blob`'s are read by the browser after the transaction
+/// (a `Blob` from IndexedDB stays readable), by [`read_in_order`].
 enum Stored {
-    Bytes(Uint8Array),
+    Read(Vec<u8>),
     Blob(Blob),
 }
 
@@ -97,41 +99,50 @@ impl Stored {
         let value = found?;
         match value.dyn_into::<Blob>() {
             Ok(blob) => Some(Self::Blob(blob)),
-            Err(value) => value.dyn_into::<Uint8Array>().ok().map(Self::Bytes),
+            Err(value) => value.dyn_into::<Uint8Array>().ok().map(|a| Self::Read(a.to_vec())),
         }
     }
 
     fn len(&self) -> u64 {
         match self {
-            Self::Bytes(a) => u64::from(a.length()),
-            Self::Blob(b) => b.size() as u64,
-        }
-    }
-
-    /// Starts reading the bytes (a `Blob`'s read runs while the caller waits for others).
-    fn start(self) -> Reading {
-        match self {
-            Self::Bytes(a) => Reading::Ready(a),
-            Self::Blob(b) => Reading::Pending(JsFuture::from(b.array_buffer())),
+            Self::Read(bytes) => bytes.len() as u64,
+            Self::Blob(blob) => blob.size() as u64,
         }
     }
 }
 
-/// A stored shard's bytes being read.
-enum Reading {
-    Ready(Uint8Array),
-    Pending(JsFuture),
+/// The bytes of `found`, in order, with at most [`BLOB_READS_AHEAD`] `Blob`s being read at
+/// once (so that memory holds a few shards beyond those read, however many are asked for).
+/// A `Blob` the browser cannot read gives the browser's error.
+async fn read_in_order(found: Vec<Option<Stored>>) -> Vec<Option<Result<Vec<u8>, JsValue>>> {
+    let start = |stored: Option<Stored>| {
+        stored.map(|stored| match stored {
+            Stored::Read(bytes) => futures::future::Either::Left(async move { Ok(bytes) }),
+            Stored::Blob(blob) => {
+                // Started here, not when first polled: the browser reads meanwhile.
+                let read = JsFuture::from(blob.array_buffer());
+                futures::future::Either::Right(
+                    async move { Ok(Uint8Array::new(&read.await?).to_vec()) },
+                )
+            }
+        })
+    };
+    let mut found = found.into_iter();
+    let mut reading: std::collections::VecDeque<_> =
+        found.by_ref().take(BLOB_READS_AHEAD).map(start).collect();
+    let mut out = Vec::with_capacity(reading.len() + found.len());
+    while let Some(next) = reading.pop_front() {
+        reading.extend(found.next().map(start));
+        out.push(match next {
+            Some(read) => Some(read.await),
+            None => None,
+        });
+    }
+    out
 }
 
-impl Reading {
-    /// The bytes, in wasm memory; `None` if the browser could not read them.
-    async fn finish(self) -> Option<Vec<u8>> {
-        match self {
-            Self::Ready(a) => Some(a.to_vec()),
-            Self::Pending(read) => read.await.ok().map(|b| Uint8Array::new(&b).to_vec()),
-        }
-    }
-}
+/// `Blob`s of shards read at once by [`read_in_order`].
+const BLOB_READS_AHEAD: usize = 4;
 
 /// A file this browser uploaded or holds, as the "my files" list shows it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -403,18 +414,13 @@ impl IdbStore {
             .collect::<Result<Vec<_>, _>>()?;
         let mut found = Vec::with_capacity(ids.len());
         for request in requests {
-            found.push(Stored::of(request.await.map_err(storage)?).map(Stored::start));
+            found.push(Stored::of(request.await.map_err(storage)?));
         }
         drop(tx);
-        let mut out = Vec::with_capacity(ids.len());
         let mut corrupt = Vec::new();
-        for (id, reading) in ids.iter().zip(found) {
-            let Some(reading) = reading else {
-                out.push(None);
-                continue;
-            };
-            out.push(checked(*id, reading.finish().await, &mut corrupt));
-        }
+        let read = read_in_order(found).await;
+        let out =
+            ids.iter().zip(read).map(|(id, bytes)| checked(*id, bytes?, &mut corrupt)).collect();
         if !corrupt.is_empty() {
             self.delete_shards(&corrupt).await?;
         }
@@ -451,20 +457,17 @@ impl IdbStore {
             if used > budget as u64 {
                 break;
             }
-            found.push(Some(value.start()));
+            found.push(Some(value));
         }
         drop(pending);
         drop(tx);
-        let (mut out, mut corrupt) = (Vec::with_capacity(found.len()), Vec::new());
-        for (id, reading) in ids.iter().zip(found) {
-            let Some(reading) = reading else {
-                out.push(None);
-                continue;
-            };
-            out.push(
-                checked(*id, reading.finish().await, &mut corrupt).map(VerifiedShard::into_bytes),
-            );
-        }
+        let mut corrupt = Vec::new();
+        let read = read_in_order(found).await;
+        let out = ids
+            .iter()
+            .zip(read)
+            .map(|(id, bytes)| checked(*id, bytes?, &mut corrupt).map(VerifiedShard::into_bytes))
+            .collect();
         if !corrupt.is_empty() {
             self.delete_shards(&corrupt).await?;
         }
@@ -882,17 +885,21 @@ async fn delete_counted(
     Ok(freed)
 }
 
-/// A stored shard's bytes checked against its id; one that fails, or whose bytes the browser
-/// could not read (`None`), is noted in `corrupt` (to be deleted) and counts as absent.
+/// A stored shard's bytes checked against its id; one that fails is noted in `corrupt` (to
+/// be deleted) and counts as absent. One whose `Blob` the browser could not read counts as
+/// absent and stays: a failed read proves nothing about the bytes.
 fn checked(
     id: ShardId,
-    bytes: Option<Vec<u8>>,
+    bytes: Result<Vec<u8>, JsValue>,
     corrupt: &mut Vec<ShardId>,
 ) -> Option<VerifiedShard> {
-    let Some(bytes) = bytes else {
-        tracing::warn!(shard = %id, "a stored shard could not be read and is dropped");
-        corrupt.push(id);
-        return None;
+    let bytes = match bytes {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let error = crate::error::describe(&e);
+            tracing::warn!(shard = %id, %error, "a stored shard could not be read");
+            return None;
+        }
     };
     match VerifiedShard::check(id, Bytes::from(bytes)) {
         Ok(shard) => Some(shard),
@@ -1193,6 +1200,11 @@ mod tests {
         assert_eq!(store.get_shards(&ids).await.unwrap(), expected);
         assert_eq!(store.get_shards_within(&ids, 3000).await.unwrap(), expected);
         assert_eq!(store.get_shards_within(&ids, 2999).await.unwrap(), expected[..2]);
+
+        // A Blob the browser cannot read proves nothing against the shard: absent, kept.
+        let mut corrupt = Vec::new();
+        assert!(checked(a.0, Err(JsValue::from("NotReadableError")), &mut corrupt).is_none());
+        assert!(corrupt.is_empty(), "an unreadable shard is not taken for a corrupt one");
 
         assert_eq!(store.get_shards(&[d.0, e.0]).await.unwrap(), [None, None]);
         assert_eq!(store.has_shards(&[d.0, e.0]).await.unwrap(), [false, false]);
