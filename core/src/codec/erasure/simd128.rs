@@ -168,6 +168,46 @@ impl Simd128 {
     }
 }
 
+/// The multipliers (logarithms) of one group of two layers.
+#[derive(Clone, Copy)]
+struct Layers {
+    m01: GfElement,
+    m02: GfElement,
+    m23: GfElement,
+}
+
+impl Simd128 {
+    /// One pass of two layers at distance `dist` (the FFT's and the IFFT's share it; they
+    /// differ in the order of their four butterflies): for every group of 4 × `dist` shards up
+    /// to `truncated_size`, `step` gets each quad of shards `dist` apart, with the group's
+    /// multipliers from the skew table.
+    #[inline(always)]
+    fn two_layers(
+        &self,
+        data: &mut ShardsRefMut,
+        pos: usize,
+        dist: usize,
+        truncated_size: usize,
+        skew_delta: usize,
+        step: impl Fn([&mut [[u8; 64]]; 4], Layers),
+    ) {
+        let mut r = 0;
+        while r < truncated_size {
+            let base = r + dist + skew_delta - 1;
+            let m = Layers {
+                m01: self.skew[base],
+                m02: self.skew[base + dist],
+                m23: self.skew[base + dist * 2],
+            };
+            for i in r..r + dist {
+                let (s0, s1, s2, s3) = data.dist4_mut(pos + i, dist);
+                step([s0, s1, s2, s3], m);
+            }
+            r += dist * 4;
+        }
+    }
+}
+
 impl Engine for Simd128 {
     fn fft(
         &self,
@@ -181,21 +221,12 @@ impl Engine for Simd128 {
         let mut dist4 = size;
         let mut dist = size >> 2;
         while dist != 0 {
-            let mut r = 0;
-            while r < truncated_size {
-                let base = r + dist + skew_delta - 1;
-                let log_m01 = self.skew[base];
-                let log_m02 = self.skew[base + dist];
-                let log_m23 = self.skew[base + dist * 2];
-                for i in r..r + dist {
-                    let (s0, s1, s2, s3) = data.dist4_mut(pos + i, dist);
-                    self.fft_step(s0, s2, log_m02);
-                    self.fft_step(s1, s3, log_m02);
-                    self.fft_step(s0, s1, log_m01);
-                    self.fft_step(s2, s3, log_m23);
-                }
-                r += dist4;
-            }
+            self.two_layers(data, pos, dist, truncated_size, skew_delta, |[s0, s1, s2, s3], m| {
+                self.fft_step(s0, s2, m.m02);
+                self.fft_step(s1, s3, m.m02);
+                self.fft_step(s0, s1, m.m01);
+                self.fft_step(s2, s3, m.m23);
+            });
             dist4 = dist;
             dist >>= 2;
         }
@@ -223,21 +254,12 @@ impl Engine for Simd128 {
         let mut dist = 1;
         let mut dist4 = 4;
         while dist4 <= size {
-            let mut r = 0;
-            while r < truncated_size {
-                let base = r + dist + skew_delta - 1;
-                let log_m01 = self.skew[base];
-                let log_m02 = self.skew[base + dist];
-                let log_m23 = self.skew[base + dist * 2];
-                for i in r..r + dist {
-                    let (s0, s1, s2, s3) = data.dist4_mut(pos + i, dist);
-                    self.ifft_step(s0, s1, log_m01);
-                    self.ifft_step(s2, s3, log_m23);
-                    self.ifft_step(s0, s2, log_m02);
-                    self.ifft_step(s1, s3, log_m02);
-                }
-                r += dist4;
-            }
+            self.two_layers(data, pos, dist, truncated_size, skew_delta, |[s0, s1, s2, s3], m| {
+                self.ifft_step(s0, s1, m.m01);
+                self.ifft_step(s2, s3, m.m23);
+                self.ifft_step(s0, s2, m.m02);
+                self.ifft_step(s1, s3, m.m02);
+            });
             dist = dist4;
             dist4 <<= 2;
         }
