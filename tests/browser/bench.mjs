@@ -1,8 +1,9 @@
 // The browser benchmark: the codec in Chromium beside the native one, upload and download of
 // a file through a local relay beside a plain fetch POST and GET of the same bytes to this
-// machine, and the worker's peak memory while a large file goes up. Every browser figure is
-// measured in one run of one Chromium, launched directly (not through Playwright, which slows
-// large fetch uploads many times over).
+// machine, the floors under a put's and a get's speed here (the work each cannot avoid, alone:
+// see `floors` in bench/bench.html), and the worker's peak memory while a large file goes up.
+// Every browser figure is measured in one run of one Chromium, launched directly (not through
+// Playwright, which slows large fetch uploads many times over).
 //
 //   cargo build --release -p shardweb && ./scripts/build-web
 //   node tests/browser/bench.mjs [--mib 256] [--memory-mib 1024] [--rounds 3] [--no-native]
@@ -181,6 +182,16 @@ async function main() {
       console.log(`  the same with every shard over libp2p (shardsOverHttp: false):`);
       console.log(`    put / get, keeping shards                  ${fmt(s.uploadLibp2p)} / ${fmt(s.downloadLibp2p)}`);
       console.log(`    put / get, keep: false                     ${fmt(n.uploadLibp2p)} / ${fmt(n.downloadLibp2p)}`);
+    } else if (kind === 'floors') {
+      const { put, get, baseline: b } = value;
+      const share = (n, of) => `${((100 * n) / of).toFixed(0)}% of the baseline's`;
+      console.log(`\nthe floors under a put and a get of ${value.mib} MiB at (4, 2) on this machine: the work each cannot avoid, alone, MB/s of the file:`);
+      console.log(`  seal + code + hash in a worker, as the node     ${fmt(put.work)}`);
+      console.log(`  a fetch POST of the shards' bytes (1.5 times)   ${fmt(put.move)}   (6 MiB bodies, 3 at a time)`);
+      console.log(`  both at once: the put's floor                   ${fmt(put.together)}   (${share(put.together, b.upload)} POST; no file read, no relay storing, no copy to resume from)`);
+      console.log(`  verify + decode + open in a worker, as the node ${fmt(get.work)}`);
+      console.log(`  fetch GETs of as many bytes                     ${fmt(get.move)}   (4 MiB replies, 4 at a time)`);
+      console.log(`  both at once: the get's floor                   ${fmt(get.together)}   (${share(get.together, b.download)} GET; no relay reading, no stream out)`);
     } else if (kind === 'memory-start') {
       memoryStart = Date.now();
     } else if (kind === 'memory') {

@@ -140,6 +140,106 @@ async fn run(k: usize, m: usize, rounds: usize) -> Result<JsValue, NodeError> {
     Ok(out.into())
 }
 
+/// Milliseconds to seal, code and hash `mib` MiB (in whole segments) at (k, m) as an upload
+/// does (the seal of the next segment under way in the crypto worker while this thread codes
+/// and hashes the one before), with no file read and nothing sent or kept: the computing a put
+/// cannot avoid. The benchmark runs it beside a plain post of as many bytes as the shards, for
+/// the floor under a put's speed on the machine.
+#[wasm_bindgen(js_name = benchPutWork)]
+pub async fn bench_put_work(k: usize, m: usize, mib: usize) -> Result<f64, JsValue> {
+    put_work(k, m, mib).await.map_err(|e| e.to_js())
+}
+
+async fn put_work(k: usize, m: usize, mib: usize) -> Result<f64, NodeError> {
+    let params = Params::new(k, m)?;
+    let key = FileKey::from_bytes([7; 32]);
+    let file_id = FileId([9; 16]);
+    let plain = data(SEGMENT);
+    let sealer = WebSealer::new(&key, file_id).await?;
+    let mut encoder = Encoder::new(params, &key, file_id);
+    let mut sealing = std::collections::VecDeque::new();
+    let t = now();
+    let full = (mib << 20).div_ceil(SEGMENT);
+    for round in 0..=full {
+        let segments = if round < full {
+            let mut input = &plain[..];
+            let mut segments = Vec::new();
+            while let Some(segment) = encoder.next_segment(&mut input)? {
+                segments.push(segment);
+            }
+            segments
+        } else {
+            vec![encoder.last_segment()?]
+        };
+        for segment in segments {
+            let last = segment.last;
+            sealing.push_back((segment.index, sealer.seal(segment.index, last, segment.data)));
+            while sealing.len() > 1 || (last && !sealing.is_empty()) {
+                let Some((index, sealed)) = sealing.pop_front() else { break };
+                std::hint::black_box(encoder.code_sealed(index, sealed.await?)?);
+            }
+        }
+    }
+    std::hint::black_box(encoder.into_encoded()?);
+    Ok(now() - t)
+}
+
+/// Milliseconds to verify, decode and open `mib` MiB (in whole files of `SEGMENTS` segments)
+/// at (k, m) from data shards already in memory, as a download does (the open of one segment
+/// under way in the crypto worker while this thread verifies the next one's shards), with
+/// nothing fetched: the computing a get cannot avoid. The benchmark runs it beside a plain
+/// fetch of as many bytes.
+#[wasm_bindgen(js_name = benchGetWork)]
+pub async fn bench_get_work(k: usize, m: usize, mib: usize) -> Result<f64, JsValue> {
+    get_work(k, m, mib).await.map_err(|e| e.to_js())
+}
+
+async fn get_work(k: usize, m: usize, mib: usize) -> Result<f64, NodeError> {
+    let params = Params::new(k, m)?;
+    let key = FileKey::from_bytes([7; 32]);
+    let file_id = FileId([9; 16]);
+    let sealer = WebSealer::new(&key, file_id).await?;
+    // A file of `SEGMENTS` segments, coded before the clock starts, read over and over.
+    let mut encoder = Encoder::new(params, &key, file_id);
+    let plain = data(SEGMENT * SEGMENTS);
+    let mut input = &plain[..];
+    let mut segments = Vec::new();
+    while let Some(segment) = encoder.next_segment(&mut input)? {
+        segments.push(segment);
+    }
+    segments.push(encoder.last_segment()?);
+    let mut stripes = Vec::new();
+    for segment in segments {
+        let sealed = sealer.seal(segment.index, segment.last, segment.data).await?;
+        stripes.push(encoder.code_sealed(segment.index, sealed)?);
+    }
+    let encoded = encoder.into_encoded()?;
+    let t = now();
+    for _ in 0..(mib << 20).div_ceil(SEGMENT * SEGMENTS) {
+        let layout = Layout::new(params, encoded.size);
+        let mut decoder = Decoder::new(layout, file_id, encoded.shard_ids.clone(), &key)
+            .with_window(SEGMENTS + 1);
+        let mut opening = std::collections::VecDeque::new();
+        for stripe in &stripes {
+            for (i, shard) in stripe.shards.iter().enumerate().take(k) {
+                decoder.add_shard(stripe.index, i, Bytes::clone(shard))?;
+            }
+            while decoder.is_next_ready() {
+                opening.push_back(sealer.open_to_js(decoder.decode_next_sealed()?));
+            }
+            while opening.len() > 1 {
+                let Some(open) = opening.pop_front() else { break };
+                std::hint::black_box(open.await?);
+            }
+        }
+        for open in opening {
+            std::hint::black_box(open.await?);
+        }
+        decoder.finish()?;
+    }
+    Ok(now() - t)
+}
+
 /// Seconds to Reed–Solomon code `SEGMENTS` segments like `segment` with `engine`.
 fn rs_encode<E: Engine>(k: usize, m: usize, segment: &[u8], engine: E) -> Result<f64, NodeError> {
     let err = shardweb_core::codec::Error::from;
@@ -155,4 +255,25 @@ fn rs_encode<E: Engine>(k: usize, m: usize, segment: &[u8], engine: E) -> Result
         std::hint::black_box(rs.encode().map_err(err)?);
     }
     Ok((now() - t) / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+    use super::{get_work, put_work};
+
+    wasm_bindgen_test_configure!(run_in_browser);
+
+    /// The floors' computing takes whole files through, as the benchmark measures it: the
+    /// put's encoder ends complete (it errs on a stripe left uncoded) and the get's decoder
+    /// opens every segment (it errs on a shard that does not verify, a segment that does not
+    /// open or one left unread), for one stripe's worth and for several rounds of stripes.
+    #[wasm_bindgen_test]
+    async fn the_floors_work_runs_a_whole_file_through() {
+        for (k, m, mib) in [(4, 2, 1), (4, 2, 9), (10, 4, 40)] {
+            assert!(put_work(k, m, mib).await.unwrap() > 0.0, "put ({k}, {m}), {mib} MiB");
+            assert!(get_work(k, m, mib).await.unwrap() > 0.0, "get ({k}, {m}), {mib} MiB");
+        }
+    }
 }
