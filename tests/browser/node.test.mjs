@@ -223,7 +223,7 @@ test('a download left short of shards part way ends its stream with a typed erro
   assert.deepEqual(got.error, { code: 'NOT_ENOUGH_SHARDS', name: 'NotEnoughShardsError', typed: true }, JSON.stringify(got));
 });
 
-test('a download whose stream the page cancels stops running, and its record can be cancelled; a second download of the file meanwhile only reads', async (t) => {
+test('a download whose stream the page cancels unread leaves nothing; one cancelled part way stops running, and its record can be cancelled; a second download of the file meanwhile only reads', async (t) => {
   const dir = tempDir(t);
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
   const file = join(dir, 'dropped.bin');
@@ -232,6 +232,11 @@ test('a download whose stream the page cancels stops running, and its record can
   const browser = await launch(t);
   const page = await harness(browser, relay);
   const left = await page.evaluate(async (l) => {
+    // Cancelled unread, a download has asked for nothing: it leaves no record and no shard.
+    const unread = (await window.node.get(l)).stream;
+    await new Promise((r) => setTimeout(r, 1000));
+    await unread.cancel();
+    const untouched = { transfers: (await window.node.transfers()).length, bytes: (await window.node.stats()).store.bytes };
     const { stream } = await window.node.get(l);
     const reader = stream.getReader();
     await reader.read();
@@ -280,8 +285,10 @@ test('a download whose stream the page cancels stops running, and its record can
     await again.cancel();
     const retried = await length((await window.node.get(l)).stream);
     const keptAgain = (await window.node.files()).length;
-    return { read, files, before: before.map((x) => x.kind), after: await listed(), kept, bytes, manifests, retried, keptAgain };
+    return { untouched, read, files, before: before.map((x) => x.kind), after: await listed(), kept, bytes, manifests, retried, keptAgain };
   }, link);
+  assert.deepEqual(left.untouched, { transfers: 0, bytes: 0 });
+  delete left.untouched;
   assert.equal(left.retried, 40_000_000);
   assert.equal(left.keptAgain, 1, JSON.stringify(left));
   delete left.retried;

@@ -249,7 +249,7 @@ export class Node {
   }
 
   /**
-   * The plaintext the worker hands over `port`, a chunk per pull (one chunk read ahead), each
+   * The plaintext the worker hands over `port`, a chunk per pull (one read ahead once reading has started), each
    * chunk's buffer moved rather than copied. Errors arrive typed, as a call's do; when the
    * node stops or its worker fails, the stream errors too, whether or not a pull is waiting.
    */
@@ -279,31 +279,49 @@ export class Node {
     };
     this.#streams.add(fail);
     port.onmessage = ({ data }: MessageEvent<StreamReply>) => settle(data);
-    return new ReadableStream<Uint8Array>({
-      pull: async (controller) => {
-        const reply =
-          failed ??
-          (await new Promise<StreamReply>((resolve) => {
+    const ask = (): Promise<StreamReply> =>
+      failed
+        ? Promise.resolve(failed)
+        : new Promise<StreamReply>((resolve) => {
             waiting = resolve;
             port.postMessage('pull' satisfies StreamAsk);
-          }));
-        if ('value' in reply) {
-          controller.enqueue(reply.value);
-          return;
-        }
-        end('done' in reply);
-        if ('done' in reply) {
-          controller.close();
-        } else {
-          controller.error(fromWire(reply.error));
-        }
+          });
+    // Nothing is asked before the first read, so a stream cancelled unread starts nothing (no
+    // record, no shard kept). From the first read on, one chunk is asked for ahead, once the
+    // reader of the chunk before has run (when a stream with a high-water mark of one would
+    // ask): a reader that cancels right after a chunk leaves no request under way.
+    let ahead: Promise<StreamReply> | undefined;
+    let cancelled = false;
+    return new ReadableStream<Uint8Array>(
+      {
+        pull: async (controller) => {
+          const reply = failed ?? (await (ahead ?? ask()));
+          ahead = undefined;
+          if ('value' in reply) {
+            controller.enqueue(reply.value);
+            queueMicrotask(() => {
+              if (!cancelled) {
+                ahead ??= ask();
+              }
+            });
+            return;
+          }
+          end('done' in reply);
+          if ('done' in reply) {
+            controller.close();
+          } else {
+            controller.error(fromWire(reply.error));
+          }
+        },
+        cancel: () => {
+          cancelled = true;
+          port.postMessage('cancel' satisfies StreamAsk);
+          end();
+          waiting = undefined;
+        },
       },
-      cancel: () => {
-        port.postMessage('cancel' satisfies StreamAsk);
-        end();
-        waiting = undefined;
-      },
-    });
+      { highWaterMark: 0 },
+    );
   }
 
   #call(
