@@ -471,7 +471,7 @@ test('a reload in the middle of an upload resumes it without sending again what 
   assert.equal(await sha256File(out), sha);
 });
 
-test('a full browser store rejects an upload with QUOTA_EXCEEDED and keeps nothing of it', async (t) => {
+test('a full browser store rejects an upload with QUOTA_EXCEEDED and keeps nothing of it; a download goes on, keeping nothing', async (t) => {
   const dir = tempDir(t);
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
   const browser = await launch(t);
@@ -510,6 +510,20 @@ test('a full browser store rejects an upload with QUOTA_EXCEEDED and keeps nothi
   // The copy of the file that would let a reload resume was written beside the upload, and
   // the finished upload's record went only after it: nothing is left to resume.
   assert.deepEqual(await page.evaluate(() => window.node.transfers()), []);
+
+  // A download that meets the quota before it has written anything, not even its record,
+  // still reads the whole file, and keeps nothing of it.
+  const link = await cliPut(relay, file);
+  page.on('console', (m) => console.log('CONSOLE', m.text()));
+  const held = await page.evaluate(async () => (await window.node.stats()).store.bytes);
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin: relay.url, quotaSize: 1 });
+  assert.deepEqual(await getLink(page, link), { name: 'too-big.bin', size: 24_000_000, sha256: await sha256File(file) });
+  const kept = await page.evaluate(async () => ({
+    bytes: (await window.node.stats()).store.bytes,
+    transfers: await window.node.transfers(),
+    files: (await window.node.files()).length,
+  }));
+  assert.deepEqual(kept, { bytes: held, transfers: [], files: 1 });
 });
 
 test('a running upload is not cancelled under its own feet; its signal stops it and keeps nothing', async (t) => {

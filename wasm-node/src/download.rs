@@ -132,6 +132,7 @@ pub async fn open(
         opening: VecDeque::new(),
         failed: None,
         asked_dht: false,
+        left: false,
         held,
     };
     Ok(Opening {
@@ -166,6 +167,9 @@ struct State {
     failed: Option<NodeError>,
     /// Whether the DHT was asked for more holders when the ones known ran short.
     asked_dht: bool,
+    /// Whether the download has stopped counting as running (or is about to: see
+    /// [`State::leave_when_kept`]), once, whether it finished, failed or was dropped.
+    left: bool,
     /// This tab's lock on the transfer, unless another tab downloads the same file.
     held: Option<tab_lock::Held>,
 }
@@ -175,6 +179,10 @@ impl State {
     /// written: its record stays, to be opened again or cancelled, and a cancel then finds
     /// every shard it added noted (none is written after it).
     fn leave_when_kept(&mut self) {
+        if std::mem::replace(&mut self.left, true) {
+            return;
+        }
+        self.net.stop_keeping();
         let (node, net, id) = (Rc::clone(&self.node), self.net.clone(), self.id.clone());
         let held = self.held.take();
         if held.is_some() {
@@ -219,11 +227,10 @@ async fn hold_download(node: &Node, id: &str) -> Option<tab_lock::Held> {
 }
 
 impl Drop for State {
-    /// A download dropped before its end (its stream cancelled by the reader) stops running.
+    /// A download dropped before its end (its stream cancelled by the reader, maybe while it
+    /// was finishing) stops running.
     fn drop(&mut self) {
-        if !self.done {
-            self.leave_when_kept();
-        }
+        self.leave_when_kept();
     }
 }
 
@@ -262,7 +269,17 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
             link: Some(state.link.to_string()),
         };
         let manifest = (state.link.manifest, &state.manifest_bytes[..]);
-        state.node.store.put_transfer_with(&state.id, record.to_js(), manifest).await?;
+        match state.node.store.put_transfer_with(&state.id, record.to_js(), manifest).await {
+            Ok(()) => {}
+            // A full store: the download goes on, keeping nothing (as when the store fills
+            // part way), and nothing of it was written.
+            Err(NodeError::QuotaExceeded { detail }) => {
+                tracing::warn!(file = %state.link.manifest, %detail, "the store is full: this download keeps nothing");
+                state.keep = false;
+                state.net.stop_keeping();
+            }
+            Err(e) => return Err(e),
+        }
     }
     // One segment opens on the crypto worker while the next is fetched and decoded here. The
     // call that finds no more segments ends the download, so it waits until every segment
@@ -355,7 +372,8 @@ const OPEN_AHEAD: usize = 1;
 async fn finish(state: &mut State) {
     let node = &state.node;
     // The download is over once its shards are kept; the file is listed as held here, and
-    // announced, only if every one was.
+    // announced, only if every one was. Replies still on their way are surplus.
+    state.net.stop_keeping();
     let kept = state.net.kept().await;
     if state.keep && kept {
         // Listed, and its record gone, in one transaction: nothing in between sees its shards
@@ -364,7 +382,7 @@ async fn finish(state: &mut State) {
         let record = FileRecord::new(&state.link, &state.meta, size, "downloaded");
         let listed = node.store.file(&record.manifest_id).await.ok().flatten().is_some();
         let file = (!listed).then_some(record);
-        if let Err(e) = node.store.finish_transfer(&state.id, file.as_ref()).await {
+        if let Err(e) = node.store.finish_transfer(&state.id, file.as_ref(), None).await {
             tracing::warn!(file = %state.link.manifest, error = %e, "the file was read but could not be listed as held here");
         }
         let _ = node.peer.provide(state.link.manifest).await;
@@ -378,6 +396,7 @@ async fn finish(state: &mut State) {
     // A download that kept nothing leaves alone any record of the file's: an earlier run's,
     // interrupted, or the one of a run that is going on.
     stop_running(node, &state.id);
+    state.left = true;
     state.progress.report(true);
     state.node.emit("downloaded", &[("manifestId", state.link.manifest.to_string().into())]);
 }

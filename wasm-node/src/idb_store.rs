@@ -341,7 +341,7 @@ impl IdbStore {
         for (id, _) in shards {
             held.push(store.count().with_query(id.to_string()).primitive().map_err(storage)?);
         }
-        let mut used = read_bytes(&meta).await?;
+        let mut used = read_bytes(&meta, &store).await?;
         let mut fresh = Vec::with_capacity(shards.len());
         let mut added = 0u64;
         // A batch can name one shard twice (a stripe's zero padding shards share an id): the
@@ -489,13 +489,27 @@ impl IdbStore {
         Ok(out)
     }
 
-    /// Deletes shards, keeping the byte count exact; returns the bytes freed.
+    /// Deletes shards, keeping the byte count exact; returns the bytes freed. Over the
+    /// browser's quota they go all the same (see [`Count::Dropped`]).
     pub async fn delete_shards(&self, ids: &[ShardId]) -> Result<u64, NodeError> {
+        match self.delete_shards_counting(ids, Count::Kept).await {
+            Err(NodeError::QuotaExceeded { .. }) => {
+                self.delete_shards_counting(ids, Count::Dropped).await
+            }
+            done => done,
+        }
+    }
+
+    async fn delete_shards_counting(
+        &self,
+        ids: &[ShardId],
+        count: Count,
+    ) -> Result<u64, NodeError> {
         let tx = self.tx(&[SHARDS, META], TransactionMode::Readwrite)?;
         let raw = raw_tx(&tx);
         let store = tx.object_store(SHARDS).map_err(storage)?;
         let meta = tx.object_store(META).map_err(storage)?;
-        let freed = delete_counted(&store, &meta, ids).await?;
+        let freed = delete_counted(&store, &meta, ids, count).await?;
         commit(tx, &raw).await?;
         Ok(freed)
     }
@@ -504,8 +518,8 @@ impl IdbStore {
     pub async fn usage(&self) -> Result<(u64, u64), NodeError> {
         let tx = self.tx(&[SHARDS, META], TransactionMode::Readonly)?;
         let meta = tx.object_store(META).map_err(storage)?;
-        let bytes = read_bytes(&meta).await?;
         let shards = tx.object_store(SHARDS).map_err(storage)?;
+        let bytes = read_bytes(&meta, &shards).await?;
         let count = shards.count().primitive().map_err(storage)?.await.map_err(storage)?;
         Ok((bytes, u64::from(count)))
     }
@@ -590,19 +604,31 @@ impl IdbStore {
 
     /// Forgets a transfer, its recorded stripes and its notes of the shards it added.
     pub async fn delete_transfer(&self, id: &str) -> Result<(), NodeError> {
-        self.finish_transfer(id, None).await
+        self.finish_transfer(id, None, None).await
     }
 
-    /// [`IdbStore::delete_transfer`], listing `file` (if any) in the same transaction: a
-    /// finished transfer is never seen both listed and unfinished.
+    /// [`IdbStore::delete_transfer`], listing `file` (if any) in the same transaction, with
+    /// its manifest's bytes if given (an upload's, written only once its relays have taken
+    /// it): a finished transfer is never seen both listed and unfinished, nor a manifest held
+    /// for a file that is not listed.
     pub async fn finish_transfer(
         &self,
         id: &str,
         file: Option<&FileRecord>,
+        manifest: Option<&[u8]>,
     ) -> Result<(), NodeError> {
-        let tx = self.tx(&[TRANSFERS, STRIPES, FILES], TransactionMode::Readwrite)?;
+        let tx = self.tx(&[TRANSFERS, STRIPES, FILES, MANIFESTS], TransactionMode::Readwrite)?;
         let raw = raw_tx(&tx);
         if let Some(file) = file {
+            if let Some(bytes) = manifest {
+                let manifests = tx.object_store(MANIFESTS).map_err(storage)?;
+                let value = JsValue::from(Uint8Array::from(bytes));
+                manifests
+                    .put(value)
+                    .with_key(file.manifest_id.clone())
+                    .primitive()
+                    .map_err(storage)?;
+            }
             let value = serde_wasm_bindgen::to_value(file)
                 .map_err(|e| NodeError::Storage { detail: e.to_string() })?;
             let files = tx.object_store(FILES).map_err(storage)?;
@@ -624,8 +650,18 @@ impl IdbStore {
     /// download but the one going (through its manifest; a download of the file being removed
     /// counts), and those every other unfinished transfer recorded or noted as used (see
     /// [`IdbStore::put_transfer_shards`]). Files of the same shard length can share a shard
-    /// (a data shard of zero padding, say): it goes with the last of them.
+    /// (a data shard of zero padding, say): it goes with the last of them. Over the browser's
+    /// quota it deletes all the same, dropping the count of bytes held (see [`Count`]).
     pub async fn forget(&self, what: Forget<'_>) -> Result<u64, NodeError> {
+        match self.forget_counting(what, Count::Kept).await {
+            Err(NodeError::QuotaExceeded { .. }) => {
+                self.forget_counting(what, Count::Dropped).await
+            }
+            done => done,
+        }
+    }
+
+    async fn forget_counting(&self, what: Forget<'_>, count: Count) -> Result<u64, NodeError> {
         let stores = [SHARDS, MANIFESTS, FILES, TRANSFERS, STRIPES, META];
         let tx = self.tx(&stores, TransactionMode::Readwrite)?;
         let raw = raw_tx(&tx);
@@ -707,7 +743,7 @@ impl IdbStore {
                 .into_iter()
                 .filter(|id| !needed.contains(id) && unused.insert(*id))
                 .collect();
-            freed = delete_counted(&shards, &meta, &unused).await?;
+            freed = delete_counted(&shards, &meta, &unused, count).await?;
         }
 
         // The records go in the same transaction. A manifest stays while a listed file or an
@@ -861,13 +897,31 @@ async fn read_stripe_records(
     Ok(out)
 }
 
-/// Deletes the shards among `ids` that are held, and takes their bytes off the count, in the
-/// transaction of `shards` and `meta`; returns the bytes freed. A repeated id counts once.
+/// What a removal does with the count of bytes held.
+#[derive(Debug, Clone, Copy)]
+enum Count {
+    /// Takes the bytes freed off it.
+    Kept,
+    /// Drops it, to be counted again shard by shard when next read ([`count_bytes`]): over
+    /// the browser's quota, a transaction that writes anything at all fails, one that only
+    /// deletes does not, and a full store must still be able to free what it holds.
+    Dropped,
+}
+
+/// Deletes the shards among `ids` that are held, and takes their bytes off the count (or
+/// drops it: see [`Count`]), in the transaction of `shards` and `meta`; returns the bytes
+/// freed. A repeated id counts once.
 async fn delete_counted(
     shards: &Store<'_>,
     meta: &Store<'_>,
     ids: &[ShardId],
+    count: Count,
 ) -> Result<u64, NodeError> {
+    // Read before the deletes: a count made shard by shard after them would not hold them.
+    let used = match count {
+        Count::Kept => Some(read_bytes(meta, shards).await?),
+        Count::Dropped => None,
+    };
     let keys: HashSet<String> = ids.iter().map(ShardId::to_string).collect();
     let found = keys
         .iter()
@@ -880,8 +934,15 @@ async fn delete_counted(
             shards.delete(key).primitive().map_err(storage)?;
         }
     }
-    let used = read_bytes(meta).await?.saturating_sub(freed);
-    meta.put(JsValue::from(used as f64)).with_key(BYTES_KEY).primitive().map_err(storage)?;
+    match used {
+        Some(used) => {
+            let used = JsValue::from(used.saturating_sub(freed) as f64);
+            meta.put(used).with_key(BYTES_KEY).primitive().map_err(storage)?;
+        }
+        None => {
+            meta.delete(BYTES_KEY).primitive().map_err(storage)?;
+        }
+    }
     Ok(freed)
 }
 
@@ -976,11 +1037,26 @@ fn uses_prefix(transfer: &str) -> String {
     format!("{transfer}#uses/")
 }
 
-async fn read_bytes(
-    meta: &indexed_db_futures::object_store::ObjectStore<'_>,
-) -> Result<u64, NodeError> {
+async fn read_bytes(meta: &Store<'_>, shards: &Store<'_>) -> Result<u64, NodeError> {
     let value = meta.get::<JsValue, _, _>(BYTES_KEY).primitive().map_err(storage)?;
-    Ok(value.await.map_err(storage)?.and_then(|v| v.as_f64()).map_or(0, |b| b as u64))
+    match value.await.map_err(storage)?.and_then(|v| v.as_f64()) {
+        Some(bytes) => Ok(bytes as u64),
+        None => count_bytes(shards).await,
+    }
+}
+
+/// The bytes of every shard held, counted one by one: for a store without a count (a new one,
+/// or one whose count a removal over the browser's quota dropped: see [`delete_counted`]).
+/// A `Blob`'s size is known without reading it.
+async fn count_bytes(shards: &Store<'_>) -> Result<u64, NodeError> {
+    let Some(mut cursor) = shards.open_cursor().await.map_err(storage)? else {
+        return Ok(0);
+    };
+    let mut bytes = 0;
+    while let Some(value) = cursor.next_record::<JsValue>().await.map_err(storage)? {
+        bytes += value_len(&value).unwrap_or(0);
+    }
+    Ok(bytes)
 }
 
 /// The browser's own transaction object, whose `error` says why it aborted.
@@ -1210,6 +1286,42 @@ mod tests {
         assert_eq!(store.has_shards(&[d.0, e.0]).await.unwrap(), [false, false]);
         assert_eq!(store.usage().await.unwrap(), (3000, 3));
         assert_eq!(store.delete_shards(&[a.0, c.0]).await.unwrap(), 2000);
+        assert_eq!(store.usage().await.unwrap(), (1000, 1));
+        store.close();
+    }
+
+    /// A store without a count of its bytes (new, or after a removal over the browser's quota
+    /// dropped it) counts its shards one by one, of either value kind, when next it needs the
+    /// count, and writes after it keep it exact. A removal that drops the count still frees.
+    #[wasm_bindgen_test]
+    async fn a_dropped_byte_count_is_counted_again_from_the_shards() {
+        let name = format!("shardweb-test-count-{}", js_sys::Math::random());
+        let store = IdbStore::open(&name, None).await.unwrap();
+        assert_eq!(store.usage().await.unwrap(), (0, 0));
+        let [a, b, c, d] = [1, 2, 3, 4].map(shard);
+        store.put_shards(&[a.clone(), b.clone()]).await.unwrap();
+        let old = JsValue::from(Uint8Array::from(&c.1[..]));
+        store.put_value(SHARDS, &c.0.to_string(), old).await.unwrap();
+        // Dropped, the count is the shards' bytes, an array's among them.
+        store.delete_value(META, BYTES_KEY).await.unwrap();
+        assert_eq!(store.usage().await.unwrap(), (3000, 3));
+        // A write counts from there, and writes the count again.
+        store.put_shards(&[d.clone()]).await.unwrap();
+        assert!(store.get_value(META, BYTES_KEY).await.unwrap().is_some());
+        assert_eq!(store.usage().await.unwrap(), (4000, 4));
+        // A removal that drops the count frees its shards; the count comes back exact.
+        let tx = store.tx(&[SHARDS, META], TransactionMode::Readwrite).unwrap();
+        let raw = raw_tx(&tx);
+        let (shards, meta) = (tx.object_store(SHARDS).unwrap(), tx.object_store(META).unwrap());
+        assert_eq!(
+            delete_counted(&shards, &meta, &[a.0, c.0], Count::Dropped).await.unwrap(),
+            2000
+        );
+        drop((shards, meta));
+        commit(tx, &raw).await.unwrap();
+        assert!(store.get_value(META, BYTES_KEY).await.unwrap().is_none());
+        assert_eq!(store.usage().await.unwrap(), (2000, 2));
+        assert_eq!(store.delete_shards(&[b.0]).await.unwrap(), 1000);
         assert_eq!(store.usage().await.unwrap(), (1000, 1));
         store.close();
     }

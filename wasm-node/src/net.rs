@@ -97,6 +97,8 @@ struct Keeper {
     writing: Cell<bool>,
     /// Whether shards handed over were not written (a full store, a failed write).
     lost: Cell<bool>,
+    /// Whether the download has ended: what its fetches still bring is not kept.
+    closed: Cell<bool>,
     /// Woken whenever the write task takes what waits, and when it ends.
     waiters: RefCell<Vec<futures::channel::oneshot::Sender<()>>>,
     /// The transfer whose shards these are, which notes what each write adds (so that
@@ -115,7 +117,7 @@ impl Keeper {
         while self.on.get() && self.pending_bytes.get() >= MAX_PENDING_BYTES {
             self.changed().await;
         }
-        if shards.is_empty() {
+        if shards.is_empty() || self.closed.get() {
             return;
         }
         if !self.on.get() {
@@ -222,6 +224,15 @@ impl BrowserNet {
     /// up (when it is full, or a write failed): true if every one was written.
     pub async fn kept(&self) -> bool {
         self.keeper.flushed().await
+    }
+
+    /// Keeps nothing more: for a download that has ended. Its fetches still out run in tasks
+    /// of their own, and what they bring is surplus (every shard the download used was handed
+    /// over before the download saw it); kept, it would land after the download stopped
+    /// counting as running, maybe after its record and notes were removed, and nothing would
+    /// ever free it. What was handed over before is still written: see [`BrowserNet::kept`].
+    pub fn stop_keeping(&self) {
+        self.keeper.closed.set(true);
     }
 
     /// Fetches shards from a relay (over HTTP where it serves them so) or another browser,

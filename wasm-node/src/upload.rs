@@ -343,19 +343,18 @@ async fn upload(
     let encoded = encoder.into_encoded()?;
     let meta = FileMeta { name: state.name.clone(), mime: state.mime.clone() };
     let manifest = Manifest::create(&encoded, &meta, &state.key, &node.signing_key()?)?;
-    if state.keep {
-        store.put_manifest(manifest.id(), manifest.bytes()).await?;
-    }
     if let Some(upload) = upload {
         upload.finish(&manifest).await?;
     }
     let link = Link { manifest: manifest.id(), key: state.key.clone() };
-    // The file is listed, and the upload's record goes, in one transaction: a reload never
-    // finds a finished upload's record to cancel (which would remove the shards of a listed
-    // file). The record goes only once its file's copy has landed, which would bring it back.
+    // The file is listed with its manifest, and the upload's record goes, in one transaction:
+    // a reload never finds a finished upload's record to cancel (which would remove the
+    // shards of a listed file), and an upload that fails before never leaves a manifest here
+    // (each try makes a new one). The record goes only once its file's copy has landed, which
+    // would bring it back.
     copy_written(file_copy).await;
     let file = state.keep.then(|| FileRecord::new(&link, &meta, state.size, "uploaded"));
-    store.finish_transfer(&state.id, file.as_ref()).await?;
+    store.finish_transfer(&state.id, file.as_ref(), Some(manifest.bytes())).await?;
     if state.keep {
         let _ = node.peer.provide(manifest.id()).await;
     }
