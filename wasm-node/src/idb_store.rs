@@ -1306,7 +1306,7 @@ mod tests {
         store.delete_value(META, BYTES_KEY).await.unwrap();
         assert_eq!(store.usage().await.unwrap(), (3000, 3));
         // A write counts from there, and writes the count again.
-        store.put_shards(&[d.clone()]).await.unwrap();
+        store.put_shards(std::slice::from_ref(&d)).await.unwrap();
         assert!(store.get_value(META, BYTES_KEY).await.unwrap().is_some());
         assert_eq!(store.usage().await.unwrap(), (4000, 4));
         // A removal that drops the count frees its shards; the count comes back exact.

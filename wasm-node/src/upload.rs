@@ -343,6 +343,7 @@ async fn upload(
     let encoded = encoder.into_encoded()?;
     let meta = FileMeta { name: state.name.clone(), mime: state.mime.clone() };
     let manifest = Manifest::create(&encoded, &meta, &state.key, &node.signing_key()?)?;
+    let upload_went = upload.is_some();
     if let Some(upload) = upload {
         upload.finish(&manifest).await?;
     }
@@ -354,8 +355,21 @@ async fn upload(
     // would bring it back.
     copy_written(file_copy).await;
     let file = state.keep.then(|| FileRecord::new(&link, &meta, state.size, "uploaded"));
-    store.finish_transfer(&state.id, file.as_ref(), Some(manifest.bytes())).await?;
-    if state.keep {
+    let listed = match store.finish_transfer(&state.id, file.as_ref(), Some(manifest.bytes())).await
+    {
+        Ok(()) => state.keep,
+        // The relays hold the file, and its link stands: only this browser's copy goes, as
+        // a cancel takes it (which frees even a store over its quota).
+        Err(NodeError::QuotaExceeded { detail }) if upload_went => {
+            tracing::warn!(upload = %state.id, %detail, "the file is stored, but this browser's store is full: it keeps no copy");
+            if let Err(e) = crate::files::discard(node, &state.id, state.keep).await {
+                tracing::warn!(upload = %state.id, error = %e, "what the upload kept could not be freed");
+            }
+            false
+        }
+        Err(e) => return Err(e),
+    };
+    if listed {
         let _ = node.peer.provide(manifest.id()).await;
     }
     progress.report(true);
