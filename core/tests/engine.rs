@@ -236,6 +236,52 @@ fn a_holder_that_failed_once_is_still_asked_when_the_others_are_full() {
     assert_eq!(get(&swarm, vec![0, 1], id, &key).unwrap().0, data);
 }
 
+/// A holder whose requests fail for a while (a relay restarting, a connection dropped) is
+/// asked again after a wait, even when it is the only one; one that keeps failing is given
+/// up, with the stripe it left short named.
+#[test]
+fn a_holder_that_fails_for_a_while_is_asked_again_and_given_up_when_it_keeps_failing() {
+    let data = Rng::new(8).bytes(9_000);
+    let swarm = Swarm::with(1);
+    let (id, key) = put(&swarm, vec![0], params(2, 1), &data);
+    let read = |fail_next: usize, gone: bool| {
+        block_on(async {
+            let manifest = fetch_manifest(&swarm, &[0], id).await?;
+            let mut download = Download::start(swarm.clone(), vec![0], &manifest, &key, 3).await?;
+            let asked = swarm.0.borrow()[0].asked;
+            swarm.0.borrow_mut()[0].fail_next = fail_next;
+            swarm.0.borrow_mut()[0].gone = gone;
+            let mut out = Vec::new();
+            let result = loop {
+                match download.next_segment().await {
+                    Ok(Some(segment)) => out.extend_from_slice(&segment),
+                    Ok(None) => break Ok(out),
+                    Err(e) => break Err(e),
+                }
+            };
+            swarm.0.borrow_mut()[0].gone = false;
+            Ok::<_, DownloadError>((result, swarm.0.borrow()[0].asked - asked))
+        })
+        .unwrap()
+    };
+    // Its first two rounds of requests (one per stripe of the window of three) all fail:
+    // each round counts as one failure, and the third round is answered.
+    let (got, asked) = read(6, false);
+    assert_eq!(got.unwrap(), data);
+    assert!(asked > 6, "asked {asked} times");
+    // Gone for good: given up after its fifth failure in a row.
+    let (got, asked) = read(0, true);
+    match got {
+        Err(DownloadError::Codec(codec::Error::NotEnoughShards {
+            stripe: 0,
+            found: 0,
+            needed: 2,
+        })) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(asked, 5 * 3, "five rounds of three requests");
+}
+
 #[test]
 fn too_few_shards_name_the_stripe() {
     let data = Rng::new(5).bytes(2_500);

@@ -48,7 +48,9 @@ pub async fn fetch_manifest<N: Network>(
 }
 
 type Batch = Vec<(u64, usize, ShardId)>;
-type Reply = (usize, Batch, Result<Vec<Fetched>, NetworkError>);
+/// A holder's reply to a batch: the holder, the batch, its failures in a row when it was asked
+/// (see `Download`'s `failures`), and what it sent.
+type Reply = (usize, Batch, u32, Result<Vec<Fetched>, NetworkError>);
 
 /// Per-stripe bookkeeping: which (shard, holder) pairs were tried and which shards are asked.
 #[derive(Default)]
@@ -62,7 +64,12 @@ struct StripeState {
 pub struct Download<N: Network> {
     net: N,
     holders: Vec<N::Peer>,
+    /// Holders whose last request failed (or that did not say what they hold): asked only
+    /// for what no other holder can give, after a wait, until they fail too often.
     dead: HashSet<usize>,
+    /// Failed requests in a row per holder, each counted once however many were in flight
+    /// when it failed; a reply resets it. At [`MAX_FAILURES`] a holder is given up.
+    failures: HashMap<usize, u32>,
     located: HashMap<ShardId, Vec<usize>>,
     ids: Vec<ShardId>,
     decoder: Option<Decoder>,
@@ -93,6 +100,7 @@ impl<N: Network + Clone + 'static> Download<N> {
             net,
             holders: Vec::new(),
             dead: HashSet::new(),
+            failures: HashMap::new(),
             located: HashMap::new(),
             ids: manifest.shard_ids().to_vec(),
             decoder: Some(decoder),
@@ -240,10 +248,17 @@ impl<N: Network + Clone + 'static> Download<N> {
                 if decoder.has_shard(s, i) || state.asked.contains(&i) {
                     continue;
                 }
+                // A live holder not yet tried for it; failing that, one whose requests failed
+                // but not too often, asked again (it may have restarted, or reconnected).
                 let holder = self.located.get(id).and_then(|hs| {
+                    let retriable = |h: &usize| {
+                        self.dead.contains(h)
+                            && self.failures.get(h).is_some_and(|&n| n < MAX_FAILURES)
+                    };
                     hs.iter()
                         .copied()
                         .find(|h| !self.dead.contains(h) && !state.tried.contains(&(i, *h)))
+                        .or_else(|| hs.iter().copied().find(retriable))
                 });
                 let Some(h) = holder else { continue };
                 batches.entry((h, s)).or_default().push((s, i, *id));
@@ -262,22 +277,31 @@ impl<N: Network + Clone + 'static> Download<N> {
             let Some(peer) = self.holders.get(h).cloned() else { continue };
             let net = self.net.clone();
             let ids = batch.iter().map(|(_, _, id)| *id).collect();
-            let wait = self.busy.get(&h).map(|&n| busy_wait(n));
+            let failures = self.failures.get(&h).copied().unwrap_or(0);
+            let wait = if self.dead.contains(&h) {
+                Some(retry_wait(failures))
+            } else {
+                self.busy.get(&h).map(|&n| busy_wait(n))
+            };
             self.in_flight.push(Box::pin(async move {
                 if let Some(wait) = wait {
                     futures_timer::Delay::new(wait).await;
                 }
                 let reply = net.get_shards(&peer, ids).await;
-                (h, batch, reply)
+                (h, batch, failures, reply)
             }));
         }
     }
 
     /// Takes a holder's reply: verified shards go to the decoder; the rest are retried
     /// elsewhere by the next [`Download::schedule`].
-    fn absorb(&mut self, (h, batch, reply): Reply) {
+    fn absorb(&mut self, (h, batch, failures_then, reply): Reply) {
         let fetched = match reply {
-            Ok(fetched) if fetched.len() == batch.len() => fetched,
+            Ok(fetched) if fetched.len() == batch.len() => {
+                self.dead.remove(&h);
+                self.failures.remove(&h);
+                fetched
+            }
             failed => {
                 let holder = self.holders.get(h);
                 match failed {
@@ -288,6 +312,11 @@ impl<N: Network + Clone + 'static> Download<N> {
                     Err(e) => tracing::debug!(?holder, error = %e, "shard request failed"),
                 }
                 self.dead.insert(h);
+                // Once for all the requests that were out to it when it failed.
+                let failures = self.failures.entry(h).or_default();
+                if *failures == failures_then {
+                    *failures += 1;
+                }
                 vec![Fetched::Missing; batch.len()]
             }
         };
@@ -346,6 +375,16 @@ fn decoder_error(decoder: Option<&mut Decoder>) -> DownloadError {
     }
 }
 
+/// Failed requests in a row after which a holder is not asked again in this download.
+const MAX_FAILURES: u32 = 5;
+
+/// How long to wait before asking a holder again after `n` failed requests in a row: 250 ms,
+/// doubling to 4 s (3.75 s in all before the fifth failure gives it up): time for a relay
+/// to restart, or for a connection to be made again.
+fn retry_wait(n: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(250u64 << n.saturating_sub(1).min(4))
+}
+
 /// How long to wait before asking a holder again after `n` replies in a row deferred every
 /// shard: 25 ms, doubling, at most a second.
 fn busy_wait(n: u32) -> std::time::Duration {
@@ -357,7 +396,7 @@ fn busy_wait(n: u32) -> std::time::Duration {
 mod tests {
     use std::time::Duration;
 
-    use super::busy_wait;
+    use super::{busy_wait, retry_wait};
 
     #[test]
     fn a_busy_holder_is_asked_again_after_a_wait_that_doubles_to_a_second() {
@@ -365,5 +404,12 @@ mod tests {
         let ms = [25, 50, 100, 200, 400, 800, 1000, 1000];
         assert_eq!(waits, ms.map(Duration::from_millis));
         assert_eq!(busy_wait(u32::MAX), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_failed_holder_is_asked_again_after_a_wait_that_doubles() {
+        let waits: Vec<Duration> = (1..=4).map(retry_wait).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000].map(Duration::from_millis));
+        assert_eq!(retry_wait(u32::MAX), Duration::from_millis(4000));
     }
 }
