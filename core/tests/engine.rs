@@ -269,7 +269,7 @@ fn a_holder_that_fails_for_a_while_is_asked_again_and_given_up_when_it_keeps_fai
     let (got, asked) = read(6, false);
     assert_eq!(got.unwrap(), data);
     assert!(asked > 6, "asked {asked} times");
-    // Gone for good: given up after its fifth failure in a row.
+    // Gone for good: given up after its sixth failure in a row.
     let (got, asked) = read(0, true);
     match got {
         Err(DownloadError::Codec(codec::Error::NotEnoughShards {
@@ -279,7 +279,7 @@ fn a_holder_that_fails_for_a_while_is_asked_again_and_given_up_when_it_keeps_fai
         })) => {}
         other => panic!("{other:?}"),
     }
-    assert_eq!(asked, 5 * 3, "five rounds of three requests");
+    assert_eq!(asked, 6 * 3, "six rounds of three requests");
 }
 
 #[test]

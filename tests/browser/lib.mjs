@@ -85,11 +85,12 @@ export async function until(what, check, ms = 30_000) {
 }
 
 /** A `shardweb relay` process on loopback with free ports, stopped when the test ends. */
-export async function startRelay(t, dir, { www = WWW, args = [] } = {}) {
-  const port = await freePort();
+export async function startRelay(t, dir, { www = WWW, args = [], port: given } = {}) {
+  // A port given (a relay's that was killed) starts it again on its data.
+  const port = given ?? (await freePort());
   const data = join(dir, `relay-${port}`);
   mkdirSync(data, { recursive: true });
-  const log = openSync(`${data}.log`, 'w');
+  const log = openSync(`${data}.log`, given ? 'a' : 'w');
   const child = spawn(
     bin(),
     [
@@ -101,6 +102,7 @@ export async function startRelay(t, dir, { www = WWW, args = [] } = {}) {
     { stdio: ['ignore', 'ignore', log], env: { ...process.env, SHARDWEB_LOG: process.env.SHARDWEB_LOG ?? 'info' } },
   );
   closeSync(log);
+  const exited = new Promise((resolve) => child.once('exit', resolve));
   const relay = {
     url: `http://127.0.0.1:${port}`,
     port,
@@ -118,11 +120,12 @@ export async function startRelay(t, dir, { www = WWW, args = [] } = {}) {
       const line = text.split('\n').find((l) => l.startsWith(name) && !l.startsWith('#'));
       return line === undefined ? null : Number(line.split(' ').pop());
     },
+    /** Kills it; resolves once it has exited. */
     kill() {
       child.kill('SIGKILL');
+      return exited;
     },
   };
-  const exited = new Promise((resolve) => child.once('exit', resolve));
   writers.get(dir)?.push(() => {
     relay.kill();
     return exited;

@@ -159,17 +159,18 @@ test('a browser whose HTTP requests for shards fail, or that is told not to use 
 
 /**
  * Gets `link` on `page` and kills `relay` once it has sent 8 MB of it, while the download is
- * still going; resolves to the download's result.
+ * still going, then runs `afterKill`; resolves to the download's result.
  */
-async function getKilling(page, link, relay) {
+async function getKilling(page, link, relay, afterKill = async () => {}) {
   const before = await relay.metric('shardweb_bytes_out_total');
   let finished = false;
   const getting = getLink(page, link).finally(() => {
     finished = true;
   });
   await until('the download to draw on both relays', async () => (await relay.metric('shardweb_bytes_out_total')) > before + 8_000_000);
-  relay.kill();
+  await relay.kill();
   assert.equal(finished, false, 'the download ended before the relay was killed');
+  await afterKill();
   return getting;
 }
 
@@ -187,6 +188,20 @@ test('a relay killed in the middle of a browser download does not stop it', asyn
   const page = await harness(browser, b, { relays: [a.url, b.url] });
   const got = await getKilling(page, link, a);
   assert.deepEqual(got, { name: 'both.bin', size, sha256: sha });
+});
+
+test('a download from a lone relay that restarts in the middle of it waits for the relay and completes', async (t) => {
+  const dir = tempDir(t);
+  const www = wwwWithHarness(dir);
+  const relay = await startRelay(t, dir, { www });
+  const size = 60_000_000;
+  const file = join(dir, 'restart.bin');
+  const sha = randomFile(file, size);
+  const link = await cliPut(relay, file, ['--k', '2', '--m', '1']);
+  const browser = await launch(t);
+  const page = await harness(browser, relay);
+  const got = await getKilling(page, link, relay, () => startRelay(t, dir, { www, port: relay.port }));
+  assert.deepEqual(got, { name: 'restart.bin', size, sha256: sha });
 });
 
 test('a download left short of shards part way ends its stream with a typed error', async (t) => {

@@ -376,11 +376,11 @@ fn decoder_error(decoder: Option<&mut Decoder>) -> DownloadError {
 }
 
 /// Failed requests in a row after which a holder is not asked again in this download.
-const MAX_FAILURES: u32 = 5;
+const MAX_FAILURES: u32 = 6;
 
 /// How long to wait before asking a holder again after `n` failed requests in a row: 250 ms,
-/// doubling to 4 s (3.75 s in all before the fifth failure gives it up): time for a relay
-/// to restart, or for a connection to be made again.
+/// doubling to 4 s (7.75 s in all before the sixth failure gives it up): time for a relay
+/// to restart, and for a browser to connect to it again (its first try comes after 1 s).
 fn retry_wait(n: u32) -> std::time::Duration {
     std::time::Duration::from_millis(250u64 << n.saturating_sub(1).min(4))
 }
