@@ -120,6 +120,10 @@ export async function startRelay(t, dir, { www = WWW, args = [], port: given } =
       const line = text.split('\n').find((l) => l.startsWith(name) && !l.startsWith('#'));
       return line === undefined ? null : Number(line.split(' ').pop());
     },
+    /** Sends it a signal (`SIGSTOP` and `SIGCONT` freeze and thaw it). */
+    signal(name) {
+      child.kill(name);
+    },
     /** Kills it; resolves once it has exited. */
     kill() {
       child.kill('SIGKILL');

@@ -600,6 +600,42 @@ test('a running upload is not cancelled under its own feet; its signal stops it 
   assert.deepEqual(left, { bytes: 0, transfers: [] });
 });
 
+test('a signal stops an upload at once while its relay has stopped answering, and it keeps nothing', async (t) => {
+  const dir = tempDir(t);
+  const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });
+  const browser = await launch(t);
+  const file = join(dir, 'stalled.bin');
+  randomFile(file, 64 << 20);
+  const page = await harness(browser, relay);
+  await page.locator('#file').setInputFiles(file);
+  const stored = await relay.metric('shardweb_shards_stored');
+  await page.evaluate(() => {
+    window.abort = new AbortController();
+    const file = document.getElementById('file').files[0];
+    window.running = window.node
+      .put(file, { signal: window.abort.signal })
+      .then(() => ({ stored: true }), (e) => ({ error: { code: e.code, message: e.message } }));
+  });
+  await until('the relay to store a stripe', async () => (await relay.metric('shardweb_shards_stored')) >= stored + 6);
+  // Frozen, the relay answers nothing: the requests under way to it hang (for a minute, over
+  // HTTP, before they time out).
+  relay.signal('SIGSTOP');
+  t.after(() => relay.signal('SIGCONT'));
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const stopped = await page.evaluate(async () => {
+    window.abort.abort();
+    const late = new Promise((resolve) => setTimeout(() => resolve({ late: true }), 20_000));
+    return Promise.race([window.running, late]);
+  });
+  relay.signal('SIGCONT');
+  assert.equal(stopped.error?.code, 'STOPPED', JSON.stringify(stopped));
+  const left = await page.evaluate(async () => ({
+    bytes: (await window.node.stats()).store.bytes,
+    transfers: await window.node.transfers(),
+  }));
+  assert.deepEqual(left, { bytes: 0, transfers: [] });
+});
+
 test('an upload that keeps no copy of its file (resumable: false) completes; after a reload it can only be cancelled', async (t) => {
   const dir = tempDir(t);
   const relay = await startRelay(t, dir, { www: wwwWithHarness(dir) });

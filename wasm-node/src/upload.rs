@@ -15,6 +15,7 @@ use shardweb_core::codec::{Encoder, FileId, FileKey, Params, Segment, ShardId};
 use shardweb_core::manifest::FileMeta;
 use shardweb_core::node::Upload;
 use shardweb_core::{Link, Manifest};
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{AbortSignal, Blob};
 
@@ -240,6 +241,38 @@ impl Writes {
     }
 }
 
+/// Waits for `work`, a wait on the relays, unless `signal` aborts first: then the upload
+/// stops at once ([`NodeError::Stopped`]) rather than when a stalled relay's requests time
+/// out (a minute over HTTP, then two over libp2p, for each holder). Dropping the wait drops
+/// only requests to relays; this browser's writes run in tasks of their own, which the
+/// upload still waits for before it ends.
+async fn unless_aborted<T, E: Into<NodeError>>(
+    signal: Option<&AbortSignal>,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, NodeError> {
+    let stopped = || NodeError::Stopped { what: "the upload" };
+    let Some(signal) = signal else { return work.await.map_err(Into::into) };
+    if signal.aborted() {
+        return Err(stopped());
+    }
+    let (tx, aborted) = oneshot::channel::<()>();
+    let tx = RefCell::new(Some(tx));
+    let on_abort = Closure::<dyn FnMut()>::new(move || {
+        if let Some(tx) = tx.borrow_mut().take() {
+            let _ = tx.send(());
+        }
+    });
+    let listener = on_abort.as_ref().unchecked_ref();
+    let _ = signal.add_event_listener_with_callback("abort", listener);
+    let work = std::pin::pin!(work);
+    let outcome = futures::future::select(work, aborted).await;
+    let _ = signal.remove_event_listener_with_callback("abort", listener);
+    match outcome {
+        futures::future::Either::Left((done, _)) => done.map_err(Into::into),
+        futures::future::Either::Right(_) => Err(stopped()),
+    }
+}
+
 fn check_running(node: &Node, signal: Option<&AbortSignal>) -> Result<(), NodeError> {
     if node.is_stopped() {
         return Err(NodeError::Stopped { what: "the node" });
@@ -323,6 +356,7 @@ async fn upload(
         landed: Rc::default(),
         keeps: &mut keeps,
         records: &mut records,
+        signal,
     };
     let result =
         encode_and_send(&mut step, &sealer, &mut encoder, upload.as_mut(), &mut progress, signal)
@@ -334,7 +368,7 @@ async fn upload(
     keeps_done?;
     records_done?;
     if let Some(upload) = upload.as_mut() {
-        upload.flush().await?;
+        unless_aborted(signal, upload.flush()).await?;
         step.record_acks(upload).await?;
         step.records.finish().await?;
     }
@@ -455,6 +489,8 @@ struct Step<'a> {
     landed: Rc<RefCell<HashSet<u64>>>,
     keeps: &'a mut Writes,
     records: &'a mut Writes,
+    /// The caller's signal, which also stops a wait for the relays (see [`unless_aborted`]).
+    signal: Option<&'a AbortSignal>,
 }
 
 impl Step<'_> {
@@ -498,7 +534,7 @@ impl Step<'_> {
                     self.keeps.start(keep).await?;
                 }
                 self.unacked.insert(index, stripe.ids.clone());
-                upload.send(stripe).await?;
+                unless_aborted(self.signal, upload.send(stripe)).await?;
             }
             None => {
                 // The only copy: stored before the stripe counts as done.
