@@ -282,6 +282,30 @@ fn a_holder_that_fails_for_a_while_is_asked_again_and_given_up_when_it_keeps_fai
     assert_eq!(asked, 6 * 3, "six rounds of three requests");
 }
 
+/// A holder whose requests failed is not waited for while the others can give what it had:
+/// the stripes it leaves short are completed at once from other shards of theirs.
+#[test]
+fn a_failed_holder_is_not_waited_for_while_others_can_complete_its_stripes() {
+    let data = Rng::new(9).bytes(9_000);
+    let swarm = Swarm::with(2);
+    let (id, key) = put(&swarm, vec![0, 1], params(2, 2), &data);
+    let got = block_on(async {
+        let manifest = fetch_manifest(&swarm, &[0, 1], id).await?;
+        let mut download = Download::start(swarm.clone(), vec![0, 1], &manifest, &key, 3).await?;
+        let asked = swarm.0.borrow()[0].asked;
+        swarm.0.borrow_mut()[0].gone = true;
+        let mut out = Vec::new();
+        while let Some(segment) = download.next_segment().await? {
+            out.extend_from_slice(&segment);
+        }
+        Ok::<_, DownloadError>((out, swarm.0.borrow()[0].asked - asked))
+    });
+    let (got, asked) = got.unwrap();
+    assert_eq!(got, data);
+    // Its first requests (one per stripe of the window) failed; none went to it after.
+    assert_eq!(asked, 3);
+}
+
 #[test]
 fn too_few_shards_name_the_stripe() {
     let data = Rng::new(5).bytes(2_500);

@@ -529,7 +529,6 @@ test('a full browser store rejects an upload with QUOTA_EXCEEDED and keeps nothi
   // A download that meets the quota before it has written anything, not even its record,
   // still reads the whole file, and keeps nothing of it.
   const link = await cliPut(relay, file);
-  page.on('console', (m) => console.log('CONSOLE', m.text()));
   const held = await page.evaluate(async () => (await window.node.stats()).store.bytes);
   await cdp.send('Storage.overrideQuotaForOrigin', { origin: relay.url, quotaSize: 1 });
   assert.deepEqual(await getLink(page, link), { name: 'too-big.bin', size: 24_000_000, sha256: await sha256File(file) });

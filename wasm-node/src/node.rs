@@ -350,7 +350,7 @@ fn relay_in(addr: &Multiaddr) -> Option<PeerId> {
 }
 
 async fn reconnect(node: Weak<Node>, url: String) {
-    let mut wait = Duration::from_secs(1);
+    let mut wait = Duration::from_millis(500);
     loop {
         futures_timer::Delay::new(wait).await;
         let Some(node) = node.upgrade() else { return };

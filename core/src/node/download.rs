@@ -241,30 +241,34 @@ impl<N: Network + Clone + 'static> Download<N> {
             let state = self.stripes.entry(s).or_default();
             let held = (0..n).filter(|&i| decoder.has_shard(s, i)).count();
             let mut wanted = k.saturating_sub(held + state.asked.len());
-            for (i, id) in ids.iter().enumerate() {
-                if wanted == 0 {
-                    break;
-                }
-                if decoder.has_shard(s, i) || state.asked.contains(&i) {
-                    continue;
-                }
-                // A live holder not yet tried for it; failing that, one whose requests failed
-                // but not too often, asked again (it may have restarted, or reconnected).
-                let holder = self.located.get(id).and_then(|hs| {
-                    let retriable = |h: &usize| {
-                        self.dead.contains(h)
-                            && self.failures.get(h).is_some_and(|&n| n < MAX_FAILURES)
+            // Holders that answer first, for every shard; then, only for what they cannot
+            // give, holders whose requests failed but not too often (one may have restarted,
+            // or reconnected), each asked again only for shards it has not answered.
+            for retry in [false, true] {
+                for (i, id) in ids.iter().enumerate() {
+                    if wanted == 0 {
+                        break;
+                    }
+                    if decoder.has_shard(s, i) || state.asked.contains(&i) {
+                        continue;
+                    }
+                    let usable = |h: &usize| {
+                        let failed = self.dead.contains(h);
+                        let usable = if retry {
+                            failed && self.failures.get(h).is_some_and(|&n| n < MAX_FAILURES)
+                        } else {
+                            !failed
+                        };
+                        usable && !state.tried.contains(&(i, *h))
                     };
-                    hs.iter()
-                        .copied()
-                        .find(|h| !self.dead.contains(h) && !state.tried.contains(&(i, *h)))
-                        .or_else(|| hs.iter().copied().find(retriable))
-                });
-                let Some(h) = holder else { continue };
-                batches.entry((h, s)).or_default().push((s, i, *id));
-                state.tried.insert((i, h));
-                state.asked.insert(i);
-                wanted -= 1;
+                    let holder =
+                        self.located.get(id).and_then(|hs| hs.iter().copied().find(usable));
+                    let Some(h) = holder else { continue };
+                    batches.entry((h, s)).or_default().push((s, i, *id));
+                    state.tried.insert((i, h));
+                    state.asked.insert(i);
+                    wanted -= 1;
+                }
             }
         }
         let mut batches: Vec<_> = batches.into_iter().collect();
@@ -316,6 +320,14 @@ impl<N: Network + Clone + 'static> Download<N> {
                 let failures = self.failures.entry(h).or_default();
                 if *failures == failures_then {
                     *failures += 1;
+                }
+                // Not answered: it may be asked for them again (see `schedule`). What it did
+                // answer stays tried, so that a holder whose requests fail in between cannot
+                // be asked again without end.
+                for (s, i, _) in &batch {
+                    if let Some(state) = self.stripes.get_mut(s) {
+                        state.tried.remove(&(*i, h));
+                    }
                 }
                 vec![Fetched::Missing; batch.len()]
             }
