@@ -249,9 +249,10 @@ export class Node {
   }
 
   /**
-   * The plaintext the worker hands over `port`, a chunk per pull (one read ahead once reading has started), each
-   * chunk's buffer moved rather than copied. Errors arrive typed, as a call's do; when the
-   * node stops or its worker fails, the stream errors too, whether or not a pull is waiting.
+   * The plaintext the worker hands over `port`, a chunk per pull (one asked for ahead once
+   * reading has started), each chunk's buffer moved rather than copied. Errors arrive typed,
+   * as a call's do; when the node stops or its worker fails, the stream errors too: at once
+   * while a chunk is being asked for, else at the next read.
    */
   #streamOf(port: MessagePort, cut: () => void): ReadableStream<Uint8Array> {
     let waiting: ((reply: StreamReply) => void) | undefined;
@@ -286,32 +287,44 @@ export class Node {
             waiting = resolve;
             port.postMessage('pull' satisfies StreamAsk);
           });
-    // Nothing is asked before the first read, so a stream cancelled unread starts nothing (no
-    // record, no shard kept). From the first read on, one chunk is asked for ahead, once the
-    // reader of the chunk before has run (when a stream with a high-water mark of one would
-    // ask): a reader that cancels right after a chunk leaves no request under way.
+    // Nothing is asked before the first read, so a stream cancelled unread starts no download
+    // (no shard fetched, nothing recorded). From the first read on, the next chunk is asked
+    // for once the reader of the one before has run (as a stream with a high-water mark of
+    // one would ask it), and an end or an error that comes ahead ends the stream at once.
     let ahead: Promise<StreamReply> | undefined;
     let cancelled = false;
+    let over = false;
+    // Ends the stream with a reply that carries no chunk: its end, or why it failed.
+    const close = (reply: StreamReply, controller: ReadableStreamDefaultController<Uint8Array>): void => {
+      if (over || cancelled || 'value' in reply) {
+        return;
+      }
+      over = true;
+      end('done' in reply);
+      if ('done' in reply) {
+        controller.close();
+      } else {
+        controller.error(fromWire(reply.error));
+      }
+    };
     return new ReadableStream<Uint8Array>(
       {
         pull: async (controller) => {
           const reply = failed ?? (await (ahead ?? ask()));
           ahead = undefined;
-          if ('value' in reply) {
-            controller.enqueue(reply.value);
-            queueMicrotask(() => {
-              if (!cancelled) {
-                ahead ??= ask();
-              }
-            });
+          if (!('value' in reply)) {
+            close(reply, controller);
             return;
           }
-          end('done' in reply);
-          if ('done' in reply) {
-            controller.close();
-          } else {
-            controller.error(fromWire(reply.error));
-          }
+          controller.enqueue(reply.value);
+          queueMicrotask(() => {
+            if (cancelled || over || ahead !== undefined) {
+              return;
+            }
+            const next = ask();
+            ahead = next;
+            void next.then((r) => close(r, controller));
+          });
         },
         cancel: () => {
           cancelled = true;
