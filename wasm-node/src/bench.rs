@@ -47,6 +47,16 @@ fn data(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// What every measurement here codes with: (k, m), a fixed key and file id, and a WebCrypto
+/// sealer for them.
+async fn fixture(k: usize, m: usize) -> Result<(Params, FileKey, FileId, WebSealer), NodeError> {
+    let params = Params::new(k, m)?;
+    let key = FileKey::from_bytes([7; 32]);
+    let file_id = FileId([9; 16]);
+    let sealer = WebSealer::new(&key, file_id).await?;
+    Ok((params, key, file_id, sealer))
+}
+
 /// Measures `rounds` rounds at (k, m) with 4 MiB segments; resolves to `{ stage: MB/s }`.
 #[wasm_bindgen(js_name = benchCodec)]
 pub async fn bench_codec(k: usize, m: usize, rounds: usize) -> Result<JsValue, JsValue> {
@@ -54,11 +64,8 @@ pub async fn bench_codec(k: usize, m: usize, rounds: usize) -> Result<JsValue, J
 }
 
 async fn run(k: usize, m: usize, rounds: usize) -> Result<JsValue, NodeError> {
-    let params = Params::new(k, m)?;
-    let key = FileKey::from_bytes([7; 32]);
-    let file_id = FileId([9; 16]);
+    let (params, key, file_id, sealer) = fixture(k, m).await?;
     let plain = data(SEGMENT * SEGMENTS);
-    let sealer = WebSealer::new(&key, file_id).await?;
     let reference = SegmentCipher::new(&key, file_id);
     let mb = (SEGMENT * SEGMENTS) as f64 / 1e6;
     let names = [
@@ -151,11 +158,8 @@ pub async fn bench_put_work(k: usize, m: usize, mib: usize) -> Result<f64, JsVal
 }
 
 async fn put_work(k: usize, m: usize, mib: usize) -> Result<f64, NodeError> {
-    let params = Params::new(k, m)?;
-    let key = FileKey::from_bytes([7; 32]);
-    let file_id = FileId([9; 16]);
+    let (params, key, file_id, sealer) = fixture(k, m).await?;
     let plain = data(SEGMENT);
-    let sealer = WebSealer::new(&key, file_id).await?;
     let mut encoder = Encoder::new(params, &key, file_id);
     let mut sealing = std::collections::VecDeque::new();
     let t = now();
@@ -195,10 +199,7 @@ pub async fn bench_get_work(k: usize, m: usize, mib: usize) -> Result<f64, JsVal
 }
 
 async fn get_work(k: usize, m: usize, mib: usize) -> Result<f64, NodeError> {
-    let params = Params::new(k, m)?;
-    let key = FileKey::from_bytes([7; 32]);
-    let file_id = FileId([9; 16]);
-    let sealer = WebSealer::new(&key, file_id).await?;
+    let (params, key, file_id, sealer) = fixture(k, m).await?;
     // A file of `SEGMENTS` segments, coded before the clock starts, read over and over.
     let mut encoder = Encoder::new(params, &key, file_id);
     let plain = data(SEGMENT * SEGMENTS);

@@ -492,12 +492,7 @@ impl IdbStore {
     /// Deletes shards, keeping the byte count exact; returns the bytes freed. Over the
     /// browser's quota they go all the same (see [`Count::Dropped`]).
     pub async fn delete_shards(&self, ids: &[ShardId]) -> Result<u64, NodeError> {
-        match self.delete_shards_counting(ids, Count::Kept).await {
-            Err(NodeError::QuotaExceeded { .. }) => {
-                self.delete_shards_counting(ids, Count::Dropped).await
-            }
-            done => done,
-        }
+        Count::or_dropped(|count| self.delete_shards_counting(ids, count)).await
     }
 
     async fn delete_shards_counting(
@@ -653,12 +648,7 @@ impl IdbStore {
     /// (a data shard of zero padding, say): it goes with the last of them. Over the browser's
     /// quota it deletes all the same, dropping the count of bytes held (see [`Count`]).
     pub async fn forget(&self, what: Forget<'_>) -> Result<u64, NodeError> {
-        match self.forget_counting(what, Count::Kept).await {
-            Err(NodeError::QuotaExceeded { .. }) => {
-                self.forget_counting(what, Count::Dropped).await
-            }
-            done => done,
-        }
+        Count::or_dropped(|count| self.forget_counting(what, count)).await
     }
 
     async fn forget_counting(&self, what: Forget<'_>, count: Count) -> Result<u64, NodeError> {
@@ -906,6 +896,20 @@ enum Count {
     /// the browser's quota, a transaction that writes anything at all fails, one that only
     /// deletes does not, and a full store must still be able to free what it holds.
     Dropped,
+}
+
+impl Count {
+    /// Runs `removal` (one transaction) keeping the count and, if the browser's quota refuses
+    /// it, once more dropping the count.
+    async fn or_dropped<T, F>(removal: impl Fn(Count) -> F) -> Result<T, NodeError>
+    where
+        F: std::future::Future<Output = Result<T, NodeError>>,
+    {
+        match removal(Count::Kept).await {
+            Err(NodeError::QuotaExceeded { .. }) => removal(Count::Dropped).await,
+            done => done,
+        }
+    }
 }
 
 /// Deletes the shards among `ids` that are held, and takes their bytes off the count (or
