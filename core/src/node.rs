@@ -11,7 +11,7 @@ mod network;
 pub mod peer;
 mod upload;
 
-pub use download::{Download, DownloadError, fetch_manifest};
+pub use download::{Download, DownloadError, Retries, fetch_manifest};
 pub use network::{Fetched, Network, NetworkError};
 pub use upload::{Upload, UploadError};
 

@@ -244,13 +244,23 @@ fn a_holder_that_failed_once_is_still_asked_when_the_others_are_full() {
 #[cfg(not(wasm_browser))]
 #[test]
 fn a_holder_that_fails_for_a_while_is_asked_again_and_given_up_when_it_keeps_failing() {
+    use shardweb_core::node::Retries;
+    use std::time::Duration;
+
     let data = Rng::new(8).bytes(9_000);
     let swarm = Swarm::with(1);
     let (id, key) = put(&swarm, vec![0], params(2, 1), &data);
     let read = |fail_next: usize, gone: bool| {
         block_on(async {
             let manifest = fetch_manifest(&swarm, &[0], id).await?;
-            let mut download = Download::start(swarm.clone(), vec![0], &manifest, &key, 3).await?;
+            // Quick retries, for the test's time: the count is what it checks.
+            let retries = Retries {
+                first: Duration::from_millis(10),
+                max_wait: Duration::from_millis(40),
+                max_failures: 6,
+            };
+            let download = Download::start(swarm.clone(), vec![0], &manifest, &key, 3).await?;
+            let mut download = download.with_retries(retries);
             let asked = swarm.0.borrow()[0].asked;
             swarm.0.borrow_mut()[0].fail_next = fail_next;
             swarm.0.borrow_mut()[0].gone = gone;
@@ -272,7 +282,7 @@ fn a_holder_that_fails_for_a_while_is_asked_again_and_given_up_when_it_keeps_fai
     let (got, asked) = read(6, false);
     assert_eq!(got.unwrap(), data);
     assert!(asked > 6, "asked {asked} times");
-    // Gone for good: given up after its sixth failure in a row.
+    // Gone for good: given up after its sixth failure in a row (this test's `max_failures`).
     let (got, asked) = read(0, true);
     match got {
         Err(DownloadError::Codec(codec::Error::NotEnoughShards {
@@ -283,6 +293,42 @@ fn a_holder_that_fails_for_a_while_is_asked_again_and_given_up_when_it_keeps_fai
         other => panic!("{other:?}"),
     }
     assert_eq!(asked, 6 * 3, "six rounds of three requests");
+}
+
+/// A holder that vanishes mid-download, leaving stripes short, sends the download looking for
+/// more holders at once (the DHT, in the clients), not after the failed one's retries: the
+/// one found completes the file, and the vanished one is asked again at most once meanwhile.
+// Natively only: the vanished holder's retry waits on a timer (see the test above).
+#[cfg(not(wasm_browser))]
+#[test]
+fn a_download_short_of_holders_looks_for_more_at_once_and_completes_from_them() {
+    let data = Rng::new(9).bytes(20_000);
+    let swarm = Swarm::with(3);
+    // Three shards a stripe, one on each holder: any two suffice.
+    let (id, key) = put(&swarm, vec![0, 1, 2], params(2, 1), &data);
+    let searches = Rc::new(RefCell::new(0));
+    let counted = Rc::clone(&searches);
+    let (got, asked) = block_on(async {
+        let manifest = fetch_manifest(&swarm, &[0, 1], id).await.unwrap();
+        let download = Download::start(swarm.clone(), vec![0, 1], &manifest, &key, 2).await;
+        let mut download = download.unwrap().with_more_holders(move || {
+            *counted.borrow_mut() += 1;
+            Box::pin(async { vec![2, 1] })
+        });
+        assert_eq!(download.unlocated(), None, "holders 0 and 1 hold enough at first");
+        let first = download.next_segment().await.unwrap().unwrap();
+        swarm.0.borrow_mut()[0].gone = true;
+        let asked = swarm.0.borrow()[0].asked;
+        let mut out = first;
+        while let Some(segment) = download.next_segment().await.unwrap() {
+            out.extend_from_slice(&segment);
+        }
+        (out, swarm.0.borrow()[0].asked - asked)
+    });
+    assert_eq!(got, data);
+    assert_eq!(*searches.borrow(), 1, "one search");
+    assert!(asked <= 2 * 3, "the vanished holder was asked {asked} times");
+    assert!(swarm.0.borrow()[2].asked > 0, "nothing came from the holder found");
 }
 
 /// A holder whose requests failed is not waited for while the others can give what it had:

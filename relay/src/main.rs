@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use libp2p::{Multiaddr, PeerId};
+use libp2p::Multiaddr;
 use shardweb_core::codec::{self, Encoder, FileId, FileKey, Params};
 use shardweb_core::manifest::FileMeta;
 use shardweb_core::node::peer::Peer;
@@ -321,7 +321,16 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
         }
         Err(e) => return Err(e.into()),
     };
-    let mut download = Download::start(client.peer(), holders, &manifest, &link.key, 8).await?;
+    // Asked as soon as the holders known run short of some stripe (one vanished, say).
+    let (peer, link_manifest) = (client.peer(), link.manifest);
+    let more = move || {
+        let peer = peer.clone();
+        futures::FutureExt::boxed_local(async move {
+            peer.providers(link_manifest).await.unwrap_or_default()
+        })
+    };
+    let download = Download::start(client.peer(), holders, &manifest, &link.key, 8).await?;
+    let mut download = download.with_more_holders(more);
     if download.unlocated().is_some() {
         // Some stripe lacks holders among the relays: ask the DHT who else has the file.
         let found = client.providers(link.manifest).await.unwrap_or_default();
@@ -331,9 +340,7 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir)?;
     let size = manifest.layout().size();
-    // Asked only if the holders known so far run short of some stripe (one vanished, say).
-    let more = async { client.providers(link.manifest).await.unwrap_or_default() };
-    let result = write_all(&mut download, more, tmp.as_file(), tmp.path(), size).await;
+    let result = write_all(&mut download, tmp.as_file(), tmp.path(), size).await;
     match result {
         Ok(()) => {
             tmp.as_file().sync_all()?;
@@ -354,11 +361,9 @@ fn tempfile_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
 
 /// Writes the plaintext on a thread of its own, so that writing overlaps fetching, verifying
 /// and opening the next segments; two segments wait at most between them. The file at `path`
-/// is written past the page cache where the file system allows it (see `direct`). If the
-/// holders run short of a stripe, the download goes on once with the `more` it is given.
+/// is written past the page cache where the file system allows it (see `direct`).
 async fn write_all(
     download: &mut Download<Peer>,
-    more: impl Future<Output = Vec<PeerId>>,
     file: &std::fs::File,
     path: &Path,
     size: u64,
@@ -373,18 +378,11 @@ async fn write_all(
     });
     let bar = progress_bar(size, "downloading");
     let mut done = 0u64;
-    let mut more = Some(more);
     let fetched = async {
         loop {
             let segment = match download.next_segment().await {
                 Ok(Some(segment)) => segment,
                 Ok(None) => break,
-                Err(DownloadError::Codec(codec::Error::NotEnoughShards { .. }))
-                    if let Some(more) = more.take() =>
-                {
-                    download.add_holders(more.await).await;
-                    continue;
-                }
                 Err(e) => return Err(e.into()),
             };
             done += segment.len() as u64;

@@ -190,7 +190,7 @@ test('a relay killed in the middle of a browser download does not stop it', asyn
   assert.deepEqual(got, { name: 'both.bin', size, sha256: sha });
 });
 
-test('a download from a lone relay that restarts in the middle of it waits for the relay and completes', async (t) => {
+test('a download from a lone relay that is down for 12 s in the middle of it waits for the relay and completes', async (t) => {
   const dir = tempDir(t);
   const www = wwwWithHarness(dir);
   const relay = await startRelay(t, dir, { www });
@@ -200,7 +200,13 @@ test('a download from a lone relay that restarts in the middle of it waits for t
   const link = await cliPut(relay, file, ['--k', '2', '--m', '1']);
   const browser = await launch(t);
   const page = await harness(browser, relay);
-  const got = await getKilling(page, link, relay, () => startRelay(t, dir, { www, port: relay.port }));
+  // Down for 12 s: the browser dials it again after 15.5 s, and the download asks it again
+  // for up to 27.75 s.
+  const restart = async () => {
+    await new Promise((resolve) => setTimeout(resolve, 12_000));
+    await startRelay(t, dir, { www, port: relay.port });
+  };
+  const got = await getKilling(page, link, relay, restart);
   assert.deepEqual(got, { name: 'restart.bin', size, sha256: sha });
 });
 

@@ -151,7 +151,7 @@ async function main() {
     req.on('end', async () => {
       const { kind, value } = JSON.parse(body);
       if (kind === 'start') {
-        const ids = [...Object.keys(processes()), ...Object.keys(threads('renderer'))];
+        const ids = [...Object.keys(processes()), ...Object.keys(threads('renderer')), ...Object.keys(threads('browser'))];
         before = Object.fromEntries(ids.map((pid) => [pid, cpuTicks(pid)]));
         await tools.start();
       } else if (kind === 'stop') {
@@ -164,12 +164,14 @@ async function main() {
           .map(([name, ticks]) => `${name} ${(ticks / 100).toFixed(2)} s`)
           .join(', ');
         console.log(`\n${value.what}: ${value.mbps.toFixed(1)} MB/s; CPU: ${cpu}`);
-        const busy = Object.entries(threads('renderer'))
-          .map(([id, name]) => [name, cpuTicks(id) - (before[id] ?? 0)])
-          .filter(([, ticks]) => ticks >= 5)
-          .sort((a, b) => b[1] - a[1])
-          .map(([name, ticks]) => `${name} ${(ticks / 100).toFixed(2)} s`);
-        console.log(`  renderer threads: ${busy.join(', ')}`);
+        for (const kind of ['renderer', 'browser']) {
+          const busy = Object.entries(threads(kind))
+            .map(([id, name]) => [name, cpuTicks(id) - (before[id] ?? 0)])
+            .filter(([, ticks]) => ticks >= 5)
+            .sort((a, b) => b[1] - a[1])
+            .map(([name, ticks]) => `${name} ${(ticks / 100).toFixed(2)} s`);
+          console.log(`  ${kind} threads: ${busy.join(', ')}`);
+        }
         await tools.stop(value.what);
       } else if (kind === 'error') {
         finish.reject(new Error(value));

@@ -9,7 +9,6 @@ use futures::FutureExt;
 use futures::future::{self, Either, LocalBoxFuture};
 use futures::stream::{self, Stream};
 use js_sys::{Function, Uint8Array};
-use shardweb_core::codec::{self, SealedSegment};
 use shardweb_core::manifest::Opened;
 use shardweb_core::node::{Download, DownloadError, fetch_manifest};
 use shardweb_core::{Link, Manifest, ManifestId};
@@ -104,7 +103,18 @@ pub async fn open(
     holders.extend(others);
     // One request per holder and stripe: over HTTP one batch, over libp2p the network asks
     // a shard per request.
-    let mut download = Download::start(net.clone(), holders, &manifest, &link.key, WINDOW).await?;
+    let download = Download::start(net.clone(), holders, &manifest, &link.key, WINDOW).await?;
+    // Asked as soon as the holders known run short of some stripe (one vanished, say).
+    let (weak, wanted) = (Rc::downgrade(node), link.manifest);
+    let mut download = download.with_more_holders(move || {
+        let node = weak.upgrade();
+        async move {
+            let Some(node) = node else { return Vec::new() };
+            let found = node.peer.providers(wanted).await.unwrap_or_default();
+            found.into_iter().map(Holder::Remote).collect()
+        }
+        .boxed_local()
+    });
     if download.unlocated().is_some() {
         // Some stripe lacks holders among the relays: ask the DHT who else has the file.
         let found = node.peer.providers(link.manifest).await.unwrap_or_default();
@@ -131,7 +141,6 @@ pub async fn open(
         done: false,
         opening: VecDeque::new(),
         failed: None,
-        asked_dht: false,
         left: false,
         held,
     };
@@ -165,8 +174,6 @@ struct State {
     opening: VecDeque<LocalBoxFuture<'static, Result<Uint8Array, NodeError>>>,
     /// Why fetching ahead failed, reported once the segments before it are handed out.
     failed: Option<NodeError>,
-    /// Whether the DHT was asked for more holders when the ones known ran short.
-    asked_dht: bool,
     /// Whether the download has stopped counting as running (or is about to: see
     /// [`State::leave_when_kept`]), once, whether it finished, failed or was dropped.
     left: bool,
@@ -288,13 +295,7 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
         if let Some(e) = state.failed.take() {
             return Err(e);
         }
-        let next = next_sealed(
-            &mut state.download,
-            &state.node,
-            state.link.manifest,
-            &mut state.asked_dht,
-        );
-        let Some(sealed) = next.await? else { return Ok(None) };
+        let Some(sealed) = state.download.next_sealed().await? else { return Ok(None) };
         state.opening.push_back(state.sealer.open_to_js(sealed).boxed_local());
     }
     let (next, stripes) = state.download.position();
@@ -308,12 +309,7 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
         // kept for the call after this segment (fetching is cancel-safe: replies stay queued
         // in the download).
         let first = {
-            let fetch = std::pin::pin!(next_sealed(
-                &mut state.download,
-                &state.node,
-                state.link.manifest,
-                &mut state.asked_dht
-            ));
+            let fetch = std::pin::pin!(state.download.next_sealed());
             match future::select(fetch, front).await {
                 Either::Left((fetched, _)) => Either::Left(fetched),
                 Either::Right((opened, _)) => Either::Right(opened),
@@ -333,27 +329,6 @@ async fn segment(state: &mut State) -> Result<Option<JsValue>, NodeError> {
     }
     let Some(opening) = state.opening.pop_front() else { return Ok(None) };
     handed_out(state, opening.await?).map(Some)
-}
-
-/// [`Download::next_sealed`], asking the DHT once for more holders when those known run short
-/// of a stripe (one vanished mid-download, say). Cancel-safe: dropped before the new holders
-/// are in, it asks again next time.
-async fn next_sealed(
-    download: &mut Download<BrowserNet>,
-    node: &Node,
-    manifest: ManifestId,
-    asked_dht: &mut bool,
-) -> Result<Option<SealedSegment>, DownloadError> {
-    loop {
-        match download.next_sealed().await {
-            Err(DownloadError::Codec(codec::Error::NotEnoughShards { .. })) if !*asked_dht => {
-                let found = node.peer.providers(manifest).await.unwrap_or_default();
-                download.add_holders(found.into_iter().map(Holder::Remote).collect()).await;
-                *asked_dht = true;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// Counts an opened segment into the progress and gives it to the stream: the browser's

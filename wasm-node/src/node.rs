@@ -23,8 +23,10 @@ use crate::net::{BrowserNet, Counters, HttpRoutes};
 use crate::relays::{self, Relay};
 use crate::serve::{MAX_SERVING_BYTES, serve};
 
-/// The longest wait between two attempts to reach a relay that went away.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait between two attempts to reach a relay that went away: short enough that
+/// a relay back within 20 s or so is reached again while a download still waits for it (see
+/// `shardweb_core::node::Retries`), and one try costs a failed request for `/api/info`.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// How a node starts.
 #[derive(Debug, Clone, serde::Deserialize)]

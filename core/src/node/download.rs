@@ -4,8 +4,9 @@
 //! fetched from another holder, or replaced by another shard of its stripe.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
-use futures::future::{LocalBoxFuture, join_all};
+use futures::future::{Either, LocalBoxFuture, join_all, select};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::{Fetched, Network, NetworkError};
@@ -68,8 +69,9 @@ pub struct Download<N: Network> {
     /// for what no other holder can give, after a wait, until they fail too often.
     dead: HashSet<usize>,
     /// Failed requests in a row per holder, each counted once however many were in flight
-    /// when it failed; a reply resets it. At [`MAX_FAILURES`] a holder is given up.
+    /// when it failed; a reply resets it. At `retries.max_failures` a holder is given up.
     failures: HashMap<usize, u32>,
+    retries: Retries,
     located: HashMap<ShardId, Vec<usize>>,
     ids: Vec<ShardId>,
     decoder: Option<Decoder>,
@@ -83,7 +85,23 @@ pub struct Download<N: Network> {
     corrupt: u64,
     layout_stripes: u64,
     max_batch: usize,
+    /// Finds more holders (the DHT's providers of the file, say): see
+    /// [`Download::with_more_holders`].
+    find_more: Option<FindMore<N::Peer>>,
+    /// The search for more holders under way, which also asks them what they hold: it is kept
+    /// here whole, so that dropping a call to [`Download::next_sealed`] loses nothing of it.
+    finding: Option<LocalBoxFuture<'static, Answers<N::Peer>>>,
+    /// Searches for more holders started.
+    searches: u32,
 }
+
+type FindMore<P> = Box<dyn FnMut() -> LocalBoxFuture<'static, Vec<P>>>;
+
+/// Holders and what each said it holds of the file's shards, in order.
+type Answers<P> = Vec<(P, Result<Vec<bool>, NetworkError>)>;
+
+/// Searches for more holders one download makes at most.
+const MAX_SEARCHES: u32 = 2;
 
 impl<N: Network + Clone + 'static> Download<N> {
     /// Opens the manifest with `key` and asks every holder which shards it has.
@@ -101,6 +119,7 @@ impl<N: Network + Clone + 'static> Download<N> {
             holders: Vec::new(),
             dead: HashSet::new(),
             failures: HashMap::new(),
+            retries: Retries::default(),
             located: HashMap::new(),
             ids: manifest.shard_ids().to_vec(),
             decoder: Some(decoder),
@@ -112,6 +131,9 @@ impl<N: Network + Clone + 'static> Download<N> {
             corrupt: 0,
             layout_stripes: manifest.layout().stripes(),
             max_batch: usize::MAX,
+            find_more: None,
+            finding: None,
+            searches: 0,
         };
         download.add_holders(holders).await;
         Ok(download)
@@ -123,20 +145,47 @@ impl<N: Network + Clone + 'static> Download<N> {
         Self { max_batch: n.max(1), ..self }
     }
 
+    /// The same download asking a failed holder again as `retries` says.
+    pub fn with_retries(self, retries: Retries) -> Self {
+        Self { retries, ..self }
+    }
+
+    /// The same download calling `find` for more holders as soon as the holders known that
+    /// answer run short of some stripe (a relay vanished mid-download, say), at most
+    /// [`MAX_SEARCHES`] times: the search runs while the download goes on, and while it asks
+    /// again the holders that failed, so a holder found elsewhere is not kept waiting for the
+    /// failed ones' [`Retries`].
+    pub fn with_more_holders(
+        self,
+        find: impl FnMut() -> LocalBoxFuture<'static, Vec<N::Peer>> + 'static,
+    ) -> Self {
+        Self { find_more: Some(Box::new(find)), ..self }
+    }
+
     /// Asks more holders which shards they have, and fetches from them too from now on.
     pub async fn add_holders(&mut self, holders: Vec<N::Peer>) {
-        let holders: Vec<N::Peer> =
-            holders.into_iter().filter(|h| !self.holders.contains(h)).collect();
-        let (net, ids) = (&self.net, &self.ids);
-        let asks = holders.iter().map(|h| async move {
-            let mut held = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(MAX_BATCH) {
-                held.extend(net.has_shards(h, chunk.to_vec()).await?);
+        let holders = holders.into_iter().filter(|h| !self.holders.contains(h)).collect();
+        let answers = ask_holders(&self.net, &self.ids, holders).await;
+        self.take_holders(answers);
+    }
+
+    /// Starts a search for more holders, if one may start: see [`Self::with_more_holders`].
+    fn search(&mut self) {
+        let Some(find) = self.find_more.as_mut() else { return };
+        let found = find();
+        let (net, ids, known) = (self.net.clone(), self.ids.clone(), self.holders.clone());
+        self.finding = Some(Box::pin(async move {
+            let found = found.await.into_iter().filter(|h| !known.contains(h)).collect();
+            ask_holders(&net, &ids, found).await
+        }));
+        self.searches += 1;
+    }
+
+    fn take_holders(&mut self, answers: Answers<N::Peer>) {
+        for (holder, answer) in answers {
+            if self.holders.contains(&holder) {
+                continue;
             }
-            Ok::<_, NetworkError>(held)
-        });
-        let answers = join_all(asks).await;
-        for (holder, answer) in holders.into_iter().zip(answers) {
             let h = self.holders.len();
             match answer {
                 Ok(held) => {
@@ -214,10 +263,27 @@ impl<N: Network + Clone + 'static> Download<N> {
                 return Ok(Some(sealed));
             }
             self.schedule();
-            match self.in_flight.next().await {
-                Some(reply) => self.absorb(reply),
-                // Nothing in flight and nothing left to ask: the stripe cannot be completed.
-                None => return Err(decoder_error(self.decoder.as_mut())),
+            if self.finding.is_none() && self.searches < MAX_SEARCHES && self.unlocated().is_some()
+            {
+                self.search();
+            }
+            let next = match self.finding.as_mut() {
+                None => Either::Left(self.in_flight.next().await),
+                Some(finding) if self.in_flight.is_empty() => Either::Right(finding.await),
+                Some(finding) => match select(self.in_flight.next(), finding).await {
+                    Either::Left((reply, _)) => Either::Left(reply),
+                    Either::Right((found, _)) => Either::Right(found),
+                },
+            };
+            match next {
+                Either::Left(Some(reply)) => self.absorb(reply),
+                // Nothing in flight, nothing left to ask, no search: the stripe cannot be
+                // completed.
+                Either::Left(None) => return Err(decoder_error(self.decoder.as_mut())),
+                Either::Right(answers) => {
+                    self.finding = None;
+                    self.take_holders(answers);
+                }
             }
         }
     }
@@ -255,7 +321,11 @@ impl<N: Network + Clone + 'static> Download<N> {
                     let usable = |h: &usize| {
                         let failed = self.dead.contains(h);
                         let usable = if retry {
-                            failed && self.failures.get(h).is_some_and(|&n| n < MAX_FAILURES)
+                            failed
+                                && self
+                                    .failures
+                                    .get(h)
+                                    .is_some_and(|&n| n < self.retries.max_failures)
                         } else {
                             !failed
                         };
@@ -283,7 +353,7 @@ impl<N: Network + Clone + 'static> Download<N> {
             let ids = batch.iter().map(|(_, _, id)| *id).collect();
             let failures = self.failures.get(&h).copied().unwrap_or(0);
             let wait = if self.dead.contains(&h) {
-                Some(retry_wait(failures))
+                Some(self.retries.wait(failures))
             } else {
                 self.busy.get(&h).map(|&n| busy_wait(n))
             };
@@ -380,6 +450,22 @@ impl<N: Network> std::fmt::Debug for Download<N> {
     }
 }
 
+/// Asks each of `holders` which of `ids` it holds.
+async fn ask_holders<N: Network>(
+    net: &N,
+    ids: &[ShardId],
+    holders: Vec<N::Peer>,
+) -> Answers<N::Peer> {
+    let asks = holders.iter().map(|h| async move {
+        let mut held = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BATCH) {
+            held.extend(net.has_shards(h, chunk.to_vec()).await?);
+        }
+        Ok::<_, NetworkError>(held)
+    });
+    holders.iter().cloned().zip(join_all(asks).await).collect()
+}
+
 fn decoder_error(decoder: Option<&mut Decoder>) -> DownloadError {
     match decoder.map(Decoder::decode_next_sealed) {
         Some(Err(e)) => e.into(),
@@ -387,14 +473,45 @@ fn decoder_error(decoder: Option<&mut Decoder>) -> DownloadError {
     }
 }
 
-/// Failed requests in a row after which a holder is not asked again in this download.
-const MAX_FAILURES: u32 = 6;
+/// How a download asks again a holder whose requests failed: after `first`, doubling up to
+/// `max_wait`, until `max_failures` failures in a row give it up. A failed holder is asked
+/// only for what no other holder can give, so these waits hold a download up only when
+/// nothing else can complete it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retries {
+    /// The wait after the first failure.
+    pub first: Duration,
+    /// The longest wait.
+    pub max_wait: Duration,
+    /// Failed requests in a row after which the holder is not asked again.
+    pub max_failures: u32,
+}
 
-/// How long to wait before asking a holder again after `n` failed requests in a row: 250 ms,
-/// doubling to 4 s (7.75 s in all before the sixth failure gives it up): time for a relay
-/// to restart, and for a browser to connect to it again (its first try comes after 1 s).
-fn retry_wait(n: u32) -> std::time::Duration {
-    std::time::Duration::from_millis(250u64 << n.saturating_sub(1).min(4))
+impl Default for Retries {
+    /// 250 ms, doubling to 4 s, given up at the eleventh failure: 27.75 s of waits in all,
+    /// time for a relay to restart and for a browser to connect to it again (a browser
+    /// dials a lost relay again after 0.5, 1.5, 3.5, 7.5, 15.5 and 25.5 s).
+    fn default() -> Self {
+        Self {
+            first: Duration::from_millis(250),
+            max_wait: Duration::from_secs(4),
+            max_failures: 11,
+        }
+    }
+}
+
+impl Retries {
+    /// How long to wait before asking a holder again after `n` (≥ 1) failed requests in a
+    /// row.
+    pub fn wait(&self, n: u32) -> Duration {
+        let doublings = n.saturating_sub(1).min(31);
+        self.first.saturating_mul(1u32 << doublings.min(16)).min(self.max_wait)
+    }
+
+    /// The waits before a holder is given up, in all.
+    pub fn patience(&self) -> Duration {
+        (1..self.max_failures).map(|n| self.wait(n)).sum()
+    }
 }
 
 /// How long to wait before asking a holder again after `n` replies in a row deferred every
@@ -408,7 +525,7 @@ fn busy_wait(n: u32) -> std::time::Duration {
 mod tests {
     use std::time::Duration;
 
-    use super::{busy_wait, retry_wait};
+    use super::{Retries, busy_wait};
 
     #[test]
     fn a_busy_holder_is_asked_again_after_a_wait_that_doubles_to_a_second() {
@@ -420,8 +537,10 @@ mod tests {
 
     #[test]
     fn a_failed_holder_is_asked_again_after_a_wait_that_doubles() {
-        let waits: Vec<Duration> = (1..=4).map(retry_wait).collect();
-        assert_eq!(waits, [250, 500, 1000, 2000].map(Duration::from_millis));
-        assert_eq!(retry_wait(u32::MAX), Duration::from_millis(4000));
+        let retries = Retries::default();
+        let waits: Vec<Duration> = (1..=6).map(|n| retries.wait(n)).collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 4000, 4000].map(Duration::from_millis));
+        assert_eq!(retries.wait(u32::MAX), Duration::from_millis(4000));
+        assert_eq!(retries.patience(), Duration::from_millis(27_750));
     }
 }
