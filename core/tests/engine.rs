@@ -331,6 +331,81 @@ fn a_download_short_of_holders_looks_for_more_at_once_and_completes_from_them() 
     assert!(swarm.0.borrow()[2].asked > 0, "nothing came from the holder found");
 }
 
+/// A holder that says it holds shards and then sends them corrupt leaves stripes short
+/// without failing: the download searches for more holders before it gives up.
+#[test]
+fn a_download_searches_for_more_holders_before_it_gives_up() {
+    let data = Rng::new(10).bytes(20_000);
+    let swarm = Swarm::with(3);
+    let (id, key) = put(&swarm, vec![0, 1, 2], params(2, 1), &data);
+    swarm.0.borrow_mut()[0].corrupt = true;
+    let searches = Rc::new(RefCell::new(0));
+    let counted = Rc::clone(&searches);
+    let got = block_on(async {
+        let manifest = fetch_manifest(&swarm, &[0, 1], id).await.unwrap();
+        let download = Download::start(swarm.clone(), vec![0, 1], &manifest, &key, 2).await;
+        let mut download = download.unwrap().with_more_holders(move || {
+            *counted.borrow_mut() += 1;
+            Box::pin(async { vec![2] })
+        });
+        let mut out = Vec::new();
+        while let Some(segment) = download.next_segment().await.unwrap() {
+            out.extend_from_slice(&segment);
+        }
+        out
+    });
+    assert_eq!(got, data);
+    assert_eq!(*searches.borrow(), 1);
+}
+
+/// Searches that find nothing new are not repeated at once: the first comes when a holder
+/// vanishes, the second (and last) only once its retries are spent, before giving up.
+// Natively only: the retries wait on timers.
+#[cfg(not(wasm_browser))]
+#[test]
+fn a_second_search_waits_until_the_retries_are_spent() {
+    use shardweb_core::node::Retries;
+    use std::time::Duration;
+
+    let data = Rng::new(11).bytes(20_000);
+    let swarm = Swarm::with(2);
+    let (id, key) = put(&swarm, vec![0, 1], params(2, 1), &data);
+    // When each search came: how often holder 0 had been asked by then.
+    let when = Rc::new(RefCell::new(Vec::new()));
+    let (seen, watched) = (Rc::clone(&when), swarm.clone());
+    let result = block_on(async {
+        let manifest = fetch_manifest(&swarm, &[0, 1], id).await.unwrap();
+        let retries = Retries {
+            first: Duration::from_millis(10),
+            max_wait: Duration::from_millis(40),
+            max_failures: 5,
+        };
+        let download = Download::start(swarm.clone(), vec![0, 1], &manifest, &key, 2).await;
+        let mut download = download.unwrap().with_retries(retries).with_more_holders(move || {
+            seen.borrow_mut().push(watched.0.borrow()[0].asked);
+            Box::pin(async { Vec::new() })
+        });
+        download.next_segment().await.unwrap().unwrap();
+        swarm.0.borrow_mut()[0].gone = true;
+        let asked = swarm.0.borrow()[0].asked;
+        loop {
+            match download.next_segment().await {
+                Ok(Some(_)) => {}
+                other => break (other, asked),
+            }
+        }
+    });
+    let (result, asked) = result;
+    assert!(
+        matches!(result, Err(DownloadError::Codec(codec::Error::NotEnoughShards { .. }))),
+        "{result:?}"
+    );
+    let when = when.borrow();
+    assert_eq!(when.len(), 2, "two searches: {when:?}");
+    assert!(when[0] - asked <= 2, "the first search came after {} requests", when[0] - asked);
+    assert!(when[1] - asked >= 5, "the last search came after {} requests", when[1] - asked);
+}
+
 /// A holder whose requests failed is not waited for while the others can give what it had:
 /// the stripes it leaves short are completed at once from other shards of theirs.
 #[test]

@@ -93,6 +93,9 @@ pub struct Download<N: Network> {
     finding: Option<LocalBoxFuture<'static, Answers<N::Peer>>>,
     /// Searches for more holders started.
     searches: u32,
+    /// Whether a holder failed since the last look at whether a search is needed: only then
+    /// can the holders that answer have come to lack a stripe.
+    holder_lost: bool,
 }
 
 type FindMore<P> = Box<dyn FnMut() -> LocalBoxFuture<'static, Vec<P>>>;
@@ -134,6 +137,7 @@ impl<N: Network + Clone + 'static> Download<N> {
             find_more: None,
             finding: None,
             searches: 0,
+            holder_lost: false,
         };
         download.add_holders(holders).await;
         Ok(download)
@@ -151,10 +155,12 @@ impl<N: Network + Clone + 'static> Download<N> {
     }
 
     /// The same download calling `find` for more holders as soon as the holders known that
-    /// answer run short of some stripe (a relay vanished mid-download, say), at most
-    /// [`MAX_SEARCHES`] times: the search runs while the download goes on, and while it asks
-    /// again the holders that failed, so a holder found elsewhere is not kept waiting for the
-    /// failed ones' [`Retries`].
+    /// answer run short of some stripe (a relay vanished mid-download, say), and once more
+    /// before it gives up for want of shards (some said they held one and then did not send
+    /// it), twice at most in all. The search runs while the download goes on and asks again
+    /// the holders that failed: a holder found is asked for a stripe as soon as the failed
+    /// holder's retry already queued for it fails, after one wait of the [`Retries`] (up to
+    /// 4 s), not after all of them.
     pub fn with_more_holders(
         self,
         find: impl FnMut() -> LocalBoxFuture<'static, Vec<N::Peer>> + 'static,
@@ -263,7 +269,11 @@ impl<N: Network + Clone + 'static> Download<N> {
                 return Ok(Some(sealed));
             }
             self.schedule();
-            if self.finding.is_none() && self.searches < MAX_SEARCHES && self.unlocated().is_some()
+            if std::mem::take(&mut self.holder_lost)
+                && self.finding.is_none()
+                && self.searches < MAX_SEARCHES
+                && self.find_more.is_some()
+                && self.unlocated().is_some()
             {
                 self.search();
             }
@@ -277,9 +287,15 @@ impl<N: Network + Clone + 'static> Download<N> {
             };
             match next {
                 Either::Left(Some(reply)) => self.absorb(reply),
-                // Nothing in flight, nothing left to ask, no search: the stripe cannot be
-                // completed.
-                Either::Left(None) => return Err(decoder_error(self.decoder.as_mut())),
+                // Nothing in flight and nothing left to ask: a last search, if one is left,
+                // else the stripe cannot be completed.
+                Either::Left(None) => {
+                    if self.searches < MAX_SEARCHES && self.find_more.is_some() {
+                        self.search();
+                        continue;
+                    }
+                    return Err(decoder_error(self.decoder.as_mut()));
+                }
                 Either::Right(answers) => {
                     self.finding = None;
                     self.take_holders(answers);
@@ -385,7 +401,9 @@ impl<N: Network + Clone + 'static> Download<N> {
                     }
                     Err(e) => tracing::debug!(?holder, error = %e, "shard request failed"),
                 }
-                self.dead.insert(h);
+                if self.dead.insert(h) {
+                    self.holder_lost = true;
+                }
                 // Once for all the requests that were out to it when it failed.
                 let failures = self.failures.entry(h).or_default();
                 if *failures == failures_then {
