@@ -406,6 +406,49 @@ fn a_second_search_waits_until_the_retries_are_spent() {
     assert!(when[1] - asked >= 5, "the last search came after {} requests", when[1] - asked);
 }
 
+/// A holder given up that a search finds again (a relay back after its restart) is asked again,
+/// and completes the download.
+// Natively only: the retries wait on timers.
+#[cfg(not(wasm_browser))]
+#[test]
+fn a_holder_given_up_and_found_again_is_asked_again() {
+    use shardweb_core::node::Retries;
+    use std::time::Duration;
+
+    let data = Rng::new(12).bytes(20_000);
+    let swarm = Swarm::with(2);
+    let (id, key) = put(&swarm, vec![0, 1], params(2, 1), &data);
+    let (back, mut searches) = (swarm.clone(), 0);
+    let got = block_on(async {
+        let manifest = fetch_manifest(&swarm, &[0, 1], id).await.unwrap();
+        let retries = Retries {
+            first: Duration::from_millis(10),
+            max_wait: Duration::from_millis(10),
+            max_failures: 2,
+        };
+        let download = Download::start(swarm.clone(), vec![0, 1], &manifest, &key, 2).await;
+        let mut download = download.unwrap().with_retries(retries).with_more_holders(move || {
+            // The first search, when holder 0 vanishes, finds nothing; by the last, before
+            // the download would give up, holder 0 is back and found.
+            searches += 1;
+            let found = if searches == 2 {
+                back.0.borrow_mut()[0].gone = false;
+                vec![0]
+            } else {
+                Vec::new()
+            };
+            Box::pin(async move { found })
+        });
+        let mut out = download.next_segment().await.unwrap().unwrap();
+        swarm.0.borrow_mut()[0].gone = true;
+        while let Some(segment) = download.next_segment().await.unwrap() {
+            out.extend_from_slice(&segment);
+        }
+        out
+    });
+    assert_eq!(got, data);
+}
+
 /// A holder whose requests failed is not waited for while the others can give what it had:
 /// the stripes it leaves short are completed at once from other shards of theirs.
 #[test]

@@ -160,7 +160,8 @@ impl<N: Network + Clone + 'static> Download<N> {
     /// it), twice at most in all. The search runs while the download goes on and asks again
     /// the holders that failed: a holder found is asked for a stripe as soon as the failed
     /// holder's retry already queued for it fails, after one wait of the [`Retries`] (up to
-    /// 4 s), not after all of them.
+    /// 4 s), not after all of them. A holder found that had failed, even one given up, is
+    /// asked again what it holds, and used again if it answers (a relay back from a restart).
     pub fn with_more_holders(
         self,
         find: impl FnMut() -> LocalBoxFuture<'static, Vec<N::Peer>> + 'static,
@@ -176,12 +177,18 @@ impl<N: Network + Clone + 'static> Download<N> {
     }
 
     /// Starts a search for more holders, if one may start: see [`Self::with_more_holders`].
+    /// Holders found that are known already are asked again only if they had failed: one
+    /// found again may be back (a relay restarted), even one given up.
     fn search(&mut self) {
         let Some(find) = self.find_more.as_mut() else { return };
         let found = find();
-        let (net, ids, known) = (self.net.clone(), self.ids.clone(), self.holders.clone());
+        let live: Vec<N::Peer> = (self.holders.iter().enumerate())
+            .filter(|(h, _)| !self.dead.contains(h))
+            .map(|(_, peer)| peer.clone())
+            .collect();
+        let (net, ids) = (self.net.clone(), self.ids.clone());
         self.finding = Some(Box::pin(async move {
-            let found = found.await.into_iter().filter(|h| !known.contains(h)).collect();
+            let found = found.await.into_iter().filter(|h| !live.contains(h)).collect();
             ask_holders(&net, &ids, found).await
         }));
         self.searches += 1;
@@ -189,7 +196,19 @@ impl<N: Network + Clone + 'static> Download<N> {
 
     fn take_holders(&mut self, answers: Answers<N::Peer>) {
         for (holder, answer) in answers {
-            if self.holders.contains(&holder) {
+            if let Some(h) = self.holders.iter().position(|known| *known == holder) {
+                // A holder that had failed and answers now is back, with a clean slate.
+                if let Ok(held) = answer
+                    && self.dead.remove(&h)
+                {
+                    self.failures.remove(&h);
+                    for (id, _) in self.ids.iter().zip(held).filter(|(_, held)| *held) {
+                        let holders = self.located.entry(*id).or_default();
+                        if !holders.contains(&h) {
+                            holders.push(h);
+                        }
+                    }
+                }
                 continue;
             }
             let h = self.holders.len();
