@@ -541,8 +541,8 @@ impl Retries {
     /// How long to wait before asking a holder again after `n` (≥ 1) failed requests in a
     /// row.
     pub fn wait(&self, n: u32) -> Duration {
-        let doublings = n.saturating_sub(1).min(31);
-        self.first.saturating_mul(1u32 << doublings.min(16)).min(self.max_wait)
+        let doublings = n.saturating_sub(1).min(16);
+        self.first.saturating_mul(1 << doublings).min(self.max_wait)
     }
 
     /// The waits before a holder is given up, in all.
