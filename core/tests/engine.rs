@@ -236,6 +236,15 @@ fn a_holder_that_failed_once_is_still_asked_when_the_others_are_full() {
     assert_eq!(get(&swarm, vec![0, 1], id, &key).unwrap().0, data);
 }
 
+/// Retries of 10 ms doubling to 40 ms, given up at `max_failures`: the tests count requests,
+/// and need not wait a relay's restart out.
+#[cfg(not(wasm_browser))]
+fn quick_retries(max_failures: u32) -> shardweb_core::node::Retries {
+    use std::time::Duration;
+    let (first, max_wait) = (Duration::from_millis(10), Duration::from_millis(40));
+    shardweb_core::node::Retries { first, max_wait, max_failures }
+}
+
 /// A holder whose requests fail for a while (a relay restarting, a connection dropped) is
 /// asked again after a wait, even when it is the only one; one that keeps failing is given
 /// up, with the stripe it left short named.
@@ -244,23 +253,14 @@ fn a_holder_that_failed_once_is_still_asked_when_the_others_are_full() {
 #[cfg(not(wasm_browser))]
 #[test]
 fn a_holder_that_fails_for_a_while_is_asked_again_and_given_up_when_it_keeps_failing() {
-    use shardweb_core::node::Retries;
-    use std::time::Duration;
-
     let data = Rng::new(8).bytes(9_000);
     let swarm = Swarm::with(1);
     let (id, key) = put(&swarm, vec![0], params(2, 1), &data);
     let read = |fail_next: usize, gone: bool| {
         block_on(async {
             let manifest = fetch_manifest(&swarm, &[0], id).await?;
-            // Quick retries, for the test's time: the count is what it checks.
-            let retries = Retries {
-                first: Duration::from_millis(10),
-                max_wait: Duration::from_millis(40),
-                max_failures: 6,
-            };
             let download = Download::start(swarm.clone(), vec![0], &manifest, &key, 3).await?;
-            let mut download = download.with_retries(retries);
+            let mut download = download.with_retries(quick_retries(6));
             let asked = swarm.0.borrow()[0].asked;
             swarm.0.borrow_mut()[0].fail_next = fail_next;
             swarm.0.borrow_mut()[0].gone = gone;
@@ -364,9 +364,6 @@ fn a_download_searches_for_more_holders_before_it_gives_up() {
 #[cfg(not(wasm_browser))]
 #[test]
 fn a_second_search_waits_until_the_retries_are_spent() {
-    use shardweb_core::node::Retries;
-    use std::time::Duration;
-
     let data = Rng::new(11).bytes(20_000);
     let swarm = Swarm::with(2);
     let (id, key) = put(&swarm, vec![0, 1], params(2, 1), &data);
@@ -375,12 +372,8 @@ fn a_second_search_waits_until_the_retries_are_spent() {
     let (seen, watched) = (Rc::clone(&when), swarm.clone());
     let result = block_on(async {
         let manifest = fetch_manifest(&swarm, &[0, 1], id).await.unwrap();
-        let retries = Retries {
-            first: Duration::from_millis(10),
-            max_wait: Duration::from_millis(40),
-            max_failures: 5,
-        };
         let download = Download::start(swarm.clone(), vec![0, 1], &manifest, &key, 2).await;
+        let retries = quick_retries(5);
         let mut download = download.unwrap().with_retries(retries).with_more_holders(move || {
             seen.borrow_mut().push(watched.0.borrow()[0].asked);
             Box::pin(async { Vec::new() })
@@ -412,33 +405,26 @@ fn a_second_search_waits_until_the_retries_are_spent() {
 #[cfg(not(wasm_browser))]
 #[test]
 fn a_holder_given_up_and_found_again_is_asked_again() {
-    use shardweb_core::node::Retries;
-    use std::time::Duration;
-
     let data = Rng::new(12).bytes(20_000);
     let swarm = Swarm::with(2);
     let (id, key) = put(&swarm, vec![0, 1], params(2, 1), &data);
     let (back, mut searches) = (swarm.clone(), 0);
     let got = block_on(async {
         let manifest = fetch_manifest(&swarm, &[0, 1], id).await.unwrap();
-        let retries = Retries {
-            first: Duration::from_millis(10),
-            max_wait: Duration::from_millis(10),
-            max_failures: 2,
-        };
         let download = Download::start(swarm.clone(), vec![0, 1], &manifest, &key, 2).await;
-        let mut download = download.unwrap().with_retries(retries).with_more_holders(move || {
-            // The first search, when holder 0 vanishes, finds nothing; by the last, before
-            // the download would give up, holder 0 is back and found.
-            searches += 1;
-            let found = if searches == 2 {
-                back.0.borrow_mut()[0].gone = false;
-                vec![0]
-            } else {
-                Vec::new()
-            };
-            Box::pin(async move { found })
-        });
+        let mut download =
+            download.unwrap().with_retries(quick_retries(2)).with_more_holders(move || {
+                // The first search, when holder 0 vanishes, finds nothing; by the last, before
+                // the download would give up, holder 0 is back and found.
+                searches += 1;
+                let found = if searches == 2 {
+                    back.0.borrow_mut()[0].gone = false;
+                    vec![0]
+                } else {
+                    Vec::new()
+                };
+                Box::pin(async move { found })
+            });
         let mut out = download.next_segment().await.unwrap().unwrap();
         swarm.0.borrow_mut()[0].gone = true;
         while let Some(segment) = download.next_segment().await.unwrap() {

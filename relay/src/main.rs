@@ -321,7 +321,8 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
         }
         Err(e) => return Err(e.into()),
     };
-    // Asked as soon as the holders known run short of some stripe (one vanished, say).
+    // Asked when the relays lack some stripe, and as soon as the holders known come to (one
+    // vanished, say).
     let (peer, link_manifest) = (client.peer(), link.manifest);
     let more = move || {
         let peer = peer.clone();
@@ -331,11 +332,7 @@ async fn get(relays: &[String], link: &Link, out: Option<&Path>) -> anyhow::Resu
     };
     let download = Download::start(client.peer(), holders, &manifest, &link.key, 8).await?;
     let mut download = download.with_more_holders(more);
-    if download.unlocated().is_some() {
-        // Some stripe lacks holders among the relays: ask the DHT who else has the file.
-        let found = client.providers(link.manifest).await.unwrap_or_default();
-        download.add_holders(found).await;
-    }
+    download.search_if_short().await;
     let path = output_path(out, &download.info().meta.name);
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = tempfile_in(dir)?;

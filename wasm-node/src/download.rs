@@ -104,7 +104,8 @@ pub async fn open(
     // One request per holder and stripe: over HTTP one batch, over libp2p the network asks
     // a shard per request.
     let download = Download::start(net.clone(), holders, &manifest, &link.key, WINDOW).await?;
-    // Asked as soon as the holders known run short of some stripe (one vanished, say).
+    // Asked when the relays lack some stripe, and as soon as the holders known come to (one
+    // vanished, say).
     let (weak, wanted) = (Rc::downgrade(node), link.manifest);
     let mut download = download.with_more_holders(move || {
         let node = weak.upgrade();
@@ -115,11 +116,7 @@ pub async fn open(
         }
         .boxed_local()
     });
-    if download.unlocated().is_some() {
-        // Some stripe lacks holders among the relays: ask the DHT who else has the file.
-        let found = node.peer.providers(link.manifest).await.unwrap_or_default();
-        download.add_holders(found.into_iter().map(Holder::Remote).collect()).await;
-    }
+    download.search_if_short().await;
     if let Some((stripe, found, needed)) = download.unlocated() {
         return Err(NodeError::NotEnoughShards { stripe, found, needed });
     }

@@ -176,22 +176,39 @@ impl<N: Network + Clone + 'static> Download<N> {
         self.take_holders(answers);
     }
 
-    /// Starts a search for more holders, if one may start: see [`Self::with_more_holders`].
-    /// Holders found that are known already are asked again only if they had failed: one
-    /// found again may be back (a relay restarted), even one given up.
+    /// Searches for more holders at once, with the finder of [`Self::with_more_holders`], if
+    /// some stripe lacks holders that answer (a download's start, say); this search does not
+    /// count against the download's two.
+    pub async fn search_if_short(&mut self) {
+        if self.unlocated().is_some()
+            && let Some(finding) = self.finding()
+        {
+            let answers = finding.await;
+            self.take_holders(answers);
+        }
+    }
+
+    /// Starts a search for more holders in the background: see [`Self::with_more_holders`].
     fn search(&mut self) {
-        let Some(find) = self.find_more.as_mut() else { return };
+        self.finding = self.finding();
+        self.searches += 1;
+    }
+
+    /// A search for more holders, if there is a finder. Holders found that are known already
+    /// are asked again only if they had failed: one found again may be back (a relay
+    /// restarted), even one given up.
+    fn finding(&mut self) -> Option<LocalBoxFuture<'static, Answers<N::Peer>>> {
+        let find = self.find_more.as_mut()?;
         let found = find();
         let live: Vec<N::Peer> = (self.holders.iter().enumerate())
             .filter(|(h, _)| !self.dead.contains(h))
             .map(|(_, peer)| peer.clone())
             .collect();
         let (net, ids) = (self.net.clone(), self.ids.clone());
-        self.finding = Some(Box::pin(async move {
+        Some(Box::pin(async move {
             let found = found.await.into_iter().filter(|h| !live.contains(h)).collect();
             ask_holders(&net, &ids, found).await
-        }));
-        self.searches += 1;
+        }))
     }
 
     fn take_holders(&mut self, answers: Answers<N::Peer>) {
