@@ -331,6 +331,46 @@ fn a_download_short_of_holders_looks_for_more_at_once_and_completes_from_them() 
     assert!(swarm.0.borrow()[2].asked > 0, "nothing came from the holder found");
 }
 
+/// A holder found while a vanished one's retries wait is asked at once: the retries queued
+/// for what the vanished holder had are called off, not waited out (they may wait seconds,
+/// or hang on a dial to a host that is gone).
+// Natively only: the retries wait on timers (see above).
+#[cfg(not(wasm_browser))]
+#[test]
+fn a_holder_found_is_asked_at_once_not_after_the_retries_queued_meanwhile() {
+    use std::time::Duration;
+    let data = Rng::new(12).bytes(20_000);
+    let swarm = Swarm::with(3);
+    let (id, key) = put(&swarm, vec![0, 1, 2], params(2, 1), &data);
+    // Retries that would hold the download for an hour if they were waited out.
+    let retries = shardweb_core::node::Retries {
+        first: Duration::from_secs(3600),
+        max_wait: Duration::from_secs(3600),
+        max_failures: 3,
+    };
+    let download = async {
+        let manifest = fetch_manifest(&swarm, &[0, 1], id).await.unwrap();
+        let download = Download::start(swarm.clone(), vec![0, 1], &manifest, &key, 2).await;
+        let mut download = download
+            .unwrap()
+            .with_retries(retries)
+            .with_more_holders(|| Box::pin(async { vec![2] }));
+        let mut out = download.next_segment().await.unwrap().unwrap();
+        swarm.0.borrow_mut()[0].gone = true;
+        while let Some(segment) = download.next_segment().await.unwrap() {
+            out.extend_from_slice(&segment);
+        }
+        out
+    };
+    // A bound on a hang, not a measure of speed: the download takes milliseconds.
+    let bound = futures_timer::Delay::new(Duration::from_secs(60));
+    match block_on(futures::future::select(Box::pin(download), bound)) {
+        futures::future::Either::Left((got, _)) => assert_eq!(got, data),
+        futures::future::Either::Right(_) => panic!("the download waited for the retries"),
+    }
+    assert!(swarm.0.borrow()[2].asked > 1, "nothing came from the holder found");
+}
+
 /// A holder that says it holds shards and then sends them corrupt leaves stripes short
 /// without failing: the download searches for more holders before it gives up.
 #[test]

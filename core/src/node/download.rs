@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures::future::{Either, LocalBoxFuture, join_all, select};
+use futures::future::{AbortHandle, Abortable, Either, LocalBoxFuture, join_all, select};
 use futures::stream::{FuturesUnordered, StreamExt};
 
 use super::{Fetched, Network, NetworkError};
@@ -49,9 +49,19 @@ pub async fn fetch_manifest<N: Network>(
 }
 
 type Batch = Vec<(u64, usize, ShardId)>;
-/// A holder's reply to a batch: the holder, the batch, its failures in a row when it was asked
-/// (see `Download`'s `failures`), and what it sent.
-type Reply = (usize, Batch, u32, Result<Vec<Fetched>, NetworkError>);
+
+/// What became of a request for a batch.
+struct Reply {
+    holder: usize,
+    batch: Batch,
+    /// The holder's failures in a row when it was asked (see `Download`'s `failures`).
+    failures_then: u32,
+    /// For a retry (a request to a holder that had failed), its key in `Download`'s
+    /// `retrying`.
+    retry: Option<u64>,
+    /// What the holder sent; `None` for a retry called off before it answered.
+    outcome: Option<Result<Vec<Fetched>, NetworkError>>,
+}
 
 /// Per-stripe bookkeeping: which (shard, holder) pairs were tried and which shards are asked.
 #[derive(Default)]
@@ -96,6 +106,10 @@ pub struct Download<N: Network> {
     /// Whether a holder failed since the last look at whether a search is needed: only then
     /// can the holders that answer have come to lack a stripe.
     holder_lost: bool,
+    /// The retries in flight, which a holder found can call off (see `call_off_retries`),
+    /// by key; and the next key.
+    retrying: HashMap<u64, AbortHandle>,
+    next_retry: u64,
 }
 
 type FindMore<P> = Box<dyn FnMut() -> LocalBoxFuture<'static, Vec<P>>>;
@@ -138,6 +152,8 @@ impl<N: Network + Clone + 'static> Download<N> {
             finding: None,
             searches: 0,
             holder_lost: false,
+            retrying: HashMap::new(),
+            next_retry: 0,
         };
         download.add_holders(holders).await;
         Ok(download)
@@ -158,10 +174,10 @@ impl<N: Network + Clone + 'static> Download<N> {
     /// answer run short of some stripe (a relay vanished mid-download, say), and once more
     /// before it gives up for want of shards (some said they held one and then did not send
     /// it), twice at most in all. The search runs while the download goes on and asks again
-    /// the holders that failed: a holder found is asked for a stripe as soon as the failed
-    /// holder's retry already queued for it fails, after one wait of the [`Retries`] (up to
-    /// 4 s), not after all of them. A holder found that had failed, even one given up, is
-    /// asked again what it holds, and used again if it answers (a relay back from a restart).
+    /// the holders that failed. Holders found are asked at once: the retries then queued to
+    /// failed holders are called off, and asked again only for what the holders found cannot
+    /// give. A holder found that had failed, even one given up, is asked again what it holds,
+    /// and used again if it answers (a relay back from a restart).
     pub fn with_more_holders(
         self,
         find: impl FnMut() -> LocalBoxFuture<'static, Vec<N::Peer>> + 'static,
@@ -211,7 +227,12 @@ impl<N: Network + Clone + 'static> Download<N> {
         }))
     }
 
+    /// Takes what holders said they hold. If one of them holds any of the file's shards and
+    /// can be asked at once (a new holder, or one that had failed and answers now), the
+    /// retries queued meanwhile are called off, so that the next [`Download::schedule`] asks
+    /// it first.
     fn take_holders(&mut self, answers: Answers<N::Peer>) {
+        let mut usable = false;
         for (holder, answer) in answers {
             if let Some(h) = self.holders.iter().position(|known| *known == holder) {
                 // A holder that had failed and answers now is back, with a clean slate.
@@ -224,6 +245,7 @@ impl<N: Network + Clone + 'static> Download<N> {
                         if !holders.contains(&h) {
                             holders.push(h);
                         }
+                        usable = true;
                     }
                 }
                 continue;
@@ -233,6 +255,7 @@ impl<N: Network + Clone + 'static> Download<N> {
                 Ok(held) => {
                     for (id, _) in self.ids.iter().zip(held).filter(|(_, held)| *held) {
                         self.located.entry(*id).or_default().push(h);
+                        usable = true;
                     }
                 }
                 Err(e) => {
@@ -241,6 +264,18 @@ impl<N: Network + Clone + 'static> Download<N> {
                 }
             }
             self.holders.push(holder);
+        }
+        if usable {
+            self.call_off_retries();
+        }
+    }
+
+    /// Calls off the retries in flight: each comes back as not asked (without counting as a
+    /// failure), and the next [`Download::schedule`] asks for its shards again, from holders
+    /// that answer first.
+    fn call_off_retries(&mut self) {
+        for (_, retry) in self.retrying.drain() {
+            retry.abort();
         }
     }
 
@@ -403,25 +438,54 @@ impl<N: Network + Clone + 'static> Download<N> {
             let Some(peer) = self.holders.get(h).cloned() else { continue };
             let net = self.net.clone();
             let ids = batch.iter().map(|(_, _, id)| *id).collect();
-            let failures = self.failures.get(&h).copied().unwrap_or(0);
+            let failures_then = self.failures.get(&h).copied().unwrap_or(0);
             let wait = if self.dead.contains(&h) {
-                Some(self.retries.wait(failures))
+                Some(self.retries.wait(failures_then))
             } else {
                 self.busy.get(&h).map(|&n| busy_wait(n))
             };
-            self.in_flight.push(Box::pin(async move {
+            let request = async move {
                 if let Some(wait) = wait {
                     futures_timer::Delay::new(wait).await;
                 }
-                let reply = net.get_shards(&peer, ids).await;
-                (h, batch, failures, reply)
+                net.get_shards(&peer, ids).await
+            };
+            let (retry, request) = if self.dead.contains(&h) {
+                let (handle, registration) = AbortHandle::new_pair();
+                let key = self.next_retry;
+                self.next_retry += 1;
+                self.retrying.insert(key, handle);
+                (Some(key), Either::Left(Abortable::new(request, registration)))
+            } else {
+                (None, Either::Right(request))
+            };
+            self.in_flight.push(Box::pin(async move {
+                let outcome = match request {
+                    Either::Left(retry) => retry.await.ok(),
+                    Either::Right(request) => Some(request.await),
+                };
+                Reply { holder: h, batch, failures_then, retry, outcome }
             }));
         }
     }
 
     /// Takes a holder's reply: verified shards go to the decoder; the rest are retried
     /// elsewhere by the next [`Download::schedule`].
-    fn absorb(&mut self, (h, batch, failures_then, reply): Reply) {
+    fn absorb(&mut self, reply: Reply) {
+        let Reply { holder: h, batch, failures_then, retry, outcome } = reply;
+        if let Some(key) = retry {
+            self.retrying.remove(&key);
+        }
+        let Some(reply) = outcome else {
+            // Called off: not asked after all.
+            for (s, i, _) in &batch {
+                if let Some(state) = self.stripes.get_mut(s) {
+                    state.asked.remove(i);
+                    state.tried.remove(&(*i, h));
+                }
+            }
+            return;
+        };
         let fetched = match reply {
             Ok(fetched) if fetched.len() == batch.len() => {
                 self.dead.remove(&h);
