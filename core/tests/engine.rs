@@ -35,6 +35,12 @@ struct Holder {
     asked: usize,
     /// Requests still to fail as if the holder could not be reached.
     fail_next: usize,
+    /// Whether its shard requests hang, unanswered and not failed (a peer that stopped
+    /// reading, a link that went silent).
+    stalled: bool,
+    /// How long its shard requests take to be answered.
+    #[cfg(not(wasm_browser))]
+    lag: Option<std::time::Duration>,
 }
 
 /// Holders in one process, shared by every clone.
@@ -91,6 +97,11 @@ impl Network for Swarm {
         peer: &usize,
         ids: Vec<ShardId>,
     ) -> Result<Vec<Fetched>, NetworkError> {
+        let stalled = self.0.borrow()[*peer].stalled;
+        if stalled {
+            self.0.borrow_mut()[*peer].asked += 1;
+            futures::future::pending::<()>().await;
+        }
         let statuses = self.holder(*peer, |h| {
             ids.iter()
                 .map(|id| match h.shards.get(id) {
@@ -104,6 +115,13 @@ impl Network for Swarm {
                 })
                 .collect()
         })?;
+        #[cfg(not(wasm_browser))]
+        {
+            let lag = self.0.borrow()[*peer].lag;
+            if let Some(lag) = lag {
+                futures_timer::Delay::new(lag).await;
+            }
+        }
         Fetched::check_all(&ids, statuses)
     }
 
@@ -369,6 +387,73 @@ fn a_holder_found_is_asked_at_once_not_after_the_retries_queued_meanwhile() {
         futures::future::Either::Right(_) => panic!("the download waited for the retries"),
     }
     assert!(swarm.0.borrow()[2].asked > 1, "nothing came from the holder found");
+}
+
+/// A holder whose requests hang, neither answered nor failed, holds no stripe up for long:
+/// the stripe waiting on it gets another shard from another holder (a hedge), and the stripes
+/// asked after that go to the others first.
+// Natively only: the hedge waits on a timer (see above).
+#[cfg(not(wasm_browser))]
+#[test]
+fn a_holder_that_stops_answering_is_hedged_around() {
+    use std::time::Duration;
+    let data = Rng::new(13).bytes(20_000);
+    let swarm = Swarm::with(3);
+    // One shard a stripe on each holder, a data shard on holder 0 in two stripes of three.
+    let (id, key) = put(&swarm, vec![0, 1, 2], params(2, 1), &data);
+    let window = 3;
+    let download = async {
+        let manifest = fetch_manifest(&swarm, &[0, 1, 2], id).await.unwrap();
+        let download = Download::start(swarm.clone(), vec![0, 1, 2], &manifest, &key, window);
+        let mut download = download.await.unwrap();
+        swarm.0.borrow_mut()[0].stalled = true;
+        let asked = swarm.0.borrow()[0].asked;
+        let mut out = Vec::new();
+        while let Some(segment) = download.next_segment().await.unwrap() {
+            out.extend_from_slice(&segment);
+        }
+        (out, download.hedged_shards(), swarm.0.borrow()[0].asked - asked)
+    };
+    // A bound on a hang, not a measure of speed.
+    let bound = futures_timer::Delay::new(Duration::from_secs(60));
+    let (got, hedged, asked) = match block_on(futures::future::select(Box::pin(download), bound)) {
+        futures::future::Either::Left((got, _)) => got,
+        futures::future::Either::Right(_) => panic!("the download waited for the stalled holder"),
+    };
+    assert_eq!(got, data);
+    // Only stripes of the first window asked it (those it holds a data shard of), and each
+    // was hedged; none after.
+    assert!((1..=window).contains(&asked), "asked {asked} times");
+    assert_eq!(hedged, asked as u64);
+}
+
+/// A slow holder that is the only one is not asked for more than the download needs: a hedge
+/// asks only other holders, and there are none.
+// Natively only: the holder's lag and the hedge wait on timers (see above).
+#[cfg(not(wasm_browser))]
+#[test]
+fn a_slow_holder_that_is_the_only_one_is_not_asked_for_more() {
+    use std::time::Duration;
+    let data = Rng::new(14).bytes(3_000);
+    let swarm = Swarm::with(1);
+    let (id, key) = put(&swarm, vec![0], params(2, 1), &data);
+    // Slower than the first hedge's wait (2 s, before any request is timed).
+    swarm.0.borrow_mut()[0].lag = Some(Duration::from_millis(2300));
+    let (got, hedged, asked) = block_on(async {
+        let manifest = fetch_manifest(&swarm, &[0], id).await.unwrap();
+        let mut download =
+            Download::start(swarm.clone(), vec![0], &manifest, &key, 3).await.unwrap();
+        let asked = swarm.0.borrow()[0].asked;
+        let mut out = Vec::new();
+        while let Some(segment) = download.next_segment().await.unwrap() {
+            out.extend_from_slice(&segment);
+        }
+        (out, download.hedged_shards(), swarm.0.borrow()[0].asked - asked)
+    });
+    assert_eq!(got, data);
+    assert!(hedged >= 1, "the first stripe was not hedged");
+    // One request for each of the three stripes' two data shards, and no more.
+    assert_eq!(asked, 3);
 }
 
 /// A holder that says it holds shards and then sends them corrupt leaves stripes short

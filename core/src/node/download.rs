@@ -1,13 +1,17 @@
 //! The download engine: find which holder has which shard, fetch any k per stripe (data
 //! shards first, so most stripes need no decoding), verify, decode and open, with a bounded
 //! window of stripes in flight. A shard that is missing, corrupt or whose holder fails is
-//! fetched from another holder, or replaced by another shard of its stripe.
+//! fetched from another holder, or replaced by another shard of its stripe; one whose holder is
+//! slow is hedged: another shard of its stripe is asked of another holder.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
-use futures::future::{AbortHandle, Abortable, Either, LocalBoxFuture, join_all, select};
+use futures::future::{AbortHandle, Abortable, Either, LocalBoxFuture, join_all, poll_fn};
 use futures::stream::{FuturesUnordered, StreamExt};
+use web_time::Instant;
 
 use super::{Fetched, Network, NetworkError};
 use crate::codec::{self, Decoder, FileKey, SealedSegment, ShardId, VerifiedShard};
@@ -59,8 +63,9 @@ struct Reply {
     /// For a retry (a request to a holder that had failed), its key in `Download`'s
     /// `retrying`.
     retry: Option<u64>,
-    /// What the holder sent; `None` for a retry called off before it answered.
-    outcome: Option<Result<Vec<Fetched>, NetworkError>>,
+    /// What the holder sent, and how long it took from the request (its wait left out);
+    /// `None` for a retry called off before it answered.
+    outcome: Option<(Result<Vec<Fetched>, NetworkError>, Duration)>,
 }
 
 /// Per-stripe bookkeeping: which (shard, holder) pairs were tried and which shards are asked.
@@ -68,6 +73,28 @@ struct Reply {
 struct StripeState {
     tried: HashSet<(usize, usize)>,
     asked: HashSet<usize>,
+    /// The shards asked at once (with no wait) of holders that answer: the holder and when.
+    sent: HashMap<usize, (usize, Instant)>,
+    /// Shards asked past the k needed because a holder was slow, and when the last was.
+    hedges: usize,
+    hedged_at: Option<Instant>,
+    /// Holders slow to answer for this stripe: its hedges ask others, and they are asked only
+    /// for what no other holder can give.
+    slow: HashSet<usize>,
+}
+
+/// How long the next stripe's requests may be out before another shard of it is asked of
+/// another holder: four times the typical request's time, within these bounds, and the
+/// default until a request has been timed.
+const HEDGE_FLOOR: Duration = Duration::from_millis(500);
+const HEDGE_CEILING: Duration = Duration::from_secs(10);
+const HEDGE_DEFAULT: Duration = Duration::from_secs(2);
+
+/// What the next step of a download waits for.
+enum Next<P> {
+    Reply(Option<Reply>),
+    Found(Answers<P>),
+    Hedge,
 }
 
 /// A download in progress: call [`Download::next_segment`] until it returns `None`; or, to
@@ -110,6 +137,25 @@ pub struct Download<N: Network> {
     /// by key; and the next key.
     retrying: HashMap<u64, AbortHandle>,
     next_retry: u64,
+    /// How long requests answered in full took, smoothed (see [`HEDGE_FLOOR`]).
+    typical: Option<Duration>,
+    /// Hedges made: shards asked past the k needed because a holder was slow.
+    hedged: u64,
+    /// Holders a hedge went around that have not answered since: asked only for what the
+    /// others cannot give.
+    lagging: HashSet<usize>,
+}
+
+/// Which holders [`Download::schedule`] asks, in turn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Those that answer.
+    Answering,
+    /// Those that answer, but were slow to of late (for the stripe, or another), and so
+    /// were hedged around.
+    Lagging,
+    /// Those whose requests failed, but not too often.
+    Retry,
 }
 
 type FindMore<P> = Box<dyn FnMut() -> LocalBoxFuture<'static, Vec<P>>>;
@@ -154,6 +200,9 @@ impl<N: Network + Clone + 'static> Download<N> {
             holder_lost: false,
             retrying: HashMap::new(),
             next_retry: 0,
+            typical: None,
+            hedged: 0,
+            lagging: HashSet::new(),
         };
         download.add_holders(holders).await;
         Ok(download)
@@ -316,6 +365,11 @@ impl<N: Network + Clone + 'static> Download<N> {
         self.corrupt
     }
 
+    /// Shards asked past the k a stripe needs because a holder was slow to answer.
+    pub fn hedged_shards(&self) -> u64 {
+        self.hedged
+    }
+
     /// The next segment of plaintext, authenticated, or `None` after the last one.
     pub async fn next_segment(&mut self) -> Result<Option<Vec<u8>>, DownloadError> {
         let Some(sealed) = self.next_sealed().await? else { return Ok(None) };
@@ -348,31 +402,82 @@ impl<N: Network + Clone + 'static> Download<N> {
             {
                 self.search();
             }
-            let next = match self.finding.as_mut() {
-                None => Either::Left(self.in_flight.next().await),
-                Some(finding) if self.in_flight.is_empty() => Either::Right(finding.await),
-                Some(finding) => match select(self.in_flight.next(), finding).await {
-                    Either::Left((reply, _)) => Either::Left(reply),
-                    Either::Right((found, _)) => Either::Right(found),
-                },
+            let mut hedge = match self.hedge_in() {
+                Some(Duration::ZERO) => {
+                    self.hedge();
+                    continue;
+                }
+                wait => wait.map(futures_timer::Delay::new),
             };
+            // A reply, the search's answers or the time to hedge, whichever comes first; with
+            // nothing in flight, the search's answers (or the end of the download).
+            let next = poll_fn(|cx| {
+                if let Some(finding) = self.finding.as_mut()
+                    && let Poll::Ready(answers) = finding.as_mut().poll(cx)
+                {
+                    return Poll::Ready(Next::Found(answers));
+                }
+                if (!self.in_flight.is_empty() || self.finding.is_none())
+                    && let Poll::Ready(reply) = self.in_flight.poll_next_unpin(cx)
+                {
+                    return Poll::Ready(Next::Reply(reply));
+                }
+                match hedge.as_mut().map(|timer| std::pin::Pin::new(timer).poll(cx)) {
+                    Some(Poll::Ready(())) => Poll::Ready(Next::Hedge),
+                    _ => Poll::Pending,
+                }
+            })
+            .await;
             match next {
-                Either::Left(Some(reply)) => self.absorb(reply),
+                Next::Reply(Some(reply)) => self.absorb(reply),
                 // Nothing in flight and nothing left to ask: a last search, if one is left,
                 // else the stripe cannot be completed.
-                Either::Left(None) => {
+                Next::Reply(None) => {
                     if self.searches < MAX_SEARCHES && self.find_more.is_some() {
                         self.search();
                         continue;
                     }
                     return Err(decoder_error(self.decoder.as_mut()));
                 }
-                Either::Right(answers) => {
+                Next::Found(answers) => {
                     self.finding = None;
                     self.take_holders(answers);
                 }
+                Next::Hedge => self.hedge(),
             }
         }
+    }
+
+    /// How long until the next stripe, which the download waits for, is hedged: `None` when
+    /// it has no request out without a wait to a holder that answers, or all its shards are
+    /// asked already.
+    fn hedge_in(&self) -> Option<Duration> {
+        let decoder = self.decoder.as_ref()?;
+        let state = self.stripes.get(&decoder.next_stripe())?;
+        let params = decoder.layout().params();
+        if params.k() + state.hedges >= params.shards() {
+            return None;
+        }
+        let oldest = state.sent.values().map(|(_, at)| *at).min()?;
+        let since = state.hedged_at.map_or(oldest, |at| at.max(oldest));
+        let after =
+            self.typical.map_or(HEDGE_DEFAULT, |t| (t * 4).clamp(HEDGE_FLOOR, HEDGE_CEILING));
+        Some((since + after).saturating_duration_since(Instant::now()))
+    }
+
+    /// Asks one more shard of the next stripe than it needs, of a holder other than those its
+    /// requests out are waiting for (at the next [`Download::schedule`]), so that a slow
+    /// holder does not hold the download up.
+    fn hedge(&mut self) {
+        let Some(decoder) = self.decoder.as_ref() else { return };
+        let stripe = decoder.next_stripe();
+        let Some(state) = self.stripes.get_mut(&stripe) else { return };
+        state.hedges += 1;
+        state.hedged_at = Some(Instant::now());
+        state.slow.extend(state.sent.values().map(|(h, _)| *h));
+        self.lagging.extend(state.slow.iter().copied());
+        self.hedged += 1;
+        tracing::debug!(stripe, slow = ?state.slow, "a holder is slow: asking another shard of its stripe elsewhere");
     }
 
     /// The stripe the next segment comes from, and how many stripes the file has.
@@ -393,11 +498,18 @@ impl<N: Network + Clone + 'static> Download<N> {
             let Ok(ids) = decoder.stripe_ids(s) else { continue };
             let state = self.stripes.entry(s).or_default();
             let held = (0..n).filter(|&i| decoder.has_shard(s, i)).count();
-            let mut wanted = k.saturating_sub(held + state.asked.len());
+            let have = held + state.asked.len();
+            // The shards the stripe needs, and those its hedges add, asked of holders not slow.
+            let mut wanted = (k + state.hedges).min(n).saturating_sub(have);
+            let hedged = wanted - k.saturating_sub(have);
             // Holders that answer first, for every shard; then, only for what they cannot
-            // give, holders whose requests failed but not too often (one may have restarted,
-            // or reconnected), each asked again only for shards it has not answered.
-            for retry in [false, true] {
+            // give, those slow of late; then holders whose requests failed but not too often
+            // (one may have restarted, or reconnected), each asked again only for shards it has
+            // not answered.
+            for pass in [Pass::Answering, Pass::Lagging, Pass::Retry] {
+                if pass == Pass::Lagging {
+                    wanted = wanted.saturating_sub(hedged);
+                }
                 for (i, id) in ids.iter().enumerate() {
                     if wanted == 0 {
                         break;
@@ -407,14 +519,17 @@ impl<N: Network + Clone + 'static> Download<N> {
                     }
                     let usable = |h: &usize| {
                         let failed = self.dead.contains(h);
-                        let usable = if retry {
-                            failed
-                                && self
-                                    .failures
-                                    .get(h)
-                                    .is_some_and(|&n| n < self.retries.max_failures)
-                        } else {
-                            !failed
+                        let slow = self.lagging.contains(h) || state.slow.contains(h);
+                        let usable = match pass {
+                            Pass::Answering => !failed && !slow,
+                            Pass::Lagging => !failed && slow,
+                            Pass::Retry => {
+                                failed
+                                    && self
+                                        .failures
+                                        .get(h)
+                                        .is_some_and(|&n| n < self.retries.max_failures)
+                            }
                         };
                         usable && !state.tried.contains(&(i, *h))
                     };
@@ -444,11 +559,21 @@ impl<N: Network + Clone + 'static> Download<N> {
             } else {
                 self.busy.get(&h).map(|&n| busy_wait(n))
             };
+            if wait.is_none() {
+                let now = Instant::now();
+                for (s, i, _) in &batch {
+                    if let Some(state) = self.stripes.get_mut(s) {
+                        state.sent.insert(*i, (h, now));
+                    }
+                }
+            }
             let request = async move {
                 if let Some(wait) = wait {
                     futures_timer::Delay::new(wait).await;
                 }
-                net.get_shards(&peer, ids).await
+                let sent = Instant::now();
+                let reply = net.get_shards(&peer, ids).await;
+                (reply, sent.elapsed())
             };
             let (retry, request) = if self.dead.contains(&h) {
                 let (handle, registration) = AbortHandle::new_pair();
@@ -476,11 +601,12 @@ impl<N: Network + Clone + 'static> Download<N> {
         if let Some(key) = retry {
             self.retrying.remove(&key);
         }
-        let Some(reply) = outcome else {
+        let Some((reply, took)) = outcome else {
             // Called off: not asked after all.
             for (s, i, _) in &batch {
                 if let Some(state) = self.stripes.get_mut(s) {
                     state.asked.remove(i);
+                    state.sent.remove(i);
                     state.tried.remove(&(*i, h));
                 }
             }
@@ -490,6 +616,10 @@ impl<N: Network + Clone + 'static> Download<N> {
             Ok(fetched) if fetched.len() == batch.len() => {
                 self.dead.remove(&h);
                 self.failures.remove(&h);
+                self.lagging.remove(&h);
+                if fetched.iter().all(|f| matches!(f, Fetched::Verified(_))) {
+                    self.typical = Some(self.typical.map_or(took, |t| (t * 7 + took) / 8));
+                }
                 fetched
             }
             failed => {
@@ -529,6 +659,7 @@ impl<N: Network + Clone + 'static> Download<N> {
         for ((s, i, _), fetched) in batch.into_iter().zip(fetched) {
             let Some(state) = self.stripes.get_mut(&s) else { continue };
             state.asked.remove(&i);
+            state.sent.remove(&i);
             match fetched {
                 Fetched::Verified(shard) => self.accept(h, s, i, shard),
                 Fetched::Corrupt { actual } => {
