@@ -199,6 +199,15 @@ impl Relay {
         }
     }
 
+    /// Pauses the process (SIGSTOP) when `paused`, or lets it go on (SIGCONT): paused, it
+    /// keeps its connections open and answers nothing, as a host whose link went quiet.
+    pub fn pause(&self, paused: bool) {
+        if let Some(pid) = self.pid() {
+            let signal = if paused { "-STOP" } else { "-CONT" };
+            let _ = Command::new("kill").args([signal, &pid.to_string()]).status();
+        }
+    }
+
     /// Starts the process again with the same data directory and arguments.
     pub fn restart(&mut self) {
         self.stop();

@@ -205,6 +205,35 @@ fn a_relay_killed_in_the_middle_of_a_get_does_not_stop_it() {
     assert!(got == fs::read(&file).unwrap(), "the file came back different");
 }
 
+/// A relay that stops answering in the middle of a get without closing its connections (a
+/// host whose link went quiet) holds the get up for a few hedge waits, not for the request
+/// timeout (120 s): the stripes waiting on it get other shards from the other relay.
+#[test]
+fn a_relay_that_stops_answering_in_the_middle_of_a_get_is_hedged_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = pair(dir.path());
+    let file = random_file(dir.path(), "in.bin", MID_TRANSFER_BYTES, 14);
+    // Two holders, four shards a stripe: the shards on `b` alone make every stripe.
+    let link = put(dir.path(), &file, &[&a, &b], &["--k", "2", "--m", "2"]);
+    let relays = format!("{},{}", a.url(), b.url());
+    let out_before = a.metric("shardweb_bytes_out_total").unwrap_or(0);
+    let mut downloading =
+        spawn_shardweb_in(dir.path(), &["get", &link, "-o", "out.bin", "--relay", &relays]);
+    wait_until("the download to start", || {
+        a.metric("shardweb_bytes_out_total").unwrap_or(0) > out_before + 8_000_000
+    });
+    a.pause(true);
+    assert!(downloading.try_wait().unwrap().is_none(), "the download ended before the pause");
+    // Well under the request timeout, which a get without hedges would wait out.
+    let out = wait_shardweb(downloading, Duration::from_secs(60));
+    a.pause(false);
+    assert!(out.status.success(), "the get failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        fs::read(dir.path().join("out.bin")).unwrap() == fs::read(&file).unwrap(),
+        "the file came back different"
+    );
+}
+
 /// A get whose relays run short of a stripe when one of them is killed finds the rest of the
 /// file through the DHT: a third relay, not named to the get, holds a shard of every stripe.
 #[test]
