@@ -4,8 +4,9 @@
 //! fetched from another holder, or replaced by another shard of its stripe; one whose holder is
 //! slow is hedged: another shard of its stripe is asked of another holder.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -63,21 +64,27 @@ struct Reply {
     /// For a retry (a request to a holder that had failed), its key in `Download`'s
     /// `retrying`.
     retry: Option<u64>,
-    /// What the holder sent, and how long it took from the request (its wait left out);
-    /// `None` for a retry called off before it answered.
+    /// What the holder sent, and how long it took from the request (its wait left out) to
+    /// the reply's being taken; `None` for a retry called off before it answered.
     outcome: Option<(Result<Vec<Fetched>, NetworkError>, Duration)>,
 }
+
+/// When a request went out (after its wait, if any), once it has: set by the request itself,
+/// so that a download its caller does not poll for a while (a slow reader) does not count
+/// that while against the holders.
+type SentAt = Rc<Cell<Option<Instant>>>;
 
 /// Per-stripe bookkeeping: which (shard, holder) pairs were tried and which shards are asked.
 #[derive(Default)]
 struct StripeState {
     tried: HashSet<(usize, usize)>,
     asked: HashSet<usize>,
-    /// The shards asked at once (with no wait) of holders that answer: the holder and when.
-    sent: HashMap<usize, (usize, Instant)>,
-    /// Shards asked past the k needed because a holder was slow, and when the last was.
+    /// The shards asked: of which holder, and when the request went out.
+    sent: HashMap<usize, (usize, SentAt)>,
+    /// Shards the stripe may be asked for past the k it needs, one for each request a holder
+    /// was slow to answer (at most n − k), and those requests, as (shard, holder).
     hedges: usize,
-    hedged_at: Option<Instant>,
+    hedged: HashSet<(usize, usize)>,
     /// Holders slow to answer for this stripe: its hedges ask others, and they are asked only
     /// for what no other holder can give.
     slow: HashSet<usize>,
@@ -134,12 +141,12 @@ pub struct Download<N: Network> {
     /// can the holders that answer have come to lack a stripe.
     holder_lost: bool,
     /// The retries in flight, which a holder found can call off (see `call_off_retries`),
-    /// by key; and the next key.
-    retrying: HashMap<u64, AbortHandle>,
+    /// with the stripes each asks for shards of, by key; and the next key.
+    retrying: HashMap<u64, (AbortHandle, Vec<u64>)>,
     next_retry: u64,
     /// How long requests answered in full took, smoothed (see [`HEDGE_FLOOR`]).
     typical: Option<Duration>,
-    /// Hedges made: shards asked past the k needed because a holder was slow.
+    /// Shards asked past the k a stripe needs because a holder was slow.
     hedged: u64,
     /// Holders a hedge went around that have not answered since: asked only for what the
     /// others cannot give.
@@ -151,8 +158,7 @@ pub struct Download<N: Network> {
 enum Pass {
     /// Those that answer.
     Answering,
-    /// Those that answer, but were slow to of late (for the stripe, or another), and so
-    /// were hedged around.
+    /// Those that answer, but a hedge went around of late (for this stripe, or another).
     Lagging,
     /// Those whose requests failed, but not too often.
     Retry,
@@ -224,9 +230,10 @@ impl<N: Network + Clone + 'static> Download<N> {
     /// before it gives up for want of shards (some said they held one and then did not send
     /// it), twice at most in all. The search runs while the download goes on and asks again
     /// the holders that failed. Holders found are asked at once: the retries then queued to
-    /// failed holders are called off, and asked again only for what the holders found cannot
-    /// give. A holder found that had failed, even one given up, is asked again what it holds,
-    /// and used again if it answers (a relay back from a restart).
+    /// failed holders for the stripes they hold shards of are called off, and made again
+    /// (after a new wait) only for what the holders found cannot give. A holder found that
+    /// had failed, even one given up, is asked again what it holds, and used again if it
+    /// answers (a relay back from a restart).
     pub fn with_more_holders(
         self,
         find: impl FnMut() -> LocalBoxFuture<'static, Vec<N::Peer>> + 'static,
@@ -276,12 +283,13 @@ impl<N: Network + Clone + 'static> Download<N> {
         }))
     }
 
-    /// Takes what holders said they hold. If one of them holds any of the file's shards and
-    /// can be asked at once (a new holder, or one that had failed and answers now), the
-    /// retries queued meanwhile are called off, so that the next [`Download::schedule`] asks
-    /// it first.
+    /// Takes what holders said they hold. The retries queued meanwhile for stripes that one
+    /// of them holds shards of and can be asked at once (a new holder, or one that had failed
+    /// and answers now) are called off, so that the next [`Download::schedule`] asks it
+    /// instead.
     fn take_holders(&mut self, answers: Answers<N::Peer>) {
-        let mut usable = false;
+        let n = self.decoder.as_ref().map_or(1, |d| d.layout().params().shards());
+        let mut found = HashSet::new();
         for (holder, answer) in answers {
             if let Some(h) = self.holders.iter().position(|known| *known == holder) {
                 // A holder that had failed and answers now is back, with a clean slate.
@@ -289,12 +297,14 @@ impl<N: Network + Clone + 'static> Download<N> {
                     && self.dead.remove(&h)
                 {
                     self.failures.remove(&h);
-                    for (id, _) in self.ids.iter().zip(held).filter(|(_, held)| *held) {
+                    self.lagging.remove(&h);
+                    let ids = self.ids.iter().zip(held).enumerate();
+                    for (at, (id, _)) in ids.filter(|(_, (_, held))| *held) {
                         let holders = self.located.entry(*id).or_default();
                         if !holders.contains(&h) {
                             holders.push(h);
                         }
-                        usable = true;
+                        found.insert((at / n) as u64);
                     }
                 }
                 continue;
@@ -302,9 +312,10 @@ impl<N: Network + Clone + 'static> Download<N> {
             let h = self.holders.len();
             match answer {
                 Ok(held) => {
-                    for (id, _) in self.ids.iter().zip(held).filter(|(_, held)| *held) {
+                    let ids = self.ids.iter().zip(held).enumerate();
+                    for (at, (id, _)) in ids.filter(|(_, (_, held))| *held) {
                         self.located.entry(*id).or_default().push(h);
-                        usable = true;
+                        found.insert((at / n) as u64);
                     }
                 }
                 Err(e) => {
@@ -314,18 +325,20 @@ impl<N: Network + Clone + 'static> Download<N> {
             }
             self.holders.push(holder);
         }
-        if usable {
-            self.call_off_retries();
-        }
+        self.call_off_retries(&found);
     }
 
-    /// Calls off the retries in flight: each comes back as not asked (without counting as a
-    /// failure), and the next [`Download::schedule`] asks for its shards again, from holders
-    /// that answer first.
-    fn call_off_retries(&mut self) {
-        for (_, retry) in self.retrying.drain() {
-            retry.abort();
-        }
+    /// Calls off the retries in flight that ask for shards of any of `stripes`: each comes
+    /// back as not asked (without counting as a failure), and the next
+    /// [`Download::schedule`] asks for its shards again, from holders that answer first.
+    fn call_off_retries(&mut self, stripes: &HashSet<u64>) {
+        self.retrying.retain(|_, (retry, asked)| {
+            let call_off = asked.iter().any(|s| stripes.contains(s));
+            if call_off {
+                retry.abort();
+            }
+            !call_off
+        });
     }
 
     /// The first stripe not yet decoded for which the holders known have fewer than k
@@ -402,15 +415,10 @@ impl<N: Network + Clone + 'static> Download<N> {
             {
                 self.search();
             }
-            let mut hedge = match self.hedge_in() {
-                Some(Duration::ZERO) => {
-                    self.hedge();
-                    continue;
-                }
-                wait => wait.map(futures_timer::Delay::new),
-            };
-            // A reply, the search's answers or the time to hedge, whichever comes first; with
-            // nothing in flight, the search's answers (or the end of the download).
+            // A reply, the search's answers or the time to hedge, whichever comes first (the
+            // replies already in before the timer, which is set once the requests have gone
+            // out); with nothing in flight, the search's answers (or the end of the download).
+            let mut hedge = None;
             let next = poll_fn(|cx| {
                 if let Some(finding) = self.finding.as_mut()
                     && let Poll::Ready(answers) = finding.as_mut().poll(cx)
@@ -421,6 +429,9 @@ impl<N: Network + Clone + 'static> Download<N> {
                     && let Poll::Ready(reply) = self.in_flight.poll_next_unpin(cx)
                 {
                     return Poll::Ready(Next::Reply(reply));
+                }
+                if hedge.is_none() {
+                    hedge = self.hedge_in().map(futures_timer::Delay::new);
                 }
                 match hedge.as_mut().map(|timer| std::pin::Pin::new(timer).poll(cx)) {
                     Some(Poll::Ready(())) => Poll::Ready(Next::Hedge),
@@ -448,36 +459,54 @@ impl<N: Network + Clone + 'static> Download<N> {
         }
     }
 
-    /// How long until the next stripe, which the download waits for, is hedged: `None` when
-    /// it has no request out without a wait to a holder that answers, or all its shards are
-    /// asked already.
-    fn hedge_in(&self) -> Option<Duration> {
-        let decoder = self.decoder.as_ref()?;
-        let state = self.stripes.get(&decoder.next_stripe())?;
-        let params = decoder.layout().params();
-        if params.k() + state.hedges >= params.shards() {
-            return None;
-        }
-        let oldest = state.sent.values().map(|(_, at)| *at).min()?;
-        let since = state.hedged_at.map_or(oldest, |at| at.max(oldest));
-        let after =
-            self.typical.map_or(HEDGE_DEFAULT, |t| (t * 4).clamp(HEDGE_FLOOR, HEDGE_CEILING));
-        Some((since + after).saturating_duration_since(Instant::now()))
+    /// How long a request may be out before it is hedged (see [`HEDGE_FLOOR`]).
+    fn hedge_after(&self) -> Duration {
+        self.typical.map_or(HEDGE_DEFAULT, |t| (t * 4).clamp(HEDGE_FLOOR, HEDGE_CEILING))
     }
 
-    /// Asks one more shard of the next stripe than it needs, of a holder other than those its
-    /// requests out are waiting for (at the next [`Download::schedule`]), so that a slow
-    /// holder does not hold the download up.
+    /// The requests of the next stripe, which the download waits for, that are out and not
+    /// hedged yet, as (shard, holder, when it went out); none once the stripe may ask all its
+    /// shards.
+    fn unhedged(&self) -> Vec<(usize, usize, Instant)> {
+        let Some(decoder) = self.decoder.as_ref() else { return Vec::new() };
+        let Some(state) = self.stripes.get(&decoder.next_stripe()) else { return Vec::new() };
+        let params = decoder.layout().params();
+        if params.k() + state.hedges >= params.shards() {
+            return Vec::new();
+        }
+        (state.sent.iter())
+            .filter(|(i, (h, _))| !state.hedged.contains(&(**i, *h)))
+            .filter_map(|(i, (h, at))| Some((*i, *h, at.get()?)))
+            .collect()
+    }
+
+    /// How long until a request of the next stripe is out long enough to be hedged; `None`
+    /// when none can be.
+    fn hedge_in(&self) -> Option<Duration> {
+        let oldest = self.unhedged().into_iter().map(|(_, _, at)| at).min()?;
+        Some((oldest + self.hedge_after()).saturating_duration_since(Instant::now()))
+    }
+
+    /// Lets the next stripe ask one more shard than it needs for each of its requests out for
+    /// too long, of holders other than theirs (at the next [`Download::schedule`]), so that a
+    /// slow holder does not hold the download up; those holders are asked only for what the
+    /// others cannot give from then on, until they answer.
     fn hedge(&mut self) {
+        let Some(before) = Instant::now().checked_sub(self.hedge_after()) else { return };
+        let late: Vec<(usize, usize)> = (self.unhedged().into_iter())
+            .filter(|(_, _, at)| *at <= before)
+            .map(|(i, h, _)| (i, h))
+            .collect();
         let Some(decoder) = self.decoder.as_ref() else { return };
-        let stripe = decoder.next_stripe();
+        let (stripe, params) = (decoder.next_stripe(), decoder.layout().params());
         let Some(state) = self.stripes.get_mut(&stripe) else { return };
-        state.hedges += 1;
-        state.hedged_at = Some(Instant::now());
-        state.slow.extend(state.sent.values().map(|(h, _)| *h));
-        self.lagging.extend(state.slow.iter().copied());
-        self.hedged += 1;
-        tracing::debug!(stripe, slow = ?state.slow, "a holder is slow: asking another shard of its stripe elsewhere");
+        for &(i, h) in &late {
+            state.hedged.insert((i, h));
+            state.slow.insert(h);
+            self.lagging.insert(h);
+        }
+        state.hedges = (state.hedges + late.len()).min(params.m());
+        tracing::debug!(stripe, ?late, "holders slow to answer: asking other shards elsewhere");
     }
 
     /// The stripe the next segment comes from, and how many stripes the file has.
@@ -501,14 +530,19 @@ impl<N: Network + Clone + 'static> Download<N> {
             let have = held + state.asked.len();
             // The shards the stripe needs, and those its hedges add, asked of holders not slow.
             let mut wanted = (k + state.hedges).min(n).saturating_sub(have);
-            let hedged = wanted - k.saturating_sub(have);
+            let need = k.saturating_sub(have);
+            let room = wanted - need;
             // Holders that answer first, for every shard; then, only for what they cannot
             // give, those slow of late; then holders whose requests failed but not too often
             // (one may have restarted, or reconnected), each asked again only for shards it has
             // not answered.
+            let first = wanted;
             for pass in [Pass::Answering, Pass::Lagging, Pass::Retry] {
                 if pass == Pass::Lagging {
-                    wanted = wanted.saturating_sub(hedged);
+                    // What was asked past the need is the hedges'; the rest of their room
+                    // goes unused rather than to slow holders.
+                    self.hedged += (first - wanted).saturating_sub(need) as u64;
+                    wanted = wanted.saturating_sub(room);
                 }
                 for (i, id) in ids.iter().enumerate() {
                     if wanted == 0 {
@@ -559,27 +593,28 @@ impl<N: Network + Clone + 'static> Download<N> {
             } else {
                 self.busy.get(&h).map(|&n| busy_wait(n))
             };
-            if wait.is_none() {
-                let now = Instant::now();
-                for (s, i, _) in &batch {
-                    if let Some(state) = self.stripes.get_mut(s) {
-                        state.sent.insert(*i, (h, now));
-                    }
+            let sent_at = SentAt::default();
+            for (s, i, _) in &batch {
+                if let Some(state) = self.stripes.get_mut(s) {
+                    state.sent.insert(*i, (h, Rc::clone(&sent_at)));
                 }
             }
+            let retry_stripes =
+                self.dead.contains(&h).then(|| batch.iter().map(|(s, _, _)| *s).collect());
             let request = async move {
                 if let Some(wait) = wait {
                     futures_timer::Delay::new(wait).await;
                 }
                 let sent = Instant::now();
+                sent_at.set(Some(sent));
                 let reply = net.get_shards(&peer, ids).await;
                 (reply, sent.elapsed())
             };
-            let (retry, request) = if self.dead.contains(&h) {
+            let (retry, request) = if let Some(retry_stripes) = retry_stripes {
                 let (handle, registration) = AbortHandle::new_pair();
                 let key = self.next_retry;
                 self.next_retry += 1;
-                self.retrying.insert(key, handle);
+                self.retrying.insert(key, (handle, retry_stripes));
                 (Some(key), Either::Left(Abortable::new(request, registration)))
             } else {
                 (None, Either::Right(request))
