@@ -370,6 +370,17 @@ fn a_download_short_of_holders_looks_for_more_at_once_and_completes_from_them() 
     assert!(swarm.0.borrow()[2].asked > 0, "nothing came from the holder found");
 }
 
+/// Runs `run` on this thread; panics with `hang` if it has not ended within a minute. A
+/// bound on a hang, not a measure of speed.
+#[cfg(not(wasm_browser))]
+fn within_a_minute<T>(run: impl std::future::Future<Output = T>, hang: &str) -> T {
+    let bound = futures_timer::Delay::new(std::time::Duration::from_secs(60));
+    match block_on(futures::future::select(Box::pin(run), bound)) {
+        futures::future::Either::Left((got, _)) => got,
+        futures::future::Either::Right(_) => panic!("{hang}"),
+    }
+}
+
 /// A holder found while a vanished one's retries wait is asked at once: the retries queued
 /// for what the vanished holder had are called off, not waited out (they may wait seconds,
 /// or hang on a dial to a host that is gone).
@@ -401,12 +412,9 @@ fn a_holder_found_is_asked_at_once_not_after_the_retries_queued_meanwhile() {
         }
         out
     };
-    // A bound on a hang, not a measure of speed: the download takes milliseconds.
-    let bound = futures_timer::Delay::new(Duration::from_secs(60));
-    match block_on(futures::future::select(Box::pin(download), bound)) {
-        futures::future::Either::Left((got, _)) => assert_eq!(got, data),
-        futures::future::Either::Right(_) => panic!("the download waited for the retries"),
-    }
+    // The download takes milliseconds.
+    let got = within_a_minute(download, "the download waited for the retries");
+    assert_eq!(got, data);
     assert!(swarm.0.borrow()[2].asked > 1, "nothing came from the holder found");
 }
 
@@ -417,7 +425,6 @@ fn a_holder_found_is_asked_at_once_not_after_the_retries_queued_meanwhile() {
 #[cfg(not(wasm_browser))]
 #[test]
 fn a_holder_that_stops_answering_is_hedged_around() {
-    use std::time::Duration;
     let data = Rng::new(13).bytes(20_000);
     let swarm = Swarm::with(3);
     // One shard a stripe on each holder, a data shard on holder 0 in two stripes of three.
@@ -435,12 +442,8 @@ fn a_holder_that_stops_answering_is_hedged_around() {
         }
         (out, download.hedged_shards(), swarm.0.borrow()[0].asked - asked)
     };
-    // A bound on a hang, not a measure of speed.
-    let bound = futures_timer::Delay::new(Duration::from_secs(60));
-    let (got, hedged, asked) = match block_on(futures::future::select(Box::pin(download), bound)) {
-        futures::future::Either::Left((got, _)) => got,
-        futures::future::Either::Right(_) => panic!("the download waited for the stalled holder"),
-    };
+    let (got, hedged, asked) =
+        within_a_minute(download, "the download waited for the stalled holder");
     assert_eq!(got, data);
     // Only stripes of the first window asked it (those it holds a data shard of), and each
     // was hedged; none after.
